@@ -1,0 +1,432 @@
+//! Chart shapes: how each supported chart names its objects, computes IDs,
+//! lists and listeners, and so which values the policy must set for a
+//! topology. This is the only place that knows the charts.
+//!
+//! cp-helm-charts 0.6 (cp-zookeeper, cp-kafka): ids and advertised listeners
+//! are computed in the container command from `${HOSTNAME}`, `${POD_NAME}` and
+//! `${POD_NAMESPACE}`; env the command re-exports is ignored. So the policy
+//! moves ordinals (`spec.ordinals.start`) and rewrites the inputs the command
+//! reads (`ZOOKEEPER_SERVERS`, `POD_NAME`, `POD_NAMESPACE`, ...).
+//!
+//! bitnami/kafka 32 (KRaft): node.id = ordinal + `KAFKA_MIN_ID` and the
+//! advertised host is built by the `prepare-config` init script from
+//! `MY_POD_NAME`, `KAFKA_FULLNAME`, `MY_POD_NAMESPACE` and `CLUSTER_DOMAIN`;
+//! `server.properties` comes from a per-role ConfigMap.
+
+use std::borrow::Cow;
+
+use straddle_policy::plan::{Check, EnvValue, EnvVar, ObjectKind, ObjectRule, Op, PropEdit};
+
+use crate::spec::{Chart, NetworkingMode};
+use crate::topology::{Ensemble, Kafka, Role, RoleGroup, Topology};
+
+pub const DIGEST_ANNOTATION: &str = "straddle.dev/policy-digest";
+pub const STRETCH_ANNOTATION: &str = "straddle.dev/stretch";
+
+pub const ZK_CLIENT_PORT: u16 = 2181;
+pub const ZK_SERVER_PORT: u16 = 2888;
+pub const ZK_ELECTION_PORT: u16 = 3888;
+pub const CP_KAFKA_PORT: u16 = 9092;
+pub const BITNAMI_CLIENT_PORT: u16 = 9092;
+pub const BITNAMI_CONTROLLER_PORT: u16 = 9093;
+pub const BITNAMI_INTERBROKER_PORT: u16 = 9094;
+
+const CP_ZK_CONTAINER: &str = "cp-zookeeper-server";
+const CP_KAFKA_CONTAINER: &str = "cp-kafka-broker";
+const BITNAMI_INIT: &str = "prepare-config";
+const BITNAMI_MAIN: &str = "kafka";
+const BITNAMI_PROPERTIES: &str = "server.properties";
+/// Holds the real pod name when `POD_NAME` is redefined (cp-kafka, mcs).
+const STRADDLE_POD_NAME: &str = "STRADDLE_POD_NAME";
+const RACK_AWARE_SELECTOR: &str = "org.apache.kafka.common.replica.RackAwareReplicaSelector";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    ZooKeeper,
+    Kafka,
+}
+
+/// The chart's fullname helper: override, else the release if it already
+/// contains the chart name, else `<release>-<chart>`; at most 63 characters.
+pub fn fullname(chart: Chart, component: Component, release: &str, override_: Option<&str>) -> String {
+    let name = match (chart, component) {
+        (Chart::CpHelmCharts, Component::ZooKeeper) => "cp-zookeeper",
+        (Chart::CpHelmCharts, Component::Kafka) => "cp-kafka",
+        (Chart::Bitnami, Component::ZooKeeper) => "zookeeper",
+        (Chart::Bitnami, Component::Kafka) => "kafka",
+    };
+    let full = match override_ {
+        Some(o) => o.to_string(),
+        None if release.contains(name) => release.to_string(),
+        None => format!("{release}-{name}"),
+    };
+    let mut full: String = full.chars().take(63).collect();
+    while full.ends_with('-') {
+        full.pop();
+    }
+    full
+}
+
+/// (StatefulSet, governing headless Service) of a role.
+pub fn statefulset_names(chart: Chart, role: Role, fullname: &str) -> (String, String) {
+    match (chart, role) {
+        (Chart::CpHelmCharts, _) => (fullname.to_string(), format!("{fullname}-headless")),
+        (Chart::Bitnami, Role::Broker) => (
+            format!("{fullname}-broker"),
+            format!("{fullname}-broker-headless"),
+        ),
+        (Chart::Bitnami, _) => (
+            format!("{fullname}-controller"),
+            format!("{fullname}-controller-headless"),
+        ),
+    }
+}
+
+/// Container ports a role serves (for per-node Services).
+pub fn ports(group: &RoleGroup) -> Vec<(&'static str, u16)> {
+    match (group.chart, group.role) {
+        (_, Role::ZooKeeper) => vec![
+            ("client", ZK_CLIENT_PORT),
+            ("server", ZK_SERVER_PORT),
+            ("leader-election", ZK_ELECTION_PORT),
+        ],
+        (Chart::CpHelmCharts, _) => vec![("kafka", CP_KAFKA_PORT)],
+        (Chart::Bitnami, Role::Broker) => vec![
+            ("client", BITNAMI_CLIENT_PORT),
+            ("interbroker", BITNAMI_INTERBROKER_PORT),
+        ],
+        (Chart::Bitnami, Role::Controller { combined: false }) => {
+            vec![("controller", BITNAMI_CONTROLLER_PORT)]
+        }
+        (Chart::Bitnami, Role::Controller { combined: true }) => vec![
+            ("client", BITNAMI_CLIENT_PORT),
+            ("controller", BITNAMI_CONTROLLER_PORT),
+            ("interbroker", BITNAMI_INTERBROKER_PORT),
+        ],
+    }
+}
+
+/// One object's rule, before the digest annotation is added.
+pub struct PlannedObject {
+    pub cluster: usize,
+    pub kind: ObjectKind,
+    pub namespace: String,
+    pub name: String,
+    pub rule: ObjectRule<'static>,
+}
+
+/// Everything the policy does, for every cluster.
+pub fn plan_objects(topo: &Topology) -> Vec<PlannedObject> {
+    let mut out = Vec::new();
+    for cluster in 0..topo.clusters.len() {
+        if let Some(zk) = &topo.zookeeper {
+            zookeeper(topo, zk, cluster, &mut out);
+        }
+        if let Some(k) = &topo.kafka {
+            for group in k.groups() {
+                match group.chart {
+                    Chart::CpHelmCharts => cp_kafka(topo, k, group, cluster, &mut out),
+                    Chart::Bitnami => bitnami_kafka(topo, k, group, cluster, &mut out),
+                }
+            }
+        }
+    }
+    out
+}
+
+fn s(v: impl Into<String>) -> Cow<'static, str> {
+    Cow::Owned(v.into())
+}
+
+fn literal(name: &str, value: impl Into<String>) -> EnvVar<'static> {
+    EnvVar {
+        name: s(name),
+        value: EnvValue::Literal(s(value)),
+        before: None,
+    }
+}
+
+fn field_ref(name: &str, path: &str, before: Option<&str>) -> EnvVar<'static> {
+    EnvVar {
+        name: s(name),
+        value: EnvValue::FieldRef(s(path)),
+        before: before.map(s),
+    }
+}
+
+/// Rules every StatefulSet of a role gets: size, ordinals, the ID-block guard.
+fn statefulset_base(group: &RoleGroup, cluster: usize) -> (Vec<Check<'static>>, Vec<Op<'static>>) {
+    let slice = &group.slices[cluster];
+    let block_field = match group.role {
+        // cp-zookeeper has no headroom: its block is exactly the replica count.
+        Role::ZooKeeper => format!("{}.replicas", group.field),
+        _ => format!("{}.idBlockSize", group.field),
+    };
+    (
+        vec![Check::MaxReplicas {
+            max: slice.block,
+            field: s(block_field),
+        }],
+        vec![
+            Op::Replicas(slice.replicas),
+            Op::OrdinalsStart(slice.ordinal_start),
+        ],
+    )
+}
+
+fn push(
+    out: &mut Vec<PlannedObject>,
+    cluster: usize,
+    kind: ObjectKind,
+    group: &RoleGroup,
+    name: &str,
+    checks: Vec<Check<'static>>,
+    ops: Vec<Op<'static>>,
+) {
+    out.push(PlannedObject {
+        cluster,
+        kind,
+        namespace: group.namespace.clone(),
+        name: name.to_string(),
+        rule: ObjectRule {
+            field: s(group.field.clone()),
+            checks,
+            ops,
+        },
+    });
+}
+
+/// Headless Services must publish not-ready pods: a quorum member has to be
+/// resolvable before it is ready, or the ensemble can never form.
+fn headless(out: &mut Vec<PlannedObject>, group: &RoleGroup, cluster: usize) {
+    push(
+        out,
+        cluster,
+        ObjectKind::Service,
+        group,
+        &group.headless,
+        vec![],
+        vec![Op::PublishNotReadyAddresses(true)],
+    );
+}
+
+/// `ZOOKEEPER_SERVERS` etc. as cp-zookeeper reads them: positional, `;`-separated.
+pub struct ZkStrings {
+    pub servers: String,
+    pub groups: Option<String>,
+    pub weights: Option<String>,
+    pub connect: String,
+}
+
+pub fn zk_strings(zk: &Ensemble, n_clusters: usize) -> ZkStrings {
+    let nodes = &zk.group.nodes;
+    let servers = nodes
+        .iter()
+        .map(|n| format!("{}:{ZK_SERVER_PORT}:{ZK_ELECTION_PORT}", n.zk_host()))
+        .collect::<Vec<_>>()
+        .join(";");
+    let connect = nodes
+        .iter()
+        .map(|n| format!("{}:{ZK_CLIENT_PORT}", n.zk_host()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (groups, weights) = match zk.quorum {
+        crate::spec::QuorumType::Majority => (None, None),
+        crate::spec::QuorumType::Hierarchical => {
+            let groups = (0..n_clusters)
+                .map(|c| {
+                    zk.group
+                        .nodes_in(c)
+                        .map(|n| n.id.to_string())
+                        .collect::<Vec<_>>()
+                        .join(":")
+                })
+                .filter(|g| !g.is_empty())
+                .collect::<Vec<_>>()
+                .join(";");
+            let weights = nodes
+                .iter()
+                .map(|n| zk.staged_weight(n).to_string())
+                .collect::<Vec<_>>()
+                .join(";");
+            (Some(groups), Some(weights))
+        }
+    };
+    ZkStrings {
+        servers,
+        groups,
+        weights,
+        connect,
+    }
+}
+
+fn zookeeper(topo: &Topology, zk: &Ensemble, cluster: usize, out: &mut Vec<PlannedObject>) {
+    let g = &zk.group;
+    let strings = zk_strings(zk, topo.clusters.len());
+    let (checks, mut ops) = statefulset_base(g, cluster);
+    let mut set = vec![literal("ZOOKEEPER_SERVERS", strings.servers)];
+    let mut remove = vec![];
+    match (strings.groups, strings.weights) {
+        (Some(groups), Some(weights)) => {
+            set.push(literal("ZOOKEEPER_GROUPS", groups));
+            set.push(literal("ZOOKEEPER_WEIGHTS", weights));
+        }
+        _ => remove.extend([s("ZOOKEEPER_GROUPS"), s("ZOOKEEPER_WEIGHTS")]),
+    }
+    ops.push(Op::Env {
+        container: s(CP_ZK_CONTAINER),
+        init: false,
+        set,
+        remove,
+    });
+    push(out, cluster, ObjectKind::StatefulSet, g, &g.statefulset, checks, ops);
+    headless(out, g, cluster);
+}
+
+fn cp_kafka(topo: &Topology, k: &Kafka, g: &RoleGroup, cluster: usize, out: &mut Vec<PlannedObject>) {
+    let (checks, mut ops) = statefulset_base(g, cluster);
+    let zk = topo
+        .zookeeper
+        .as_ref()
+        .expect("ZooKeeper-mode Kafka is validated to have a ZooKeeper");
+    let zk_connect = zk_strings(zk, topo.clusters.len()).connect;
+    let c = &topo.clusters[cluster];
+    let mut set = vec![
+        literal("KAFKA_ZOOKEEPER_CONNECT", zk_connect),
+        literal("KAFKA_BROKER_RACK", c.rack.clone()),
+    ];
+    let mut remove = vec![];
+    // The command advertises PLAINTEXT://${POD_NAME}.<headless>.${POD_NAMESPACE}:9092.
+    match topo.networking.mode {
+        NetworkingMode::Mcs => {
+            set.push(field_ref(STRADDLE_POD_NAME, "metadata.name", Some("POD_NAME")));
+            set.push(literal("POD_NAME", format!("$({STRADDLE_POD_NAME}).{}", c.name)));
+            set.push(literal("POD_NAMESPACE", format!("{}.svc.clusterset.local", g.namespace)));
+        }
+        NetworkingMode::ExternalDns => {
+            set.push(field_ref("POD_NAME", "metadata.name", None));
+            set.push(literal("POD_NAMESPACE", format!("{}.svc.{}", g.namespace, topo.networking.zone)));
+            remove.push(s(STRADDLE_POD_NAME));
+        }
+    }
+    if k.follower_fetching {
+        set.push(literal("KAFKA_REPLICA_SELECTOR_CLASS", RACK_AWARE_SELECTOR));
+    } else {
+        remove.push(s("KAFKA_REPLICA_SELECTOR_CLASS"));
+    }
+    ops.push(Op::Env {
+        container: s(CP_KAFKA_CONTAINER),
+        init: false,
+        set,
+        remove,
+    });
+    push(out, cluster, ObjectKind::StatefulSet, g, &g.statefulset, checks, ops);
+    headless(out, g, cluster);
+}
+
+/// KRaft quorum strings, identical in every cluster.
+pub struct KraftStrings {
+    pub bootstrap_servers: String,
+    pub voters: String,
+    pub initial_controllers: String,
+}
+
+pub fn kraft_strings(k: &Kafka) -> Option<KraftStrings> {
+    let c = k.controllers.as_ref()?;
+    let port = BITNAMI_CONTROLLER_PORT;
+    let join = |f: &dyn Fn(&crate::topology::Node) -> String| {
+        c.nodes.iter().map(f).collect::<Vec<_>>().join(",")
+    };
+    Some(KraftStrings {
+        bootstrap_servers: join(&|n| format!("{}:{port}", n.address)),
+        voters: join(&|n| format!("{}@{}:{port}", n.id, n.address)),
+        initial_controllers: join(&|n| {
+            format!("{}@{}:{port}:{}", n.id, n.address, k.directory_id(n.id))
+        }),
+    })
+}
+
+fn bitnami_kafka(topo: &Topology, k: &Kafka, g: &RoleGroup, cluster: usize, out: &mut Vec<PlannedObject>) {
+    let c = &topo.clusters[cluster];
+    let quorum = kraft_strings(k).expect("KRaft is validated to have controllers");
+    let is_controller = matches!(g.role, Role::Controller { .. });
+    let is_broker = matches!(g.role, Role::Broker | Role::Controller { combined: true });
+
+    let (checks, mut ops) = statefulset_base(g, cluster);
+    // The init script advertises
+    // ${MY_POD_NAME}.${KAFKA_FULLNAME}-${POD_ROLE}-headless.${MY_POD_NAMESPACE}.svc.${CLUSTER_DOMAIN}.
+    let (fullname, domain) = match topo.networking.mode {
+        NetworkingMode::Mcs => (format!("{}.{}", c.name, g.fullname), "clusterset.local".to_string()),
+        NetworkingMode::ExternalDns => (g.fullname.clone(), topo.networking.zone.clone()),
+    };
+    ops.push(Op::Env {
+        container: s(BITNAMI_INIT),
+        init: true,
+        set: vec![
+            literal("KAFKA_MIN_ID", g.min_id.to_string()),
+            literal("KAFKA_FULLNAME", fullname),
+            literal("CLUSTER_DOMAIN", domain),
+        ],
+        remove: vec![],
+    });
+    let cluster_id = k.cluster_id.clone().unwrap_or_default();
+    let mut set = vec![literal("KAFKA_KRAFT_CLUSTER_ID", cluster_id)];
+    let mut remove = vec![];
+    if is_controller {
+        // The init script's initial-controllers file lists only local pods with
+        // per-install directory ids; the whole stretch must format with one list.
+        set.push(literal("KAFKA_INITIAL_CONTROLLERS", quorum.initial_controllers.clone()));
+        remove.push(s("KAFKA_INITIAL_CONTROLLERS_FILE"));
+    }
+    ops.push(Op::Env {
+        container: s(BITNAMI_MAIN),
+        init: false,
+        set,
+        remove,
+    });
+    push(out, cluster, ObjectKind::StatefulSet, g, &g.statefulset, checks, ops);
+
+    let mut edits = vec![
+        PropEdit::Replace {
+            key: s("controller.quorum.bootstrap.servers"),
+            value: s(quorum.bootstrap_servers.clone()),
+        },
+        PropEdit::Replace {
+            key: s("controller.quorum.voters"),
+            value: s(quorum.voters.clone()),
+        },
+    ];
+    if is_controller {
+        edits.push(PropEdit::Listener {
+            key: s("advertised.listeners"),
+            listener: s("CONTROLLER"),
+            entry: s(format!("CONTROLLER://advertised-address-placeholder:{BITNAMI_CONTROLLER_PORT}")),
+        });
+    }
+    if is_broker {
+        edits.push(PropEdit::Set {
+            key: s("broker.rack"),
+            value: s(c.rack.clone()),
+        });
+        if k.follower_fetching {
+            edits.push(PropEdit::Set {
+                key: s("replica.selector.class"),
+                value: s(RACK_AWARE_SELECTOR),
+            });
+        }
+    }
+    let role = if matches!(g.role, Role::Broker) { "broker" } else { "controller" };
+    push(
+        out,
+        cluster,
+        ObjectKind::ConfigMap,
+        g,
+        &format!("{}-{role}-configuration", g.fullname),
+        vec![],
+        vec![Op::Properties {
+            data_key: s(BITNAMI_PROPERTIES),
+            edits,
+        }],
+    );
+    headless(out, g, cluster);
+}

@@ -1,0 +1,193 @@
+//! The pipeline: parse -> validate/allocate -> prove survivability -> plan -> module.
+
+use sha2::{Digest, Sha256};
+use straddle_policy::plan::{BundleInfo, Op, PlanBuilder};
+
+use crate::charts::{self, DIGEST_ANNOTATION};
+use crate::diag::{Diagnostic, Report};
+use crate::quorum::{self, Survivability};
+use crate::spec::StretchCluster;
+use crate::topology::{self, Topology};
+
+pub const COMPILER_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A spec that passed every check.
+#[derive(Debug)]
+pub struct Checked {
+    pub spec: StretchCluster,
+    pub topology: Topology,
+    pub survivability: Vec<Survivability>,
+    /// Warnings only.
+    pub report: Report,
+}
+
+/// Parses and checks a spec. `file` is used in messages only.
+pub fn check(file: &str, source: &str) -> Result<Checked, Report> {
+    let mut report = Report {
+        file: file.to_string(),
+        diagnostics: Vec::new(),
+    };
+    let spec: StretchCluster = match serde_saphyr::from_str(source) {
+        Ok(spec) => spec,
+        Err(e) => {
+            let location = e
+                .location()
+                .map(|l| (l.line() as usize, l.column() as usize));
+            report.diagnostics.push(Diagnostic {
+                location,
+                ..Diagnostic::error("", parse_message(&e)).fix(
+                    "compare with `straddle schema` or the examples/ folder",
+                )
+            });
+            return Err(report);
+        }
+    };
+    let topology = match topology::build(&spec) {
+        Ok(t) => t,
+        Err(diags) => {
+            report.diagnostics = diags;
+            report.locate(source);
+            return Err(report);
+        }
+    };
+    let survivability: Vec<Survivability> = quorum::quorums(&topology)
+        .iter()
+        .map(|q| quorum::analyse(&topology, q))
+        .collect();
+    report.diagnostics = survivability_findings(&spec, &topology, &survivability);
+    report.locate(source);
+    if report.has_errors() {
+        return Err(report);
+    }
+    Ok(Checked {
+        spec,
+        topology,
+        survivability,
+        report,
+    })
+}
+
+/// serde-saphyr renders a source snippet; keep the first line for our format.
+fn parse_message(e: &serde_saphyr::Error) -> String {
+    let text = e.to_string();
+    text.lines().next().unwrap_or("invalid YAML").trim().to_string()
+}
+
+fn describe_losses(s: &Survivability, keep: bool) -> String {
+    s.cluster_losses
+        .iter()
+        .filter(|l| l.keeps_quorum == keep)
+        .map(|l| l.cluster.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn survivability_findings(spec: &StretchCluster, topo: &Topology, all: &[Survivability]) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let must = spec.spec.must_survive.clone().unwrap_or_default();
+    let tie_breaker = "run the quorum in at least three clusters (a third, small cluster can be a tie-breaker with a single server or controller)";
+    for s in all {
+        let field = if s.quorum == "zookeeper" { "spec.zookeeper" } else { "spec.kafka.controllers" };
+        if !s.healthy {
+            out.push(
+                Diagnostic::error(format!("{field}.replicas"), format!("{} has no quorum even with every node up", s.quorum))
+                    .fix("check the weights and replica counts"),
+            );
+            continue;
+        }
+        let breaking = describe_losses(s, false);
+        if must.any_cluster && !s.survives_any_cluster {
+            out.push(
+                Diagnostic::error(
+                    "spec.mustSurvive.anyCluster",
+                    format!("{} ({}) loses quorum when any of these clusters is lost: {breaking}", s.quorum, s.kind),
+                )
+                .fix(tie_breaker),
+            );
+        }
+        for (i, name) in must.clusters.iter().enumerate() {
+            if let Some(l) = s.cluster_losses.iter().find(|l| &l.cluster == name)
+                && !l.keeps_quorum
+            {
+                out.push(
+                    Diagnostic::error(
+                        format!("spec.mustSurvive.clusters[{i}]"),
+                        format!("{} ({}) loses quorum when cluster {name:?} is lost", s.quorum, s.kind),
+                    )
+                    .fix(format!("move voters out of {name:?} or add a cluster, so that the others hold a quorum alone")),
+                );
+            }
+        }
+        if must.any_node && !s.survives_any_node {
+            out.push(
+                Diagnostic::error(
+                    "spec.mustSurvive.anyNode",
+                    format!("{} ({}) loses quorum when any of these nodes is lost: ids {:?}", s.quorum, s.kind, s.critical_nodes),
+                )
+                .fix("use at least three voters per group with equal weights, or an odd number of voters"),
+            );
+        }
+        if !s.survives_any_cluster && !must.any_cluster {
+            let kept = describe_losses(s, true);
+            let message = if kept.is_empty() {
+                format!("{} ({}) survives the loss of NO whole cluster: losing any of {breaking} stops it", s.quorum, s.kind)
+            } else {
+                format!("{} ({}) survives losing {kept}, but not {breaking}", s.quorum, s.kind)
+            };
+            out.push(Diagnostic::warning(format!("{field}.replicas"), message).fix(tie_breaker));
+        }
+    }
+    if let Some(zk) = &topo.zookeeper
+        && zk.stage == crate::spec::RolloutStage::FirstCluster
+    {
+        out.push(
+            Diagnostic::warning(
+                "spec.zookeeper.quorum.stage",
+                format!(
+                    "rollout stage first-cluster: only {}'s servers vote; set stage: final once every cluster's servers follow the leader",
+                    topo.clusters[0].name
+                ),
+            ),
+        );
+    }
+    out
+}
+
+/// The plan bytes and their digest.
+pub fn plan(topo: &Topology) -> (Vec<u8>, String) {
+    let objects = charts::plan_objects(topo);
+    let mut unsigned = PlanBuilder::new();
+    for o in &objects {
+        unsigned.insert(&topo.clusters[o.cluster].name, o.kind, &o.namespace, &o.name, &o.rule);
+    }
+    let mut h = Sha256::new();
+    h.update(topo.name.as_bytes());
+    h.update([0]);
+    h.update(unsigned.rules_bytes());
+    let digest = format!("sha256:{:x}", h.finalize());
+    let mut builder = PlanBuilder::new();
+    for mut o in objects {
+        o.rule.ops.insert(
+            0,
+            Op::Annotation {
+                key: DIGEST_ANNOTATION.into(),
+                value: digest.clone().into(),
+            },
+        );
+        builder.insert(&topo.clusters[o.cluster].name, o.kind, &o.namespace, &o.name, &o.rule);
+    }
+    let bundle = BundleInfo {
+        name: topo.name.clone().into(),
+        spec_digest: digest.clone().into(),
+        clusters: topo.clusters.iter().map(|c| c.name.clone().into()).collect(),
+        namespaces: topo.namespaces().into_iter().map(Into::into).collect(),
+        compiler_version: COMPILER_VERSION.into(),
+    };
+    (builder.finish(&bundle), digest)
+}
+
+/// The policy module: the prebuilt engine with the plan embedded.
+pub fn module(topo: &Topology) -> anyhow::Result<Vec<u8>> {
+    let (plan, _) = plan(topo);
+    straddle_policy_artifact::embed_plan(straddle_policy_artifact::POLICY_TEMPLATE, &plan)
+}

@@ -1,0 +1,251 @@
+//! `straddle explain`: what the compiler decided, per cluster, as text or JSON.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::charts::{self, ZkStrings};
+use crate::compile::Checked;
+use crate::diag::Severity;
+use crate::quorum::Survivability;
+use crate::spec::{NetworkingMode, QuorumType};
+use crate::topology::{RoleGroup, Topology};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Explanation {
+    pub name: String,
+    pub digest: String,
+    pub networking: NetworkingView,
+    pub clusters: Vec<ClusterView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zookeeper: Option<ZooKeeperView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kraft: Option<KraftView>,
+    pub survivability: Vec<Survivability>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkingView {
+    pub mode: &'static str,
+    pub zone: String,
+    pub cluster_domain: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterView {
+    pub name: String,
+    pub rack: String,
+    pub roles: Vec<RoleView>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleView {
+    pub role: &'static str,
+    pub namespace: String,
+    pub statefulset: String,
+    pub replicas: u32,
+    pub ordinal_start: u32,
+    /// IDs reserved for this cluster: `[first, last]`.
+    pub id_block: [u32; 2],
+    pub nodes: Vec<NodeView>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeView {
+    pub pod: String,
+    pub id: u32,
+    pub address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_cluster_alias: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ZooKeeperView {
+    pub quorum: &'static str,
+    pub stage: &'static str,
+    pub servers: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
+    pub connect: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KraftView {
+    pub cluster_id: String,
+    pub bootstrap_servers: String,
+    pub initial_controllers: String,
+}
+
+fn role_view(topo: &Topology, g: &RoleGroup, cluster: usize) -> RoleView {
+    let slice = &g.slices[cluster];
+    let weighted = topo
+        .zookeeper
+        .as_ref()
+        .filter(|z| z.quorum == QuorumType::Hierarchical && std::ptr::eq(&z.group, g));
+    RoleView {
+        role: g.role.label(),
+        namespace: g.namespace.clone(),
+        statefulset: g.statefulset.clone(),
+        replicas: slice.replicas,
+        ordinal_start: slice.ordinal_start,
+        id_block: [
+            slice.ordinal_start + g.min_id,
+            slice.ordinal_start + g.min_id + slice.block.max(1) - 1,
+        ],
+        nodes: g
+            .nodes_in(cluster)
+            .map(|n| NodeView {
+                pod: n.pod.clone(),
+                id: n.id,
+                address: n.address.clone(),
+                in_cluster_alias: n.alias.clone(),
+                weight: weighted.map(|z| z.staged_weight(n)),
+            })
+            .collect(),
+    }
+}
+
+pub fn explain(checked: &Checked, digest: &str) -> Explanation {
+    let topo = &checked.topology;
+    let clusters = topo
+        .clusters
+        .iter()
+        .enumerate()
+        .map(|(ci, c)| ClusterView {
+            name: c.name.clone(),
+            rack: c.rack.clone(),
+            roles: topo.groups().map(|g| role_view(topo, g, ci)).collect(),
+        })
+        .collect();
+    let zookeeper = topo.zookeeper.as_ref().map(|zk| {
+        let ZkStrings {
+            servers,
+            groups,
+            weights,
+            connect,
+        } = charts::zk_strings(zk, topo.clusters.len());
+        ZooKeeperView {
+            quorum: match zk.quorum {
+                QuorumType::Majority => "majority",
+                QuorumType::Hierarchical => "hierarchical",
+            },
+            stage: match zk.stage {
+                crate::spec::RolloutStage::FirstCluster => "first-cluster",
+                crate::spec::RolloutStage::Final => "final",
+            },
+            servers,
+            groups,
+            weights,
+            connect,
+        }
+    });
+    let kraft = topo.kafka.as_ref().and_then(|k| {
+        charts::kraft_strings(k).map(|q| KraftView {
+            cluster_id: k.cluster_id.clone().unwrap_or_default(),
+            bootstrap_servers: q.bootstrap_servers,
+            initial_controllers: q.initial_controllers,
+        })
+    });
+    Explanation {
+        name: topo.name.clone(),
+        digest: digest.to_string(),
+        networking: NetworkingView {
+            mode: match topo.networking.mode {
+                NetworkingMode::Mcs => "mcs",
+                NetworkingMode::ExternalDns => "external-dns",
+            },
+            zone: topo.networking.zone.clone(),
+            cluster_domain: topo.networking.cluster_domain.clone(),
+        },
+        clusters,
+        zookeeper,
+        kraft,
+        survivability: checked.survivability.clone(),
+        warnings: checked
+            .report
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+            .map(|d| format!("{}: {}", d.path, d.message))
+            .collect(),
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "keeps quorum" } else { "LOSES QUORUM" }
+}
+
+/// The human-readable form.
+pub fn to_text(e: &Explanation) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "stretch {}  ({})", e.name, e.digest);
+    let _ = writeln!(
+        o,
+        "networking: {}{}",
+        e.networking.mode,
+        if e.networking.mode == "external-dns" {
+            format!(" (zone {}, in-cluster aliases under {})", e.networking.zone, e.networking.cluster_domain)
+        } else {
+            String::new()
+        }
+    );
+    for c in &e.clusters {
+        let _ = writeln!(o, "\ncluster {} (rack {})", c.name, c.rack);
+        for r in &c.roles {
+            let _ = writeln!(
+                o,
+                "  {:<18} {}/{}  replicas {}  ordinals from {}  id block {}..={}",
+                r.role, r.namespace, r.statefulset, r.replicas, r.ordinal_start, r.id_block[0], r.id_block[1]
+            );
+            for n in &r.nodes {
+                let weight = n.weight.map(|w| format!("  weight {w}")).unwrap_or_default();
+                let _ = writeln!(o, "    id {:<4} {:<28} {}{weight}", n.id, n.pod, n.address);
+                if let Some(alias) = &n.in_cluster_alias {
+                    let _ = writeln!(o, "         {:<28} in-cluster alias {alias}", "");
+                }
+            }
+        }
+    }
+    if let Some(z) = &e.zookeeper {
+        let _ = writeln!(o, "\nzookeeper: {} quorum, stage {}", z.quorum, z.stage);
+        let _ = writeln!(o, "  ZOOKEEPER_SERVERS = {}", z.servers);
+        if let (Some(g), Some(w)) = (&z.groups, &z.weights) {
+            let _ = writeln!(o, "  ZOOKEEPER_GROUPS  = {g}");
+            let _ = writeln!(o, "  ZOOKEEPER_WEIGHTS = {w}");
+        }
+        let _ = writeln!(o, "  zookeeper.connect = {}", z.connect);
+    }
+    if let Some(k) = &e.kraft {
+        let _ = writeln!(o, "\nkraft: cluster id {}", k.cluster_id);
+        let _ = writeln!(o, "  controller.quorum.bootstrap.servers = {}", k.bootstrap_servers);
+        let _ = writeln!(o, "  initial controllers = {}", k.initial_controllers);
+    }
+    let _ = writeln!(o, "\nsurvivability");
+    for s in &e.survivability {
+        let _ = writeln!(o, "  {} ({} quorum)", s.quorum, s.kind);
+        for l in &s.cluster_losses {
+            let _ = writeln!(o, "    lose cluster {:<16} {}", l.cluster, yes_no(l.keeps_quorum));
+        }
+        if s.critical_nodes.is_empty() {
+            let _ = writeln!(o, "    lose any one node         keeps quorum");
+        } else {
+            let _ = writeln!(o, "    lose node id {:?}    LOSES QUORUM", s.critical_nodes);
+        }
+    }
+    for w in &e.warnings {
+        let _ = writeln!(o, "\nwarning: {w}");
+    }
+    o
+}

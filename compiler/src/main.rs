@@ -1,0 +1,287 @@
+//! `straddle`: check, explain and compile stretch specs; preview what the
+//! policy does to chart output; render companion manifests.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+use straddle_compiler::{compile, explain, manifest, render, spec};
+use straddle_policy::{Operation, Request, Verdict};
+use straddle_policy_host::{Runtime, RuntimeConfig};
+
+#[derive(Parser)]
+#[command(name = "straddle", version, about = "Stretch Kafka and ZooKeeper across Kubernetes clusters with one spec and one policy module")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Op {
+    Create,
+    Update,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a stretch spec (exit 0, or print errors and exit 1).
+    Check { spec: PathBuf },
+    /// Show per cluster: nodes, IDs, addresses, quorum groups, survivability.
+    Explain {
+        spec: PathBuf,
+        #[arg(long, short = 'o', value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Compile a spec into one WebAssembly policy module for every cluster.
+    Compile {
+        spec: PathBuf,
+        #[arg(long, short = 'o', default_value = "policy.wasm")]
+        output: PathBuf,
+    },
+    /// Run a policy module on manifests exactly as the webhook will, and print the result.
+    Mutate {
+        #[arg(long)]
+        policy: PathBuf,
+        /// The member cluster to act as.
+        #[arg(long)]
+        cluster: String,
+        /// Multi-document YAML, or `-` for standard input.
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        /// Namespace for documents without one (like `helm install -n`).
+        /// Default: the policy's namespace, when it has exactly one.
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// The admission operation to simulate.
+        #[arg(long, value_enum, default_value = "create")]
+        operation: Op,
+        /// Print a unified diff instead of the mutated manifests.
+        #[arg(long)]
+        diff: bool,
+    },
+    /// Print the companion manifests a webhook cannot create, for one cluster.
+    Render {
+        spec: PathBuf,
+        #[arg(long)]
+        cluster: String,
+    },
+    /// Print the JSON Schema of the stretch spec.
+    Schema,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    if path == Path::new("-") {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("cannot read standard input")?;
+        return Ok(s);
+    }
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Loads and checks a spec; prints the report and returns None on errors.
+fn load(path: &Path) -> Result<Option<compile::Checked>> {
+    let source = read_text(path)?;
+    match compile::check(&path.display().to_string(), &source) {
+        Ok(checked) => {
+            eprint!("{}", checked.report);
+            Ok(Some(checked))
+        }
+        Err(report) => {
+            eprint!("{report}");
+            Ok(None)
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Check { spec } => {
+            let Some(c) = load(&spec)? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let nodes: usize = c.topology.groups().map(|g| g.nodes.len()).sum();
+            println!(
+                "ok: {}: {} clusters, {nodes} nodes",
+                c.topology.name,
+                c.topology.clusters.len()
+            );
+        }
+        Command::Explain { spec, output } => {
+            let Some(c) = load(&spec)? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let (_, digest) = compile::plan(&c.topology);
+            let e = explain::explain(&c, &digest);
+            match output {
+                Output::Text => print!("{}", explain::to_text(&e)),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&e)?),
+            }
+        }
+        Command::Compile { spec, output } => {
+            let Some(c) = load(&spec)? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let (plan, digest) = compile::plan(&c.topology);
+            let module = straddle_policy_artifact::embed_plan(
+                straddle_policy_artifact::POLICY_TEMPLATE,
+                &plan,
+            )?;
+            std::fs::write(&output, &module)
+                .with_context(|| format!("cannot write {}", output.display()))?;
+            let clusters: Vec<&str> = c.topology.clusters.iter().map(|c| c.name.as_str()).collect();
+            eprintln!(
+                "wrote {} ({} bytes, plan {} bytes) for clusters {}; digest {digest}",
+                output.display(),
+                module.len(),
+                plan.len(),
+                clusters.join(", ")
+            );
+        }
+        Command::Mutate {
+            policy,
+            cluster,
+            file,
+            namespace,
+            operation,
+            diff,
+        } => return mutate(&policy, &cluster, &file, namespace, operation, diff),
+        Command::Render { spec, cluster } => {
+            let Some(c) = load(&spec)? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let Some(ci) = c.topology.cluster_index(&cluster) else {
+                let known: Vec<&str> = c.topology.clusters.iter().map(|c| c.name.as_str()).collect();
+                bail!("cluster {cluster:?} is not in spec.clusters ({})", known.join(", "));
+            };
+            print!("{}", manifest::to_yaml(&render::companions(&c.topology, ci))?);
+        }
+        Command::Schema => {
+            let schema = schemars::schema_for!(spec::StretchCluster);
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mutate(
+    policy_path: &Path,
+    cluster: &str,
+    file: &Path,
+    namespace: Option<String>,
+    operation: Op,
+    diff: bool,
+) -> Result<ExitCode> {
+    let bytes = std::fs::read(policy_path)
+        .with_context(|| format!("cannot read {}", policy_path.display()))?;
+    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let policy = runtime
+        .load(&bytes)
+        .with_context(|| format!("{} is not a usable policy module", policy_path.display()))?;
+    let bundle = policy.bundle();
+    if !bundle.clusters.iter().any(|c| c == cluster) {
+        bail!(
+            "cluster {cluster:?} is not a member of stretch {:?} (clusters: {})",
+            bundle.name,
+            bundle.clusters.join(", ")
+        );
+    }
+    let default_ns = namespace.or_else(|| match bundle.namespaces.as_slice() {
+        [only] => Some(only.clone()),
+        _ => None,
+    });
+    let docs = manifest::parse(&read_text(file)?)?;
+    let mut out = Vec::with_capacity(docs.len());
+    let mut denials = Vec::new();
+    for doc in docs {
+        let ns = match doc["metadata"]["namespace"].as_str() {
+            Some(ns) => ns.to_string(),
+            None => default_ns.clone().context(
+                "a document has no metadata.namespace and the policy spans several namespaces; pass --namespace",
+            )?,
+        };
+        let object = serde_json::to_string(&doc)?;
+        let req = Request {
+            cluster,
+            operation: match operation {
+                Op::Create => Operation::Create,
+                Op::Update => Operation::Update,
+            },
+            kind: doc["kind"].as_str().unwrap_or(""),
+            namespace: &ns,
+            name: doc["metadata"]["name"].as_str().unwrap_or(""),
+            object: &object,
+            old_object: matches!(operation, Op::Update).then_some(object.as_str()),
+        };
+        let mutated = match policy.review(&req)? {
+            Verdict::Allow => doc.clone(),
+            Verdict::Patch(patch) => {
+                let patch: json_patch::Patch = serde_json::from_str(&patch)
+                    .context("the policy returned an invalid JSON Patch")?;
+                let mut m = doc.clone();
+                json_patch::patch(&mut m, &patch).context("the policy's JSON Patch does not apply")?;
+                m
+            }
+            Verdict::Deny(message) => {
+                denials.push(format!("denied: {}: {message}", manifest::describe(&doc, &ns)));
+                doc.clone()
+            }
+        };
+        out.push((doc, mutated, ns));
+    }
+    if !denials.is_empty() {
+        for d in &denials {
+            eprintln!("{d}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    if diff {
+        print!("{}", render_diff(&out)?);
+    } else {
+        let docs: Vec<Value> = out.into_iter().map(|(_, m, _)| m).collect();
+        print!("{}", manifest::to_yaml(&docs)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render_diff(docs: &[(Value, Value, String)]) -> Result<String> {
+    let mut text = String::new();
+    for (before, after, ns) in docs {
+        if before == after {
+            continue;
+        }
+        let a = manifest::to_yaml(std::slice::from_ref(before))?;
+        let b = manifest::to_yaml(std::slice::from_ref(after))?;
+        let name = manifest::describe(before, ns);
+        let diff = similar::TextDiff::from_lines(&a, &b);
+        text.push_str(
+            &diff
+                .unified_diff()
+                .context_radius(3)
+                .header(&format!("a: {name}"), &format!("b: {name}"))
+                .to_string(),
+        );
+    }
+    Ok(text)
+}

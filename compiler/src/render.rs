@@ -1,0 +1,84 @@
+//! `straddle render`: the companion objects a mutating webhook cannot create.
+//!
+//! - `mcs`: one `ServiceExport` per headless Service with pods in the cluster.
+//! - `external-dns`: per node, a LoadBalancer Service (named after the pod,
+//!   annotated with its external-dns hostname) in the node's own cluster, and
+//!   an `ExternalName` Service of the same name pointing at that hostname in
+//!   every other cluster: seed 000's topology without copy-pasted ELB names.
+
+use serde_json::{Value, json};
+
+use crate::charts::{self, STRETCH_ANNOTATION};
+use crate::spec::NetworkingMode;
+use crate::topology::Topology;
+
+fn labels(topo: &Topology) -> Value {
+    json!({
+        "app.kubernetes.io/managed-by": "straddle",
+        STRETCH_ANNOTATION: topo.name,
+    })
+}
+
+/// Companion objects for one cluster, in apply order.
+pub fn companions(topo: &Topology, cluster: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    for g in topo.groups() {
+        match topo.networking.mode {
+            NetworkingMode::Mcs => {
+                if g.slices[cluster].replicas > 0 {
+                    out.push(json!({
+                        "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+                        "kind": "ServiceExport",
+                        "metadata": {
+                            "name": g.headless,
+                            "namespace": g.namespace,
+                            "labels": labels(topo),
+                        },
+                    }));
+                }
+            }
+            NetworkingMode::ExternalDns => {
+                let ports: Vec<Value> = charts::ports(g)
+                    .into_iter()
+                    .map(|(name, port)| json!({"name": name, "port": port, "targetPort": port, "protocol": "TCP"}))
+                    .collect();
+                for n in &g.nodes {
+                    let metadata = |annotations: Value| {
+                        json!({
+                            "name": n.pod,
+                            "namespace": g.namespace,
+                            "labels": labels(topo),
+                            "annotations": annotations,
+                        })
+                    };
+                    let service = if n.cluster == cluster {
+                        json!({
+                            "apiVersion": "v1",
+                            "kind": "Service",
+                            "metadata": metadata(json!({"external-dns.alpha.kubernetes.io/hostname": n.address})),
+                            "spec": {
+                                "type": "LoadBalancer",
+                                // Quorum peers must reach a member before it is ready.
+                                "publishNotReadyAddresses": true,
+                                "selector": {"statefulset.kubernetes.io/pod-name": n.pod},
+                                "ports": ports,
+                            },
+                        })
+                    } else {
+                        json!({
+                            "apiVersion": "v1",
+                            "kind": "Service",
+                            "metadata": metadata(json!({})),
+                            "spec": {
+                                "type": "ExternalName",
+                                "externalName": n.address,
+                            },
+                        })
+                    };
+                    out.push(service);
+                }
+            }
+        }
+    }
+    out
+}

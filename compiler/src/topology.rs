@@ -1,0 +1,776 @@
+//! From a spec to a topology: every node of every role in every cluster, with
+//! its globally unique ID, pod name and cross-cluster addresses.
+//!
+//! All checks that need more than one field live here, next to the
+//! allocation they protect; each error names the field and the fix.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+
+use crate::charts;
+use crate::diag::Diagnostic;
+use crate::spec::{
+    self, Chart, KafkaMode, NetworkingMode, PerCluster, QuorumType, RolloutStage, StretchCluster,
+    Weights,
+};
+
+/// The highest ZooKeeper server id (`myid` must be 1..=255).
+pub const ZK_MAX_ID: u32 = 255;
+const MCS_ZONE: &str = "clusterset.local";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    ZooKeeper,
+    Broker,
+    /// KRaft controller; `combined` controllers are also brokers.
+    Controller { combined: bool },
+}
+
+impl Role {
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::ZooKeeper => "zookeeper",
+            Role::Broker => "broker",
+            Role::Controller { combined: false } => "controller",
+            Role::Controller { combined: true } => "controller+broker",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub name: String,
+    pub rack: String,
+}
+
+/// One cluster's share of a role.
+#[derive(Debug, Clone)]
+pub struct Slice {
+    pub cluster: usize,
+    pub replicas: u32,
+    pub ordinal_start: u32,
+    /// IDs reserved for this cluster (>= replicas).
+    pub block: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub cluster: usize,
+    pub ordinal: u32,
+    pub id: u32,
+    pub pod: String,
+    /// The name every cluster uses to reach this node (advertised listeners,
+    /// KRaft voters).
+    pub address: String,
+    /// `external-dns` only: the in-cluster Service name for this node
+    /// (LoadBalancer at home, ExternalName elsewhere). ZooKeeper peers use it,
+    /// so local traffic stays in the cluster.
+    pub alias: Option<String>,
+    /// ZooKeeper hierarchical weight in the final stage.
+    pub weight: u32,
+}
+
+impl Node {
+    /// The name ZooKeeper peers and clients use.
+    pub fn zk_host(&self) -> &str {
+        self.alias.as_deref().unwrap_or(&self.address)
+    }
+}
+
+/// One StatefulSet shape, stretched.
+#[derive(Debug, Clone)]
+pub struct RoleGroup {
+    pub role: Role,
+    pub chart: Chart,
+    pub namespace: String,
+    /// The chart's fullname (release-derived prefix of every object).
+    pub fullname: String,
+    pub statefulset: String,
+    pub headless: String,
+    /// Spec field of this role, e.g. `spec.kafka.brokers`.
+    pub field: String,
+    /// bitnami `KAFKA_MIN_ID`; 1 for cp ZooKeeper (id = ordinal + 1), 0 for cp Kafka.
+    pub min_id: u32,
+    pub slices: Vec<Slice>,
+    pub nodes: Vec<Node>,
+}
+
+impl RoleGroup {
+    pub fn nodes_in(&self, cluster: usize) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(move |n| n.cluster == cluster)
+    }
+
+    pub fn id_range(&self) -> (u32, u32) {
+        let first = self.slices.first().map_or(0, |s| s.ordinal_start);
+        let last = self.slices.last().map_or(0, |s| s.ordinal_start + s.block);
+        (first + self.min_id, last + self.min_id)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Ensemble {
+    pub group: RoleGroup,
+    pub quorum: QuorumType,
+    pub stage: RolloutStage,
+}
+
+impl Ensemble {
+    /// Weights in force at the configured stage.
+    pub fn staged_weight(&self, node: &Node) -> u32 {
+        match self.stage {
+            RolloutStage::FirstCluster if node.cluster != 0 => 0,
+            _ => node.weight,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Kafka {
+    pub mode: KafkaMode,
+    pub brokers: Option<RoleGroup>,
+    pub controllers: Option<RoleGroup>,
+    pub cluster_id: Option<String>,
+    pub follower_fetching: bool,
+}
+
+impl Kafka {
+    pub fn groups(&self) -> impl Iterator<Item = &RoleGroup> {
+        self.controllers.iter().chain(self.brokers.iter())
+    }
+
+    /// KRaft directory id of a controller: derived from the cluster id and the
+    /// node id so that every cluster computes the same initial-controllers list.
+    pub fn directory_id(&self, node_id: u32) -> String {
+        let cluster_id = self.cluster_id.as_deref().unwrap_or("");
+        let mut salt = 0u32;
+        loop {
+            let mut h = Sha256::new();
+            h.update(b"straddle/kraft-directory-id/");
+            h.update(cluster_id.as_bytes());
+            h.update(node_id.to_le_bytes());
+            h.update(salt.to_le_bytes());
+            let id = URL_SAFE_NO_PAD.encode(&h.finalize()[..16]);
+            // Kafka never hands out ids that start with '-' (they read as CLI flags).
+            if !id.starts_with('-') {
+                return id;
+            }
+            salt += 1;
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Networking {
+    pub mode: NetworkingMode,
+    pub zone: String,
+    pub cluster_domain: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub name: String,
+    pub clusters: Vec<Cluster>,
+    pub networking: Networking,
+    pub zookeeper: Option<Ensemble>,
+    pub kafka: Option<Kafka>,
+}
+
+impl Topology {
+    pub fn groups(&self) -> impl Iterator<Item = &RoleGroup> {
+        self.zookeeper
+            .iter()
+            .map(|z| &z.group)
+            .chain(self.kafka.iter().flat_map(|k| k.groups()))
+    }
+
+    pub fn cluster_index(&self, name: &str) -> Option<usize> {
+        self.clusters.iter().position(|c| c.name == name)
+    }
+
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut ns: Vec<String> = self.groups().map(|g| g.namespace.clone()).collect();
+        ns.sort();
+        ns.dedup();
+        ns
+    }
+}
+
+/// Checks a parsed spec and builds its topology. Returns every problem found,
+/// not just the first.
+pub fn build(doc: &StretchCluster) -> Result<Topology, Vec<Diagnostic>> {
+    let mut errs = Vec::new();
+    if doc.api_version != spec::API_VERSION {
+        errs.push(
+            Diagnostic::error("apiVersion", format!("unknown apiVersion {:?}", doc.api_version))
+                .fix(format!("set apiVersion: {}", spec::API_VERSION)),
+        );
+    }
+    if doc.kind != spec::KIND {
+        errs.push(
+            Diagnostic::error("kind", format!("unknown kind {:?}", doc.kind))
+                .fix(format!("set kind: {}", spec::KIND)),
+        );
+    }
+    check_dns_label(&mut errs, "metadata.name", &doc.metadata.name);
+    let s = &doc.spec;
+
+    let mut clusters = Vec::new();
+    if s.clusters.is_empty() {
+        errs.push(
+            Diagnostic::error("spec.clusters", "no member clusters")
+                .fix("list at least two clusters under spec.clusters"),
+        );
+    }
+    for (i, c) in s.clusters.iter().enumerate() {
+        let path = format!("spec.clusters[{i}].name");
+        check_dns_label(&mut errs, &path, &c.name);
+        if s.clusters[..i].iter().any(|o| o.name == c.name) {
+            errs.push(
+                Diagnostic::error(&path, format!("cluster {:?} is listed twice", c.name))
+                    .fix("give every member cluster a unique name (its MCS cluster id)"),
+            );
+        }
+        if let Some(rack) = &c.rack
+            && (rack.is_empty() || rack.contains([',', ' ', '=', '"', ';']))
+        {
+            errs.push(
+                Diagnostic::error(
+                    format!("spec.clusters[{i}].rack"),
+                    format!("rack {rack:?} is not usable as a Kafka broker.rack"),
+                )
+                .fix("use a short label without spaces, commas, quotes or '='"),
+            );
+        }
+        clusters.push(Cluster {
+            name: c.name.clone(),
+            rack: c.rack().to_string(),
+        });
+    }
+
+    let zone = match (s.networking.mode, &s.networking.zone) {
+        (NetworkingMode::ExternalDns, None) => {
+            errs.push(
+                Diagnostic::error("spec.networking.zone", "external-dns needs a DNS zone")
+                    .fix("set spec.networking.zone to the zone external-dns manages, e.g. stretch.example.com"),
+            );
+            String::new()
+        }
+        (NetworkingMode::ExternalDns, Some(z)) => {
+            check_dns_name(&mut errs, "spec.networking.zone", z);
+            z.trim_end_matches('.').to_string()
+        }
+        (NetworkingMode::Mcs, Some(_)) => {
+            errs.push(
+                Diagnostic::error(
+                    "spec.networking.zone",
+                    "mcs names are always under clusterset.local; a zone has no effect",
+                )
+                .fix("remove spec.networking.zone, or use mode: external-dns"),
+            );
+            String::new()
+        }
+        (NetworkingMode::Mcs, None) => MCS_ZONE.to_string(),
+    };
+    check_dns_name(
+        &mut errs,
+        "spec.networking.clusterDomain",
+        &s.networking.cluster_domain,
+    );
+    let networking = Networking {
+        mode: s.networking.mode,
+        zone,
+        cluster_domain: s.networking.cluster_domain.clone(),
+    };
+
+    if s.zookeeper.is_none() && s.kafka.is_none() {
+        errs.push(
+            Diagnostic::error("spec", "nothing to stretch")
+                .fix("add spec.zookeeper, spec.kafka, or both"),
+        );
+    }
+
+    // Allocation needs valid cluster names; stop here if they are not.
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+
+    let ctx = Ctx {
+        clusters: &clusters,
+        networking: &networking,
+    };
+    let zookeeper = s
+        .zookeeper
+        .as_ref()
+        .and_then(|z| ctx.ensemble(z, &mut errs));
+    let kafka = s
+        .kafka
+        .as_ref()
+        .and_then(|k| ctx.kafka(k, zookeeper.is_some(), &mut errs));
+
+    let topo = Topology {
+        name: doc.metadata.name.clone(),
+        clusters,
+        networking,
+        zookeeper,
+        kafka,
+    };
+    check_object_names(&topo, &mut errs);
+    if let Some(ms) = &s.must_survive {
+        for (i, c) in ms.clusters.iter().enumerate() {
+            if topo.cluster_index(c).is_none() {
+                errs.push(unknown_cluster(&format!("spec.mustSurvive.clusters[{i}]"), c, &topo.clusters));
+            }
+        }
+    }
+    if errs.is_empty() { Ok(topo) } else { Err(errs) }
+}
+
+struct Ctx<'a> {
+    clusters: &'a [Cluster],
+    networking: &'a Networking,
+}
+
+impl Ctx<'_> {
+    /// Replicas per cluster in cluster order; unknown cluster keys are errors.
+    fn per_cluster(&self, errs: &mut Vec<Diagnostic>, path: &str, map: &PerCluster) -> Vec<u32> {
+        for name in map.keys() {
+            if !self.clusters.iter().any(|c| &c.name == name) {
+                errs.push(unknown_cluster(&format!("{path}.{name}"), name, self.clusters));
+            }
+        }
+        self.clusters
+            .iter()
+            .map(|c| map.get(&c.name).copied().unwrap_or(0))
+            .collect()
+    }
+
+    fn address(&self, pod: &str, cluster: usize, headless: &str, namespace: &str) -> (String, Option<String>) {
+        let n = self.networking;
+        match n.mode {
+            NetworkingMode::Mcs => (
+                format!(
+                    "{pod}.{}.{headless}.{namespace}.svc.{MCS_ZONE}",
+                    self.clusters[cluster].name
+                ),
+                None,
+            ),
+            NetworkingMode::ExternalDns => (
+                format!("{pod}.{headless}.{namespace}.svc.{}", n.zone),
+                Some(format!("{pod}.{namespace}.svc.{}", n.cluster_domain)),
+            ),
+        }
+    }
+
+    /// Lays out a role: slices in cluster order, then its nodes.
+    #[allow(clippy::too_many_arguments)]
+    fn group(
+        &self,
+        role: Role,
+        chart: Chart,
+        namespace: &str,
+        fullname: &str,
+        field: &str,
+        min_id: u32,
+        replicas: &[u32],
+        block: Option<u32>,
+    ) -> RoleGroup {
+        let (statefulset, headless) = charts::statefulset_names(chart, role, fullname);
+        let mut slices = Vec::new();
+        let mut nodes = Vec::new();
+        let mut next_start = 0;
+        for (cluster, &n) in replicas.iter().enumerate() {
+            let block = block.unwrap_or(n);
+            slices.push(Slice {
+                cluster,
+                replicas: n,
+                ordinal_start: next_start,
+                block,
+            });
+            for ordinal in next_start..next_start + n {
+                let pod = format!("{statefulset}-{ordinal}");
+                let (address, alias) = self.address(&pod, cluster, &headless, namespace);
+                nodes.push(Node {
+                    cluster,
+                    ordinal,
+                    id: ordinal + min_id,
+                    pod,
+                    address,
+                    alias,
+                    weight: 1,
+                });
+            }
+            next_start += block;
+        }
+        RoleGroup {
+            role,
+            chart,
+            namespace: namespace.to_string(),
+            fullname: fullname.to_string(),
+            statefulset,
+            headless,
+            field: field.to_string(),
+            min_id,
+            slices,
+            nodes,
+        }
+    }
+
+    fn ensemble(&self, z: &spec::ZooKeeperSpec, errs: &mut Vec<Diagnostic>) -> Option<Ensemble> {
+        let before = errs.len();
+        if z.chart != Chart::CpHelmCharts {
+            errs.push(
+                Diagnostic::error(
+                    "spec.zookeeper.chart",
+                    format!("ZooKeeper from the {} chart is not supported yet", z.chart.as_str()),
+                )
+                .fix("use chart: cp-helm-charts (cp-zookeeper), or stretch Kafka in KRaft mode without ZooKeeper"),
+            );
+        }
+        check_dns_label(errs, "spec.zookeeper.release", &z.release);
+        check_dns_label(errs, "spec.zookeeper.namespace", &z.namespace);
+        let replicas = self.per_cluster(errs, "spec.zookeeper.replicas", &z.replicas);
+        let total: u32 = replicas.iter().sum();
+        if total == 0 {
+            errs.push(
+                Diagnostic::error("spec.zookeeper.replicas", "no ZooKeeper servers")
+                    .fix("give at least one cluster a server count, e.g. replicas: {cluster-0: 3}"),
+            );
+        }
+        if total > ZK_MAX_ID {
+            errs.push(
+                Diagnostic::error(
+                    "spec.zookeeper.replicas",
+                    format!("{total} servers, but ZooKeeper server ids must be 1..={ZK_MAX_ID}"),
+                )
+                .fix("run fewer ZooKeeper servers: 3 to 7 per ensemble is the usual range"),
+            );
+        }
+        let q = &z.quorum;
+        if q.kind == QuorumType::Majority {
+            if q.stage == RolloutStage::FirstCluster {
+                errs.push(
+                    Diagnostic::error(
+                        "spec.zookeeper.quorum.stage",
+                        "stage first-cluster needs a hierarchical quorum: a majority quorum cannot weight the other clusters out",
+                    )
+                    .fix("set spec.zookeeper.quorum.type: hierarchical, or stage: final"),
+                );
+            }
+            if !q.weights.is_empty() {
+                errs.push(
+                    Diagnostic::error(
+                        "spec.zookeeper.quorum.weights",
+                        "weights only apply to a hierarchical quorum",
+                    )
+                    .fix("set spec.zookeeper.quorum.type: hierarchical, or remove the weights"),
+                );
+            }
+        }
+        if q.stage == RolloutStage::FirstCluster && replicas.first() == Some(&0) {
+            errs.push(
+                Diagnostic::error(
+                    "spec.zookeeper.quorum.stage",
+                    format!(
+                        "stage first-cluster keeps quorum in the first cluster ({}), which runs no ZooKeeper server",
+                        self.clusters[0].name
+                    ),
+                )
+                .fix("list the cluster that already runs ZooKeeper first in spec.clusters"),
+            );
+        }
+        if errs.len() > before {
+            return None;
+        }
+        let fullname = charts::fullname(z.chart, charts::Component::ZooKeeper, &z.release, z.fullname_override.as_deref());
+        // cp-zookeeper numbers servers by their position in ZOOKEEPER_SERVERS
+        // and takes id = ordinal + 1, so ids must be contiguous: no headroom.
+        let mut group = self.group(
+            Role::ZooKeeper,
+            z.chart,
+            &z.namespace,
+            &fullname,
+            "spec.zookeeper",
+            1,
+            &replicas,
+            None,
+        );
+        for (name, w) in &q.weights {
+            let path = format!("spec.zookeeper.quorum.weights.{name}");
+            let Some(ci) = self.clusters.iter().position(|c| &c.name == name) else {
+                errs.push(unknown_cluster(&path, name, self.clusters));
+                continue;
+            };
+            let n = replicas[ci] as usize;
+            let weights: Vec<u32> = match w {
+                Weights::Uniform(w) => vec![*w; n],
+                Weights::PerServer(list) => {
+                    if list.len() != n {
+                        errs.push(
+                            Diagnostic::error(
+                                &path,
+                                format!("{} weights for {n} servers in cluster {name:?}", list.len()),
+                            )
+                            .fix(format!("give exactly {n} weights (one per server, in ordinal order) or a single number")),
+                        );
+                        continue;
+                    }
+                    list.clone()
+                }
+            };
+            for (node, w) in group.nodes.iter_mut().filter(|n| n.cluster == ci).zip(weights) {
+                node.weight = w;
+            }
+        }
+        if q.kind == QuorumType::Hierarchical && group.nodes.iter().all(|n| n.weight == 0) {
+            errs.push(
+                Diagnostic::error("spec.zookeeper.quorum.weights", "every server has weight 0: nothing can vote")
+                    .fix("give at least a majority of clusters servers with weight >= 1"),
+            );
+        }
+        if errs.len() > before {
+            return None;
+        }
+        group.slices.iter_mut().for_each(|s| s.block = s.replicas);
+        Some(Ensemble {
+            group,
+            quorum: q.kind,
+            stage: q.stage,
+        })
+    }
+
+    fn kafka(&self, k: &spec::KafkaSpec, have_zk: bool, errs: &mut Vec<Diagnostic>) -> Option<Kafka> {
+        let before = errs.len();
+        check_dns_label(errs, "spec.kafka.release", &k.release);
+        check_dns_label(errs, "spec.kafka.namespace", &k.namespace);
+        match (k.mode, k.chart) {
+            (KafkaMode::Zookeeper, Chart::Bitnami) => errs.push(
+                Diagnostic::error(
+                    "spec.kafka.mode",
+                    "bitnami/kafka 32 runs Kafka 4, which has no ZooKeeper mode",
+                )
+                .fix("use mode: kraft with chart: bitnami, or chart: cp-helm-charts for ZooKeeper mode"),
+            ),
+            (KafkaMode::Kraft, Chart::CpHelmCharts) => errs.push(
+                Diagnostic::error(
+                    "spec.kafka.mode",
+                    "cp-helm-charts (Confluent Platform 6.1) cannot run KRaft",
+                )
+                .fix("use mode: zookeeper with chart: cp-helm-charts, or chart: bitnami for KRaft"),
+            ),
+            _ => {}
+        }
+        match k.mode {
+            KafkaMode::Zookeeper => {
+                if !have_zk {
+                    errs.push(
+                        Diagnostic::error("spec.kafka.mode", "ZooKeeper mode needs a stretched ZooKeeper")
+                            .fix("add spec.zookeeper, or use mode: kraft"),
+                    );
+                }
+                if k.controllers.is_some() {
+                    errs.push(
+                        Diagnostic::error("spec.kafka.controllers", "controllers only exist in KRaft mode")
+                            .fix("remove spec.kafka.controllers, or set mode: kraft"),
+                    );
+                }
+                if k.brokers.is_none() {
+                    errs.push(
+                        Diagnostic::error("spec.kafka.brokers", "no brokers")
+                            .fix("add spec.kafka.brokers.replicas with a count per cluster"),
+                    );
+                }
+                if k.cluster_id.is_some() {
+                    errs.push(
+                        Diagnostic::error("spec.kafka.clusterId", "a cluster ID is only set in KRaft mode; ZooKeeper mode keeps it in ZooKeeper")
+                            .fix("remove spec.kafka.clusterId"),
+                    );
+                }
+            }
+            KafkaMode::Kraft => {
+                match &k.cluster_id {
+                    None => errs.push(
+                        Diagnostic::error("spec.kafka.clusterId", "KRaft needs one cluster ID for the whole stretch")
+                            .fix(format!(
+                                "add clusterId: {} (or any output of `kafka-storage.sh random-uuid`)",
+                                suggested_cluster_id(&k.release)
+                            )),
+                    ),
+                    Some(id) => {
+                        if URL_SAFE_NO_PAD.decode(id).map(|b| b.len()) != Ok(16) || id.len() != 22 {
+                            errs.push(
+                                Diagnostic::error(
+                                    "spec.kafka.clusterId",
+                                    format!("{id:?} is not a Kafka cluster ID (22 characters of base64url, 16 bytes)"),
+                                )
+                                .fix("generate one with `kafka-storage.sh random-uuid`"),
+                            );
+                        }
+                    }
+                }
+                match &k.controllers {
+                    None => errs.push(
+                        Diagnostic::error("spec.kafka.controllers", "KRaft needs controllers")
+                            .fix("add spec.kafka.controllers.replicas, e.g. {east: 1, west: 1, witness: 1}"),
+                    ),
+                    Some(c) if c.combined && k.brokers.is_some() => errs.push(
+                        Diagnostic::error(
+                            "spec.kafka.brokers",
+                            "combined controllers already act as brokers; the bitnami chart then runs no broker StatefulSet",
+                        )
+                        .fix("remove spec.kafka.brokers, or set spec.kafka.controllers.combined: false"),
+                    ),
+                    Some(_) => {}
+                }
+            }
+        }
+        if errs.len() > before {
+            return None;
+        }
+        let fullname = charts::fullname(k.chart, charts::Component::Kafka, &k.release, k.fullname_override.as_deref());
+        let mut layout = |role: Role, field: &str, r: &spec::RoleSpec, default_min: u32| {
+            let replicas = self.per_cluster(errs, &format!("{field}.replicas"), &r.replicas);
+            let max = replicas.iter().copied().max().unwrap_or(0);
+            let block = r.id_block_size.unwrap_or_else(|| max.max(1).div_ceil(10) * 10);
+            if block == 0 {
+                errs.push(Diagnostic::error(format!("{field}.idBlockSize"), "an ID block of 0 holds no node").fix("use at least the largest replica count"));
+            }
+            for (ci, &n) in replicas.iter().enumerate() {
+                if n > block {
+                    errs.push(
+                        Diagnostic::error(
+                            format!("{field}.replicas.{}", self.clusters[ci].name),
+                            format!("{n} nodes do not fit the ID block of {block} IDs per cluster"),
+                        )
+                        .fix(format!("raise {field}.idBlockSize to at least {n}, or lower the replicas")),
+                    );
+                }
+            }
+            if replicas.iter().all(|&n| n == 0) {
+                errs.push(
+                    Diagnostic::error(format!("{field}.replicas"), format!("no {} nodes in any cluster", role.label()))
+                        .fix("give at least one cluster a count"),
+                );
+            }
+            let min_id = if k.chart == Chart::Bitnami { r.min_id.unwrap_or(default_min) } else {
+                if r.min_id.is_some() {
+                    errs.push(Diagnostic::error(format!("{field}.minId"), "cp-kafka takes the broker id from the pod ordinal; it has no minId").fix(format!("remove {field}.minId")));
+                }
+                0
+            };
+            self.group(role, k.chart, &k.namespace, &fullname, field, min_id, &replicas, Some(block))
+        };
+        let controllers = k.controllers.as_ref().map(|c| {
+            layout(Role::Controller { combined: c.combined }, "spec.kafka.controllers", &c.role(), 0)
+        });
+        let brokers = k.brokers.as_ref().map(|b| layout(Role::Broker, "spec.kafka.brokers", b, 100));
+        if let (Some(c), Some(b)) = (&controllers, &brokers) {
+            let (c_lo, c_hi) = c.id_range();
+            let (b_lo, b_hi) = b.id_range();
+            if c_lo < b_hi && b_lo < c_hi {
+                errs.push(
+                    Diagnostic::error(
+                        "spec.kafka.brokers.minId",
+                        format!(
+                            "broker IDs {b_lo}..{} overlap controller IDs {c_lo}..{}: KRaft nodes share one ID space",
+                            b_hi - 1,
+                            c_hi - 1
+                        ),
+                    )
+                    .fix(format!("set spec.kafka.brokers.minId to at least {c_hi} (and the chart's broker.minId to match), or shrink the ID blocks")),
+                );
+            }
+        }
+        if errs.len() > before {
+            return None;
+        }
+        Some(Kafka {
+            mode: k.mode,
+            brokers,
+            controllers,
+            cluster_id: k.cluster_id.clone(),
+            follower_fetching: k.follower_fetching,
+        })
+    }
+}
+
+/// Names must be valid Kubernetes objects everywhere: pod names are DNS labels.
+fn check_object_names(topo: &Topology, errs: &mut Vec<Diagnostic>) {
+    let groups: Vec<&RoleGroup> = topo.groups().collect();
+    for (i, g) in groups.iter().enumerate() {
+        if groups[..i].iter().any(|o| o.statefulset == g.statefulset && o.namespace == g.namespace) {
+            errs.push(
+                Diagnostic::error(
+                    format!("{}.release", g.field.rsplit_once('.').map_or(g.field.as_str(), |(head, _)| head)),
+                    format!("two roles would use StatefulSet {}/{}", g.namespace, g.statefulset),
+                )
+                .fix("use different Helm releases (or namespaces) for ZooKeeper and Kafka"),
+            );
+        }
+        let longest = g.nodes.iter().map(|n| n.pod.len()).max().unwrap_or(0);
+        if longest > 63 {
+            errs.push(
+                Diagnostic::error(
+                    format!("{}.release", g.field.rsplit_once('.').map_or(g.field.as_str(), |(head, _)| head)),
+                    format!("pod names reach {longest} characters; Kubernetes allows 63"),
+                )
+                .fix("use a shorter release name or fullnameOverride"),
+            );
+        }
+        for n in &g.nodes {
+            if n.address.len() > 253 || n.address.split('.').any(|l| l.len() > 63) {
+                errs.push(
+                    Diagnostic::error(
+                        "spec.networking",
+                        format!("address {} is longer than DNS allows (253, labels 63)", n.address),
+                    )
+                    .fix("use shorter release, namespace, cluster or zone names"),
+                );
+                break;
+            }
+        }
+    }
+}
+
+fn unknown_cluster(path: &str, name: &str, clusters: &[Cluster]) -> Diagnostic {
+    let known: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
+    Diagnostic::error(path, format!("{name:?} is not a member cluster"))
+        .fix(format!("use one of the names under spec.clusters: {}", known.join(", ")))
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn check_dns_label(errs: &mut Vec<Diagnostic>, path: &str, s: &str) {
+    if !is_dns_label(s) {
+        errs.push(
+            Diagnostic::error(path, format!("{s:?} is not a valid DNS label"))
+                .fix("use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit"),
+        );
+    }
+}
+
+fn check_dns_name(errs: &mut Vec<Diagnostic>, path: &str, s: &str) {
+    let s = s.trim_end_matches('.');
+    if s.is_empty() || s.len() > 253 || !s.split('.').all(is_dns_label) {
+        errs.push(
+            Diagnostic::error(path, format!("{s:?} is not a valid DNS name"))
+                .fix("use dot-separated lowercase DNS labels, e.g. stretch.example.com"),
+        );
+    }
+}
+
+/// A stable cluster ID to suggest in an error message.
+fn suggested_cluster_id(seed: &str) -> String {
+    let h = Sha256::digest(format!("straddle/suggested-cluster-id/{seed}"));
+    let mut id = URL_SAFE_NO_PAD.encode(&h[..16]);
+    if id.starts_with('-') {
+        id.replace_range(..1, "A");
+    }
+    id
+}

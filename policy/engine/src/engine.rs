@@ -1,0 +1,409 @@
+//! review(): the decision for one admission request.
+//!
+//! Every op in a rule states an end value. The engine compares the object
+//! with those values and patches only the differences, which makes review
+//! idempotent (a mutated object yields no patch) and independent of the
+//! operation (CREATE and UPDATE give the same values; the old object is never
+//! consulted).
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
+
+use crate::k8s;
+use crate::patch::{PatchWriter, escape_token, json_string, push_json_string};
+use crate::plan::{Check, EnvValue, EnvVar, ObjectKind, ObjectRule, Op, Plan};
+use crate::props;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+    Connect,
+}
+
+/// One admission request, reduced to what the policy needs (mirrors the WIT record).
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    pub cluster: &'a str,
+    pub operation: Operation,
+    pub kind: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub object: &'a str,
+    pub old_object: Option<&'a str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    /// An RFC 6902 JSON Patch, as a JSON array.
+    Patch(String),
+    Deny(String),
+}
+
+/// Reviews one request against a plan given as bytes.
+pub fn review(plan: &[u8], req: &Request<'_>) -> Verdict {
+    match Plan::parse(plan) {
+        Ok(plan) => review_plan(&plan, req),
+        Err(e) => Verdict::Deny(format!("policy module has no valid plan: {e}")),
+    }
+}
+
+/// Reviews one request against a parsed plan.
+pub fn review_plan(plan: &Plan<'_>, req: &Request<'_>) -> Verdict {
+    if matches!(req.operation, Operation::Delete | Operation::Connect) {
+        return Verdict::Allow;
+    }
+    let Some(kind) = ObjectKind::parse(req.kind) else {
+        return Verdict::Allow;
+    };
+    let rule = match plan.lookup(req.cluster, kind, req.namespace, req.name) {
+        Ok(Some(rule)) => rule,
+        Ok(None) => return unnamed_object(plan, req.cluster),
+        Err(e) => return Verdict::Deny(format!("policy module has no valid plan: {e}")),
+    };
+    let target = Target {
+        kind,
+        namespace: req.namespace,
+        name: req.name,
+        cluster: req.cluster,
+    };
+    let result = match kind {
+        ObjectKind::StatefulSet => statefulset(&target, &rule, req.object),
+        ObjectKind::Service => service(&target, &rule, req.object),
+        ObjectKind::ConfigMap => configmap(&target, &rule, req.object),
+    };
+    match result {
+        Ok(patch) => patch.finish().map_or(Verdict::Allow, Verdict::Patch),
+        Err(message) => Verdict::Deny(message),
+    }
+}
+
+/// Objects the spec does not name pass untouched, but only in a member
+/// cluster: a host configured with a cluster the bundle does not know must
+/// not admit anything, or it would run chart objects unmutated.
+fn unnamed_object(plan: &Plan<'_>, cluster: &str) -> Verdict {
+    match plan.bundle() {
+        Ok(b) if b.clusters.iter().any(|c| c == cluster) => Verdict::Allow,
+        Ok(b) => {
+            let known: Vec<&str> = b.clusters.iter().map(|c| c.as_ref()).collect();
+            Verdict::Deny(format!(
+                "cluster {cluster:?} is not a member of stretch {:?} (spec.clusters: {}); \
+                 start the webhook with --cluster set to one of them, or add the cluster to \
+                 spec.clusters and recompile",
+                b.name,
+                known.join(", ")
+            ))
+        }
+        Err(e) => Verdict::Deny(format!("policy module has no valid plan: {e}")),
+    }
+}
+
+struct Target<'a> {
+    kind: ObjectKind,
+    namespace: &'a str,
+    name: &'a str,
+    cluster: &'a str,
+}
+
+impl std::fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind.as_str(), self.namespace, self.name)
+    }
+}
+
+type Annotations<'a> = Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>;
+
+fn statefulset(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<PatchWriter, String> {
+    let sts: k8s::StatefulSet = serde_json::from_str(object)
+        .map_err(|e| format!("{t}: cannot read the object ({e})"))?;
+    let spec = sts
+        .spec
+        .ok_or_else(|| format!("{t}: the object has no spec"))?;
+    let replicas = spec.replicas.unwrap_or(1);
+    for check in &rule.checks {
+        match check {
+            Check::MaxReplicas { max, field } => {
+                if replicas > i64::from(*max) {
+                    return Err(format!(
+                        "{t}: the chart asks for {replicas} replicas, but cluster {:?} has an ID \
+                         block of {max} ({field}); raise {field} in the stretch spec and \
+                         recompile, or lower the chart's replica count",
+                        t.cluster
+                    ));
+                }
+            }
+        }
+    }
+    let mut patch = PatchWriter::new();
+    annotations(&mut patch, &sts.metadata.annotations, &rule.ops);
+    let pod = spec.template.as_ref().and_then(|t| t.spec.as_ref());
+    for op in &rule.ops {
+        match op {
+            Op::Replicas(want) => {
+                if spec.replicas != Some(i64::from(*want)) {
+                    patch.add("/spec/replicas", &want.to_string());
+                }
+            }
+            Op::OrdinalsStart(want) => {
+                let start = spec.ordinals.as_ref().map(|o| o.start.unwrap_or(0));
+                match start {
+                    Some(s) if s == i64::from(*want) => {}
+                    None if *want == 0 => {}
+                    Some(_) => patch.add("/spec/ordinals/start", &want.to_string()),
+                    None => patch.add("/spec/ordinals", &format!("{{\"start\":{want}}}")),
+                }
+            }
+            Op::Env {
+                container,
+                init,
+                set,
+                remove,
+            } => {
+                let list_name = if *init { "initContainers" } else { "containers" };
+                let containers = pod.and_then(|p| {
+                    if *init {
+                        p.init_containers.as_ref()
+                    } else {
+                        p.containers.as_ref()
+                    }
+                });
+                let found = containers.and_then(|cs| {
+                    cs.iter()
+                        .enumerate()
+                        .find(|(_, c)| c.name == container.as_ref())
+                });
+                let Some((index, c)) = found else {
+                    return Err(format!(
+                        "{t}: container {container:?} not found in spec.template.spec.{list_name}; \
+                         the object does not have the chart shape {} expects (check the chart \
+                         kind and version in the stretch spec)",
+                        rule.field
+                    ));
+                };
+                let current = c.env.as_deref().unwrap_or(&[]);
+                if let Some(env) = desired_env(t, current, set, remove)? {
+                    let path = format!("/spec/template/spec/{list_name}/{index}/env");
+                    if c.env.is_some() {
+                        patch.replace(&path, &env);
+                    } else {
+                        patch.add(&path, &env);
+                    }
+                }
+            }
+            Op::Annotation { .. } => {}
+            Op::PublishNotReadyAddresses(_) | Op::Properties { .. } => {
+                return Err(mismatched_op(t, op));
+            }
+        }
+    }
+    Ok(patch)
+}
+
+fn service(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<PatchWriter, String> {
+    let svc: k8s::Service = serde_json::from_str(object)
+        .map_err(|e| format!("{t}: cannot read the object ({e})"))?;
+    let mut patch = PatchWriter::new();
+    annotations(&mut patch, &svc.metadata.annotations, &rule.ops);
+    for op in &rule.ops {
+        match op {
+            Op::PublishNotReadyAddresses(want) => {
+                let current = svc.spec.as_ref().and_then(|s| s.publish_not_ready_addresses);
+                // Unset means false to the API server.
+                if current.unwrap_or(false) != *want {
+                    if svc.spec.is_some() {
+                        patch.add("/spec/publishNotReadyAddresses", bool_json(*want));
+                    } else {
+                        patch.add(
+                            "/spec",
+                            &format!("{{\"publishNotReadyAddresses\":{}}}", bool_json(*want)),
+                        );
+                    }
+                }
+            }
+            Op::Annotation { .. } => {}
+            _ => return Err(mismatched_op(t, op)),
+        }
+    }
+    Ok(patch)
+}
+
+fn configmap(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<PatchWriter, String> {
+    let cm: k8s::ConfigMap = serde_json::from_str(object)
+        .map_err(|e| format!("{t}: cannot read the object ({e})"))?;
+    let mut patch = PatchWriter::new();
+    annotations(&mut patch, &cm.metadata.annotations, &rule.ops);
+    for op in &rule.ops {
+        match op {
+            Op::Properties { data_key, edits } => {
+                let text = cm.data.as_ref().and_then(|d| d.get(data_key.as_ref()));
+                let Some(text) = text else {
+                    return Err(format!(
+                        "{t}: data key {data_key:?} not found; the object does not have the \
+                         chart shape {} expects (check the chart kind and version in the \
+                         stretch spec)",
+                        rule.field
+                    ));
+                };
+                if let Some(new) = props::apply(text, edits) {
+                    let path = format!("/data/{}", escape_token(data_key));
+                    patch.replace(&path, &json_string(&new));
+                }
+            }
+            Op::Annotation { .. } => {}
+            _ => return Err(mismatched_op(t, op)),
+        }
+    }
+    Ok(patch)
+}
+
+fn mismatched_op(t: &Target<'_>, op: &Op<'_>) -> String {
+    format!("{t}: the policy holds an operation for another kind of object ({op:?}); recompile the policy with this straddle version")
+}
+
+fn bool_json(b: bool) -> &'static str {
+    if b { "true" } else { "false" }
+}
+
+/// Patches `metadata.annotations` to hold every `Op::Annotation` of the rule.
+fn annotations(patch: &mut PatchWriter, current: &Annotations<'_>, ops: &[Op<'_>]) {
+    let wanted = ops.iter().filter_map(|op| match op {
+        Op::Annotation { key, value } => Some((key, value)),
+        _ => None,
+    });
+    match current {
+        Some(map) => {
+            for (key, value) in wanted {
+                if map.get(key.as_ref()).map(|v| v.as_ref()) != Some(value.as_ref()) {
+                    let path = format!("/metadata/annotations/{}", escape_token(key));
+                    patch.add(&path, &json_string(value));
+                }
+            }
+        }
+        None => {
+            let mut obj = String::from("{");
+            for (i, (key, value)) in wanted.enumerate() {
+                if i > 0 {
+                    obj.push(',');
+                }
+                push_json_string(&mut obj, key);
+                obj.push(':');
+                push_json_string(&mut obj, value);
+            }
+            if obj.len() > 1 {
+                obj.push('}');
+                patch.add("/metadata/annotations", &obj);
+            }
+        }
+    }
+}
+
+enum EnvItem<'a, 'r> {
+    Keep(&'a RawValue),
+    Set(&'r EnvVar<'r>),
+}
+
+/// The container's env with `set` and `remove` applied, as a JSON array, or
+/// `None` when it already matches.
+fn desired_env<'r>(
+    t: &Target<'_>,
+    current: &[&RawValue],
+    set: &'r [EnvVar<'r>],
+    remove: &[Cow<'_, str>],
+) -> Result<Option<String>, String> {
+    let mut items: Vec<(Cow<'_, str>, EnvItem<'_, 'r>, bool)> = Vec::with_capacity(current.len() + set.len());
+    for raw in current {
+        let entry: k8s::EnvEntry = serde_json::from_str(raw.get())
+            .map_err(|e| format!("{t}: cannot read an env entry ({e})"))?;
+        let matches = |v: &EnvVar<'_>| env_matches(&entry, v);
+        let name = entry.name.clone();
+        let ok = set
+            .iter()
+            .find(|v| v.name == name)
+            .is_none_or(matches);
+        items.push((name, EnvItem::Keep(raw), ok));
+    }
+    let mut changed = false;
+    let before_len = items.len();
+    items.retain(|(name, _, _)| !remove.iter().any(|r| r == name));
+    changed |= items.len() != before_len;
+    for var in set {
+        let pos = items.iter().position(|(n, _, _)| *n == var.name);
+        let before = var
+            .before
+            .as_ref()
+            .and_then(|b| items.iter().position(|(n, _, _)| n == b));
+        match (pos, before) {
+            (Some(p), Some(b)) if p > b => {
+                items.remove(p);
+                items.insert(b, (var.name.clone(), EnvItem::Set(var), true));
+                changed = true;
+            }
+            (Some(p), _) => {
+                if !items[p].2 {
+                    items[p] = (var.name.clone(), EnvItem::Set(var), true);
+                    changed = true;
+                }
+            }
+            (None, Some(b)) => {
+                items.insert(b, (var.name.clone(), EnvItem::Set(var), true));
+                changed = true;
+            }
+            (None, None) => {
+                items.push((var.name.clone(), EnvItem::Set(var), true));
+                changed = true;
+            }
+        }
+    }
+    if !changed {
+        return Ok(None);
+    }
+    let mut out = String::from("[");
+    for (i, (_, item, _)) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match item {
+            EnvItem::Keep(raw) => out.push_str(raw.get()),
+            EnvItem::Set(var) => render_env(&mut out, var),
+        }
+    }
+    out.push(']');
+    Ok(Some(out))
+}
+
+fn env_matches(entry: &k8s::EnvEntry<'_>, want: &EnvVar<'_>) -> bool {
+    match &want.value {
+        EnvValue::Literal(v) => entry.value.as_deref() == Some(v.as_ref()) && entry.value_from.is_none(),
+        EnvValue::FieldRef(path) => {
+            entry.value.as_deref().unwrap_or("").is_empty()
+                && entry.value_from.as_ref().is_some_and(|vf| {
+                    vf.secret_key_ref.is_none()
+                        && vf.config_map_key_ref.is_none()
+                        && vf.resource_field_ref.is_none()
+                        && vf.field_ref.as_ref().is_some_and(|f| f.field_path == path.as_ref())
+                })
+        }
+    }
+}
+
+fn render_env(out: &mut String, var: &EnvVar<'_>) {
+    out.push_str("{\"name\":");
+    push_json_string(out, &var.name);
+    match &var.value {
+        EnvValue::Literal(v) => {
+            out.push_str(",\"value\":");
+            push_json_string(out, v);
+        }
+        EnvValue::FieldRef(path) => {
+            // apiVersion as the API server defaults it, so stored objects compare equal.
+            out.push_str(",\"valueFrom\":{\"fieldRef\":{\"apiVersion\":\"v1\",\"fieldPath\":");
+            push_json_string(out, path);
+            out.push_str("}}");
+        }
+    }
+    out.push('}');
+}

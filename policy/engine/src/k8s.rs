@@ -1,0 +1,122 @@
+//! Partial, borrowed views of the Kubernetes objects the engine reads.
+//!
+//! Only the fields the engine compares are decoded; everything else is
+//! skipped by serde without allocation. Env entries are kept as raw JSON so
+//! that untouched ones are written back exactly as they came.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+#[derive(Deserialize, Default)]
+pub struct Metadata<'a> {
+    #[serde(borrow, default)]
+    pub annotations: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
+}
+
+#[derive(Deserialize)]
+pub struct StatefulSet<'a> {
+    #[serde(borrow, default)]
+    pub metadata: Metadata<'a>,
+    #[serde(borrow, default)]
+    pub spec: Option<StatefulSetSpec<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StatefulSetSpec<'a> {
+    #[serde(default)]
+    pub replicas: Option<i64>,
+    #[serde(default)]
+    pub ordinals: Option<Ordinals>,
+    #[serde(borrow, default)]
+    pub template: Option<PodTemplate<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct Ordinals {
+    #[serde(default)]
+    pub start: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct PodTemplate<'a> {
+    #[serde(borrow, default)]
+    pub spec: Option<PodSpec<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec<'a> {
+    #[serde(borrow, default)]
+    pub containers: Option<Vec<Container<'a>>>,
+    #[serde(borrow, default)]
+    pub init_containers: Option<Vec<Container<'a>>>,
+}
+
+#[derive(Deserialize)]
+pub struct Container<'a> {
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub env: Option<Vec<&'a RawValue>>,
+}
+
+/// The parts of one `EnvVar` the engine compares.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvEntry<'a> {
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub value: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub value_from: Option<ValueFrom<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValueFrom<'a> {
+    #[serde(borrow, default)]
+    pub field_ref: Option<FieldRef<'a>>,
+    // Any other source (secretKeyRef, configMapKeyRef, ...) makes the entry
+    // differ from every value the engine writes.
+    #[serde(borrow, default)]
+    pub secret_key_ref: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub config_map_key_ref: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub resource_field_ref: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldRef<'a> {
+    #[serde(borrow)]
+    pub field_path: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+pub struct Service<'a> {
+    #[serde(borrow, default)]
+    pub metadata: Metadata<'a>,
+    #[serde(default)]
+    pub spec: Option<ServiceSpec>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    #[serde(default)]
+    pub publish_not_ready_addresses: Option<bool>,
+}
+
+#[derive(Deserialize)]
+pub struct ConfigMap<'a> {
+    #[serde(borrow, default)]
+    pub metadata: Metadata<'a>,
+    #[serde(borrow, default)]
+    pub data: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
+}

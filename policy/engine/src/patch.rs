@@ -1,0 +1,112 @@
+//! A small writer for RFC 6902 JSON Patch documents.
+
+/// Escapes one JSON Pointer reference token (RFC 6901).
+pub fn escape_token(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+/// Collects patch operations and renders them as one JSON array.
+#[derive(Default)]
+pub struct PatchWriter {
+    out: String,
+    count: usize,
+}
+
+impl PatchWriter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// `add` (also replaces an existing member of an object).
+    pub fn add(&mut self, path: &str, value_json: &str) {
+        self.op("add", path, Some(value_json));
+    }
+
+    pub fn replace(&mut self, path: &str, value_json: &str) {
+        self.op("replace", path, Some(value_json));
+    }
+
+    fn op(&mut self, op: &str, path: &str, value_json: Option<&str>) {
+        self.out.push_str(if self.count == 0 { "[" } else { "," });
+        self.count += 1;
+        self.out.push_str("{\"op\":\"");
+        self.out.push_str(op);
+        self.out.push_str("\",\"path\":");
+        push_json_string(&mut self.out, path);
+        if let Some(v) = value_json {
+            self.out.push_str(",\"value\":");
+            self.out.push_str(v);
+        }
+        self.out.push('}');
+    }
+
+    pub fn finish(mut self) -> Option<String> {
+        if self.count == 0 {
+            return None;
+        }
+        self.out.push(']');
+        Some(self.out)
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                let v = c as u32;
+                out.push_str("\\u00");
+                out.push(HEX[(v >> 4) as usize] as char);
+                out.push(HEX[(v & 15) as usize] as char);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+pub fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    push_json_string(&mut out, s);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_round_trip_through_serde() {
+        for s in ["plain", "a\"b\\c", "line\nbreak\ttab", "\u{1}\u{1f}", "ünï 🦀"] {
+            let parsed: String = serde_json::from_str(&json_string(s)).unwrap();
+            assert_eq!(parsed, s);
+        }
+    }
+
+    #[test]
+    fn pointer_tokens_are_escaped() {
+        assert_eq!(escape_token("straddle.dev/policy"), "straddle.dev~1policy");
+        assert_eq!(escape_token("a~b"), "a~0b");
+    }
+
+    #[test]
+    fn empty_patch_is_none() {
+        assert!(PatchWriter::new().finish().is_none());
+        let mut p = PatchWriter::new();
+        p.add("/a", "1");
+        p.replace("/b", "\"x\"");
+        let v: serde_json::Value = serde_json::from_str(&p.finish().unwrap()).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,495 @@
+//! The plan: what the compiler decided, in a form the engine reads in place.
+//!
+//! Layout (all integers little-endian `u32`, offsets from the start of the plan):
+//!
+//! ```text
+//! MAGIC (8 bytes)
+//! header_len, header            postcard(BundleInfo)
+//! entry_count
+//! entry_count x (key_off, key_len, rule_off, rule_len)   sorted by key bytes
+//! blob                          keys and postcard(ObjectRule) records
+//! ```
+//!
+//! A key is `cluster \0 kind \0 namespace \0 name`. A request costs one binary
+//! search over the entry table plus the decode of one small record: the cost
+//! does not grow with the number of clusters or nodes in the stretch.
+//!
+//! This module is the only place that knows the format: the compiler builds
+//! plans with [`PlanBuilder`], the engine reads them with [`Plan`].
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+pub const MAGIC: &[u8; 8] = b"STRDPLN1";
+
+/// Describes a compiled bundle (the `describe()` answer of the module).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleInfo<'a> {
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
+    /// `sha256:<hex>` of the plan's rules; written to every mutated object.
+    #[serde(borrow)]
+    pub spec_digest: Cow<'a, str>,
+    #[serde(borrow)]
+    pub clusters: Vec<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub namespaces: Vec<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub compiler_version: Cow<'a, str>,
+}
+
+/// Kinds of objects the policy acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ObjectKind {
+    StatefulSet,
+    Service,
+    ConfigMap,
+}
+
+impl ObjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::StatefulSet => "StatefulSet",
+            ObjectKind::Service => "Service",
+            ObjectKind::ConfigMap => "ConfigMap",
+        }
+    }
+
+    pub fn parse(kind: &str) -> Option<ObjectKind> {
+        match kind {
+            "StatefulSet" => Some(ObjectKind::StatefulSet),
+            "Service" => Some(ObjectKind::Service),
+            "ConfigMap" => Some(ObjectKind::ConfigMap),
+            _ => None,
+        }
+    }
+}
+
+/// What the policy does to one object in one cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRule<'a> {
+    /// The spec field this object belongs to (e.g. `spec.kafka.brokers`), for messages.
+    #[serde(borrow)]
+    pub field: Cow<'a, str>,
+    #[serde(borrow)]
+    pub checks: Vec<Check<'a>>,
+    #[serde(borrow)]
+    pub ops: Vec<Op<'a>>,
+}
+
+/// A condition the object must meet, or it is denied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Check<'a> {
+    /// `spec.replicas` must not exceed the cluster's ID block.
+    MaxReplicas {
+        max: u32,
+        #[serde(borrow)]
+        field: Cow<'a, str>,
+    },
+}
+
+/// A desired value. Each op is a statement of the end state, never a delta.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op<'a> {
+    /// `metadata.annotations[key] = value`.
+    Annotation {
+        #[serde(borrow)]
+        key: Cow<'a, str>,
+        #[serde(borrow)]
+        value: Cow<'a, str>,
+    },
+    /// StatefulSet `spec.replicas`.
+    Replicas(u32),
+    /// StatefulSet `spec.ordinals.start`.
+    OrdinalsStart(u32),
+    /// Environment of one container of a StatefulSet's pod template.
+    Env {
+        #[serde(borrow)]
+        container: Cow<'a, str>,
+        /// `initContainers` rather than `containers`.
+        init: bool,
+        #[serde(borrow)]
+        set: Vec<EnvVar<'a>>,
+        #[serde(borrow)]
+        remove: Vec<Cow<'a, str>>,
+    },
+    /// Service `spec.publishNotReadyAddresses`.
+    PublishNotReadyAddresses(bool),
+    /// Edits of a Java properties file held in a ConfigMap data key.
+    Properties {
+        #[serde(borrow)]
+        data_key: Cow<'a, str>,
+        #[serde(borrow)]
+        edits: Vec<PropEdit<'a>>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvVar<'a> {
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
+    #[serde(borrow)]
+    pub value: EnvValue<'a>,
+    /// When the variable is missing, insert it before this one (for `$(VAR)`
+    /// references, which only see variables defined earlier); else append.
+    #[serde(borrow)]
+    pub before: Option<Cow<'a, str>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EnvValue<'a> {
+    Literal(#[serde(borrow)] Cow<'a, str>),
+    /// Downward API `valueFrom.fieldRef.fieldPath`.
+    FieldRef(#[serde(borrow)] Cow<'a, str>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PropEdit<'a> {
+    /// `key=value`, added when missing.
+    Set {
+        #[serde(borrow)]
+        key: Cow<'a, str>,
+        #[serde(borrow)]
+        value: Cow<'a, str>,
+    },
+    /// `key=value`, only where the chart already has the key (chart options
+    /// choose between alternative keys, e.g. quorum voters or bootstrap servers).
+    Replace {
+        #[serde(borrow)]
+        key: Cow<'a, str>,
+        #[serde(borrow)]
+        value: Cow<'a, str>,
+    },
+    /// In the comma-separated listener list `key`, the entry for listener
+    /// `listener` must be `entry` (added when missing).
+    Listener {
+        #[serde(borrow)]
+        key: Cow<'a, str>,
+        #[serde(borrow)]
+        listener: Cow<'a, str>,
+        #[serde(borrow)]
+        entry: Cow<'a, str>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanError {
+    BadMagic,
+    Truncated,
+    Decode(&'static str),
+}
+
+impl std::fmt::Display for PlanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlanError::BadMagic => f.write_str("not a Straddle plan (bad magic)"),
+            PlanError::Truncated => f.write_str("plan is truncated"),
+            PlanError::Decode(what) => write!(f, "plan record is corrupt ({what})"),
+        }
+    }
+}
+
+impl std::error::Error for PlanError {}
+
+/// Builds the key under which an object's rule is stored.
+pub fn object_key(cluster: &str, kind: ObjectKind, namespace: &str, name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(cluster.len() + namespace.len() + name.len() + 16);
+    key.extend_from_slice(cluster.as_bytes());
+    key.push(0);
+    key.extend_from_slice(kind.as_str().as_bytes());
+    key.push(0);
+    key.extend_from_slice(namespace.as_bytes());
+    key.push(0);
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+/// Writes a plan. Used by the compiler.
+#[derive(Default)]
+pub struct PlanBuilder {
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl PlanBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the rule for one object; a later rule for the same key replaces it.
+    pub fn insert(
+        &mut self,
+        cluster: &str,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+        rule: &ObjectRule<'_>,
+    ) {
+        let key = object_key(cluster, kind, namespace, name);
+        let record = postcard::to_allocvec(rule).expect("postcard encodes to memory");
+        self.entries.retain(|(k, _)| *k != key);
+        self.entries.push((key, record));
+    }
+
+    /// The canonical bytes of the rules, without the header: what the digest covers.
+    pub fn rules_bytes(&self) -> Vec<u8> {
+        let mut entries: Vec<&(Vec<u8>, Vec<u8>)> = self.entries.iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out = Vec::new();
+        for (k, r) in entries {
+            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            out.extend_from_slice(k);
+            out.extend_from_slice(&(r.len() as u32).to_le_bytes());
+            out.extend_from_slice(r);
+        }
+        out
+    }
+
+    pub fn finish(mut self, bundle: &BundleInfo<'_>) -> Vec<u8> {
+        self.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let header = postcard::to_allocvec(bundle).expect("postcard encodes to memory");
+        let n = self.entries.len();
+        let table_off = MAGIC.len() + 4 + header.len() + 4;
+        let mut blob_off = table_off + n * 16;
+        let mut out = Vec::with_capacity(blob_off + 1024);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&(n as u32).to_le_bytes());
+        for (key, record) in &self.entries {
+            let key_off = blob_off;
+            let rule_off = key_off + key.len();
+            blob_off = rule_off + record.len();
+            for v in [key_off, key.len(), rule_off, record.len()] {
+                out.extend_from_slice(&(v as u32).to_le_bytes());
+            }
+        }
+        for (key, record) in &self.entries {
+            out.extend_from_slice(key);
+            out.extend_from_slice(record);
+        }
+        out
+    }
+}
+
+/// A plan read in place.
+#[derive(Clone, Copy)]
+pub struct Plan<'a> {
+    bytes: &'a [u8],
+    header: &'a [u8],
+    table: &'a [u8],
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Result<usize, PlanError> {
+    let b = bytes.get(at..at + 4).ok_or(PlanError::Truncated)?;
+    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+}
+
+impl<'a> Plan<'a> {
+    /// Checks the framing; records are decoded lazily, one per lookup.
+    pub fn parse(bytes: &'a [u8]) -> Result<Plan<'a>, PlanError> {
+        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(PlanError::BadMagic);
+        }
+        let header_len = read_u32(bytes, MAGIC.len())?;
+        let header_start = MAGIC.len() + 4;
+        let header = bytes
+            .get(header_start..header_start + header_len)
+            .ok_or(PlanError::Truncated)?;
+        let count_at = header_start + header_len;
+        let n = read_u32(bytes, count_at)?;
+        let table_start = count_at + 4;
+        let table = bytes
+            .get(table_start..table_start + n.checked_mul(16).ok_or(PlanError::Truncated)?)
+            .ok_or(PlanError::Truncated)?;
+        Ok(Plan {
+            bytes,
+            header,
+            table,
+        })
+    }
+
+    pub fn bundle(&self) -> Result<BundleInfo<'a>, PlanError> {
+        postcard::from_bytes(self.header).map_err(|_| PlanError::Decode("header"))
+    }
+
+    pub fn len(&self) -> usize {
+        self.table.len() / 16
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    fn entry(&self, i: usize) -> Result<(&'a [u8], &'a [u8]), PlanError> {
+        let at = i * 16;
+        let (ko, kl) = (read_u32(self.table, at)?, read_u32(self.table, at + 4)?);
+        let (ro, rl) = (read_u32(self.table, at + 8)?, read_u32(self.table, at + 12)?);
+        let key = self.bytes.get(ko..ko + kl).ok_or(PlanError::Truncated)?;
+        let rule = self.bytes.get(ro..ro + rl).ok_or(PlanError::Truncated)?;
+        Ok((key, rule))
+    }
+
+    /// The rule for one object, if the spec names it.
+    pub fn lookup(
+        &self,
+        cluster: &str,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<ObjectRule<'a>>, PlanError> {
+        let wanted = [
+            cluster.as_bytes(),
+            kind.as_str().as_bytes(),
+            namespace.as_bytes(),
+            name.as_bytes(),
+        ];
+        let (mut lo, mut hi) = (0usize, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let (key, rule) = self.entry(mid)?;
+            match compare_key(key, &wanted) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => {
+                    return postcard::from_bytes(rule)
+                        .map(Some)
+                        .map_err(|_| PlanError::Decode("object rule"));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every (key, rule) pair, in key order. For tools and tests, not the request path.
+    pub fn entries(&self) -> impl Iterator<Item = Result<(PlanKey<'a>, ObjectRule<'a>), PlanError>> {
+        let plan = *self;
+        (0..self.len()).map(move |i| {
+            let (key, rule) = plan.entry(i)?;
+            let key = PlanKey::parse(key)?;
+            let rule = postcard::from_bytes(rule).map_err(|_| PlanError::Decode("object rule"))?;
+            Ok((key, rule))
+        })
+    }
+}
+
+/// A decoded entry key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanKey<'a> {
+    pub cluster: &'a str,
+    pub kind: ObjectKind,
+    pub namespace: &'a str,
+    pub name: &'a str,
+}
+
+impl<'a> PlanKey<'a> {
+    fn parse(key: &'a [u8]) -> Result<PlanKey<'a>, PlanError> {
+        let text = std::str::from_utf8(key).map_err(|_| PlanError::Decode("key"))?;
+        let mut parts = text.split('\0');
+        let mut next = || parts.next().ok_or(PlanError::Decode("key"));
+        let cluster = next()?;
+        let kind = ObjectKind::parse(next()?).ok_or(PlanError::Decode("key kind"))?;
+        let namespace = next()?;
+        let name = next()?;
+        Ok(PlanKey {
+            cluster,
+            kind,
+            namespace,
+            name,
+        })
+    }
+}
+
+/// Compares a stored key with the parts of a wanted key, without building it.
+fn compare_key(key: &[u8], wanted: &[&[u8]; 4]) -> std::cmp::Ordering {
+    let mut k = key.iter();
+    for (i, part) in wanted.iter().enumerate() {
+        if i > 0 {
+            match k.next() {
+                None => return std::cmp::Ordering::Less,
+                Some(&b) if b != 0 => return b.cmp(&0),
+                Some(_) => {}
+            }
+        }
+        for &w in part.iter() {
+            match k.next() {
+                None => return std::cmp::Ordering::Less,
+                Some(&b) if b != w => return b.cmp(&w),
+                Some(_) => {}
+            }
+        }
+    }
+    if k.next().is_some() {
+        std::cmp::Ordering::Greater
+    } else {
+        std::cmp::Ordering::Equal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(field: &str) -> ObjectRule<'static> {
+        ObjectRule {
+            field: Cow::Owned(field.to_string()),
+            checks: vec![],
+            ops: vec![Op::Replicas(3)],
+        }
+    }
+
+    #[test]
+    fn lookup_finds_every_entry_and_nothing_else() {
+        let mut b = PlanBuilder::new();
+        let names = ["a", "ab", "b", "kafka", "kafka-controller", "zk"];
+        for c in ["east", "west"] {
+            for n in names {
+                b.insert(c, ObjectKind::StatefulSet, "ns", n, &rule(n));
+            }
+        }
+        let bundle = BundleInfo {
+            name: "x".into(),
+            spec_digest: "sha256:00".into(),
+            clusters: vec!["east".into(), "west".into()],
+            namespaces: vec!["ns".into()],
+            compiler_version: "0".into(),
+        };
+        let bytes = b.finish(&bundle);
+        let plan = Plan::parse(&bytes).unwrap();
+        assert_eq!(plan.bundle().unwrap(), bundle);
+        for c in ["east", "west"] {
+            for n in names {
+                let r = plan.lookup(c, ObjectKind::StatefulSet, "ns", n).unwrap().unwrap();
+                assert_eq!(r.field, n);
+            }
+            for n in ["", "aa", "c", "kafka-", "zk0"] {
+                assert!(plan.lookup(c, ObjectKind::StatefulSet, "ns", n).unwrap().is_none());
+            }
+            assert!(plan.lookup(c, ObjectKind::Service, "ns", "a").unwrap().is_none());
+            assert!(plan.lookup(c, ObjectKind::StatefulSet, "n", "a").unwrap().is_none());
+        }
+        assert!(plan.lookup("north", ObjectKind::StatefulSet, "ns", "a").unwrap().is_none());
+        assert_eq!(plan.entries().count(), 12);
+    }
+
+    #[test]
+    fn corrupt_plans_are_errors_not_panics() {
+        assert_eq!(Plan::parse(b"nope").err(), Some(PlanError::BadMagic));
+        let mut b = PlanBuilder::new();
+        b.insert("c", ObjectKind::Service, "n", "s", &rule("f"));
+        let bundle = BundleInfo {
+            name: "x".into(),
+            spec_digest: "d".into(),
+            clusters: vec![],
+            namespaces: vec![],
+            compiler_version: "0".into(),
+        };
+        let bytes = b.finish(&bundle);
+        for cut in 0..bytes.len() {
+            if let Ok(plan) = Plan::parse(&bytes[..cut]) {
+                let _ = plan.lookup("c", ObjectKind::Service, "n", "s");
+                let _ = plan.bundle();
+            }
+        }
+    }
+}

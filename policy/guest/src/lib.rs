@@ -1,0 +1,139 @@
+//! The Straddle policy module: [`straddle_policy`] behind the WIT `policy` world.
+//!
+//! Built for `wasm32-unknown-unknown` with `--profile guest` by the
+//! `straddle-policy-artifact` build script, which wraps the core module into a
+//! component: the *template*. The module has no imports.
+//!
+//! The plan is not compiled in. The module carries a 24-byte descriptor,
+//! [`PLAN_SLOT`], `MAGIC[16] | ptr: u32 | len: u32` (little-endian), that
+//! `straddle_policy_artifact::embed::embed_plan` finds in the data section and
+//! patches after appending the plan as a page-aligned data segment. Until then
+//! `ptr` and `len` are zero: `review` denies every request and `describe`
+//! returns an empty bundle. Neither ever traps on a missing or corrupt plan.
+//!
+//! The descriptor is a `static mut` read with `read_volatile`, so LLVM cannot
+//! constant-fold the zeros it was linked with, and `#[used]`, so it is kept.
+//! The magic must stay equal to `straddle_policy_artifact::embed::SLOT_MAGIC`;
+//! the artifact's tests check that the built template has exactly one slot.
+
+use straddle_policy::Plan;
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "policy",
+});
+
+use exports::straddle::policy::review::{Bundle, Guest, Operation, Request, Verdict};
+
+/// The plan descriptor: `MAGIC[16] | ptr: u32 | len: u32`.
+#[repr(C, align(4))]
+struct PlanSlot {
+    magic: [u8; 16],
+    ptr: u32,
+    len: u32,
+}
+
+/// Must equal `straddle_policy_artifact::embed::SLOT_MAGIC`. Non-zero, so the
+/// slot lands in `.data` (bytes the embedder can patch), never in `.bss`.
+const SLOT_MAGIC: [u8; 16] = *b"STRADDLE\xffPLAN\xfe\x00\x01";
+
+#[used]
+static mut PLAN_SLOT: PlanSlot = PlanSlot {
+    magic: SLOT_MAGIC,
+    ptr: 0,
+    len: 0,
+};
+
+#[cfg(target_arch = "wasm32")]
+fn memory_bytes() -> u64 {
+    core::arch::wasm32::memory_size::<0>() as u64 * 65536
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn memory_bytes() -> u64 {
+    // Native builds (clippy, `cargo check --workspace`) are never patched.
+    0
+}
+
+/// The embedded plan bytes, if the descriptor was patched sensibly.
+fn plan_bytes() -> Result<&'static [u8], &'static str> {
+    // SAFETY: raw-pointer volatile reads of plain integers in a static that
+    // nothing in the module writes; the embedder patched them before load.
+    let (ptr, len) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const PLAN_SLOT.ptr),
+            core::ptr::read_volatile(&raw const PLAN_SLOT.len),
+        )
+    };
+    if len == 0 {
+        return Err("the plan descriptor is not patched (is this the bare template?)");
+    }
+    if ptr == 0 || u64::from(ptr) + u64::from(len) > memory_bytes() {
+        return Err("the plan descriptor points outside linear memory");
+    }
+    // SAFETY: non-null and inside linear memory (checked above); the embedded
+    // segment is never handed out by the allocator, which only grows memory.
+    Ok(unsafe { core::slice::from_raw_parts(ptr as usize as *const u8, len as usize) })
+}
+
+/// The plan bytes, once the framing is known to be sound.
+fn valid_plan() -> Result<&'static [u8], String> {
+    let bytes = plan_bytes().map_err(str::to_owned)?;
+    Plan::parse(bytes).map_err(|e| e.to_string())?;
+    Ok(bytes)
+}
+
+struct Component;
+
+impl Guest for Component {
+    fn review(req: Request) -> Verdict {
+        let plan = match valid_plan() {
+            Ok(plan) => plan,
+            Err(why) => return Verdict::Deny(format!("policy module has no valid plan: {why}")),
+        };
+        let operation = match req.operation {
+            Operation::Create => straddle_policy::Operation::Create,
+            Operation::Update => straddle_policy::Operation::Update,
+            Operation::Delete => straddle_policy::Operation::Delete,
+            Operation::Connect => straddle_policy::Operation::Connect,
+        };
+        let request = straddle_policy::Request {
+            cluster: &req.cluster,
+            operation,
+            kind: &req.kind,
+            namespace: &req.namespace,
+            name: &req.name,
+            object: &req.object,
+            old_object: req.old_object.as_deref(),
+        };
+        match straddle_policy::review(plan, &request) {
+            straddle_policy::Verdict::Allow => Verdict::Allow,
+            straddle_policy::Verdict::Patch(patch) => Verdict::Patch(patch),
+            straddle_policy::Verdict::Deny(message) => Verdict::Deny(message),
+        }
+    }
+
+    fn describe() -> Bundle {
+        let info = valid_plan()
+            .ok()
+            .and_then(|bytes| Plan::parse(bytes).and_then(|plan| plan.bundle()).ok());
+        match info {
+            Some(info) => Bundle {
+                name: info.name.into_owned(),
+                spec_digest: info.spec_digest.into_owned(),
+                clusters: info.clusters.into_iter().map(|c| c.into_owned()).collect(),
+                namespaces: info.namespaces.into_iter().map(|n| n.into_owned()).collect(),
+                compiler_version: info.compiler_version.into_owned(),
+            },
+            None => Bundle {
+                name: String::new(),
+                spec_digest: String::new(),
+                clusters: Vec::new(),
+                namespaces: Vec::new(),
+                compiler_version: String::new(),
+            },
+        }
+    }
+}
+
+export!(Component);

@@ -1,0 +1,495 @@
+//! Runs a compiled Straddle policy module: the one implementation of "run the
+//! module", shared by `straddle mutate` and the admission webhook.
+//!
+//! * A [`Runtime`] owns one wasmtime [`Engine`] with the pooling allocator and
+//!   epoch interruption, plus a ticker thread that advances the epoch every
+//!   [`RuntimeConfig::epoch_tick`]. It is cheap to clone; the ticker stops when
+//!   the runtime and every policy loaded from it are dropped.
+//! * [`Runtime::load`] (or [`Runtime::load_cached`], with an on-disk cache of
+//!   compiled code) compiles a module once, prepares its instantiation and
+//!   calls `describe()` once: a [`Policy`].
+//! * [`Policy::review`] runs one admission request in a **fresh instance**:
+//!   new `Store` with a memory limit and an epoch deadline, instantiate, call,
+//!   drop. Nothing carries over between requests. Failures come back as
+//!   [`HostError`] (trap, timeout, memory limit, busy), never as a panic.
+//!
+//! `Policy` is `Send + Sync` and clones share everything, so a server can put
+//! it in an `Arc`/state and call `review` from many threads (it is blocking
+//! CPU work: use `spawn_blocking` or a dedicated pool in async code).
+//!
+//! ```no_run
+//! use straddle_policy_host::{Runtime, RuntimeConfig};
+//! use straddle_policy::{Operation, Request};
+//!
+//! let runtime = Runtime::new(RuntimeConfig::default())?;
+//! let policy = runtime.load(&std::fs::read("policy.wasm")?)?;
+//! println!("{} ({})", policy.bundle().name, policy.digest());
+//! let verdict = policy.review(&Request {
+//!     cluster: "east",
+//!     operation: Operation::Create,
+//!     kind: "StatefulSet",
+//!     namespace: "kafka",
+//!     name: "cp-zookeeper",
+//!     object: "{}",
+//!     old_object: None,
+//! })?;
+//! # anyhow::Ok(())
+//! ```
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError,
+    PoolingAllocationConfig, ResourceLimiter, Store, Trap,
+};
+
+pub use straddle_policy::{BundleInfo, Operation, Request, Verdict};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "policy",
+    });
+}
+
+use bindings::exports::straddle::policy::review as wit;
+
+/// Settings of a [`Runtime`]. Every policy loaded from it uses them.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Most linear memory one review may use, in bytes (the module's initial
+    /// memory, its embedded plan, and whatever it allocates). A module whose
+    /// initial memory is above this does not load. Default 16 MiB.
+    pub memory_limit_bytes: usize,
+    /// Wall-clock time one review (instantiate + call) may take. The check
+    /// runs every `epoch_tick`, so a review is stopped between `deadline` and
+    /// `deadline + epoch_tick` after it starts. Default 20 ms.
+    pub deadline: Duration,
+    /// How often the ticker thread advances the engine's epoch. Default 1 ms.
+    pub epoch_tick: Duration,
+    /// How many reviews may run at the same time (pooling allocator slots);
+    /// one more gets [`HostError::Busy`]. Each slot reserves address space
+    /// (about 4 GiB of virtual memory, not RAM). Default 64.
+    pub max_concurrent_reviews: u32,
+    /// Bytes of each pooled linear memory reset with `memset` rather than
+    /// returned to the OS between reviews: fewer page faults on the next
+    /// instance, more resident memory. Default 1 MiB.
+    pub keep_resident_bytes: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            memory_limit_bytes: 16 << 20,
+            deadline: Duration::from_millis(20),
+            epoch_tick: Duration::from_millis(1),
+            max_concurrent_reviews: 64,
+            keep_resident_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Why a review produced no verdict.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// The module trapped (a bug in the policy engine, e.g. a panic).
+    #[error("the policy module trapped: {0}")]
+    Trap(String),
+    /// The review ran past [`RuntimeConfig::deadline`].
+    #[error("the policy module did not finish within its {deadline:?} deadline")]
+    Timeout { deadline: Duration },
+    /// The module tried to grow its memory past [`RuntimeConfig::memory_limit_bytes`].
+    #[error(
+        "the policy module exceeded its memory limit of {limit} bytes (it asked for {requested} bytes)"
+    )]
+    MemoryLimit { limit: usize, requested: usize },
+    /// All [`RuntimeConfig::max_concurrent_reviews`] slots were in use.
+    #[error("all {0} policy instance slots are busy")]
+    Busy(u32),
+    /// Anything else (e.g. instantiation failed).
+    #[error("running the policy module failed: {0}")]
+    Other(String),
+}
+
+/// A wasmtime engine set up for policy modules. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    engine: Engine,
+    config: RuntimeConfig,
+    deadline_ticks: u64,
+    ticker: Mutex<Option<Ticker>>,
+}
+
+struct Ticker {
+    stop: mpsc::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let ticker = self.ticker.get_mut().ok().and_then(Option::take);
+        if let Some(Ticker { stop, thread }) = ticker {
+            drop(stop); // disconnects the channel: the ticker exits at once
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> Result<Runtime> {
+        anyhow::ensure!(
+            !config.epoch_tick.is_zero(),
+            "RuntimeConfig::epoch_tick must be positive"
+        );
+        anyhow::ensure!(
+            config.max_concurrent_reviews > 0,
+            "RuntimeConfig::max_concurrent_reviews must be positive"
+        );
+        let slots = config.max_concurrent_reviews;
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(slots)
+            .total_core_instances(slots.saturating_mul(4))
+            .max_core_instances_per_component(4)
+            .total_memories(slots)
+            .max_memories_per_component(1)
+            .total_tables(slots.saturating_mul(2))
+            .max_tables_per_component(2)
+            .max_memory_size(config.memory_limit_bytes)
+            .linear_memory_keep_resident(config.keep_resident_bytes)
+            .table_keep_resident(config.keep_resident_bytes.min(64 << 10));
+
+        let mut wasm = Config::new();
+        wasm.epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).context("creating the wasmtime engine")?;
+
+        let tick = config.epoch_tick;
+        let deadline_ticks = config
+            .deadline
+            .as_nanos()
+            .div_ceil(tick.as_nanos())
+            .clamp(1, u128::from(u64::MAX / 2)) as u64
+            + 1;
+        let (stop, stopped) = mpsc::channel::<()>();
+        let ticking = engine.clone();
+        let thread = std::thread::Builder::new()
+            .name("straddle-epoch".into())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
+                    ticking.increment_epoch();
+                }
+            })
+            .context("starting the epoch ticker thread")?;
+
+        Ok(Runtime {
+            shared: Arc::new(Shared {
+                engine,
+                config,
+                deadline_ticks,
+                ticker: Mutex::new(Some(Ticker { stop, thread })),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.shared.config
+    }
+
+    /// Compiles a policy module (a component), prepares it and calls
+    /// `describe()` once. A module without a plan (the bare template) loads;
+    /// its bundle is empty (see [`Policy::has_plan`]) and it denies every
+    /// request.
+    pub fn load(&self, module: &[u8]) -> Result<Policy> {
+        let component = Component::new(&self.shared.engine, module)
+            .context("compiling the policy module")?;
+        self.prepare(component, module)
+    }
+
+    /// Like [`load`](Self::load), with a cache of compiled code in
+    /// `cache_dir`, keyed by the sha256 of `module` and a fingerprint of the
+    /// engine configuration (wasmtime version, CPU features, settings). A
+    /// missing, stale or unreadable entry is recompiled and rewritten;
+    /// failing to write the cache is not an error.
+    ///
+    /// Compiled code is loaded as native code without further checks:
+    /// `cache_dir` must be writable only by users trusted to run code in
+    /// this process.
+    pub fn load_cached(&self, module: &[u8], cache_dir: &Path) -> Result<Policy> {
+        let engine = &self.shared.engine;
+        let path = cache_dir.join(format!(
+            "{}-{}.cwasm",
+            hex(&Sha256::digest(module)),
+            engine_fingerprint(engine)
+        ));
+        // SAFETY: the file was written by `Component::serialize` of an engine
+        // with the same fingerprint (see the trust note above); wasmtime
+        // checks the version and configuration header and rejects others.
+        let cached = path
+            .is_file()
+            .then(|| unsafe { Component::deserialize_file(engine, &path) }.ok())
+            .flatten();
+        let component = match cached {
+            Some(component) => component,
+            None => {
+                let component =
+                    Component::new(engine, module).context("compiling the policy module")?;
+                if let Ok(code) = component.serialize() {
+                    let _ = write_atomically(cache_dir, &path, &code);
+                }
+                component
+            }
+        };
+        self.prepare(component, module)
+    }
+
+    fn prepare(&self, component: Component, module: &[u8]) -> Result<Policy> {
+        let linker = Linker::<Limits>::new(&self.shared.engine);
+        let pre = linker
+            .instantiate_pre(&component)
+            .context("the module imports something; a policy module must import nothing")?;
+        let pre = bindings::PolicyPre::new(pre)
+            .context("the module does not export `straddle:policy/review@0.1.0`")?;
+        let mut policy = Policy {
+            inner: Arc::new(PolicyInner {
+                shared: self.shared.clone(),
+                pre,
+                bundle: BundleInfo {
+                    name: Cow::Borrowed(""),
+                    spec_digest: Cow::Borrowed(""),
+                    clusters: Vec::new(),
+                    namespaces: Vec::new(),
+                    compiler_version: Cow::Borrowed(""),
+                },
+                digest: format!("sha256:{}", hex(&Sha256::digest(module))),
+            }),
+        };
+        let bundle = policy
+            .with_instance(|store, instance| instance.straddle_policy_review().call_describe(store))
+            .context("calling describe() on the policy module")?;
+        Arc::get_mut(&mut policy.inner)
+            .expect("the policy is not shared yet")
+            .bundle = BundleInfo {
+            name: Cow::Owned(bundle.name),
+            spec_digest: Cow::Owned(bundle.spec_digest),
+            clusters: bundle.clusters.into_iter().map(Cow::Owned).collect(),
+            namespaces: bundle.namespaces.into_iter().map(Cow::Owned).collect(),
+            compiler_version: Cow::Owned(bundle.compiler_version),
+        };
+        Ok(policy)
+    }
+}
+
+/// A loaded policy module. Cheap to clone; `Send + Sync`.
+#[derive(Clone)]
+pub struct Policy {
+    inner: Arc<PolicyInner>,
+}
+
+struct PolicyInner {
+    shared: Arc<Shared>,
+    pre: bindings::PolicyPre<Limits>,
+    bundle: BundleInfo<'static>,
+    digest: String,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("digest", &self.inner.digest)
+            .field("bundle", &self.inner.bundle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Policy {
+    /// What `describe()` returned when the module was loaded.
+    pub fn bundle(&self) -> &BundleInfo<'static> {
+        &self.inner.bundle
+    }
+
+    /// Whether the module carries a plan (the bare template does not).
+    pub fn has_plan(&self) -> bool {
+        !self.inner.bundle.spec_digest.is_empty()
+    }
+
+    /// `sha256:<hex>` of the module's bytes.
+    pub fn digest(&self) -> &str {
+        &self.inner.digest
+    }
+
+    /// Reviews one request in a fresh instance.
+    pub fn review(&self, req: &Request<'_>) -> Result<Verdict, HostError> {
+        let req = wit::Request {
+            cluster: req.cluster.to_owned(),
+            operation: match req.operation {
+                Operation::Create => wit::Operation::Create,
+                Operation::Update => wit::Operation::Update,
+                Operation::Delete => wit::Operation::Delete,
+                Operation::Connect => wit::Operation::Connect,
+            },
+            kind: req.kind.to_owned(),
+            namespace: req.namespace.to_owned(),
+            name: req.name.to_owned(),
+            object: req.object.to_owned(),
+            old_object: req.old_object.map(str::to_owned),
+        };
+        let verdict = self.with_instance(|store, instance| {
+            instance.straddle_policy_review().call_review(store, &req)
+        })?;
+        Ok(match verdict {
+            wit::Verdict::Allow => Verdict::Allow,
+            wit::Verdict::Patch(patch) => Verdict::Patch(patch),
+            wit::Verdict::Deny(message) => Verdict::Deny(message),
+        })
+    }
+
+    /// Runs `call` on a fresh, limited instance and drops it.
+    fn with_instance<R>(
+        &self,
+        call: impl FnOnce(&mut Store<Limits>, &bindings::Policy) -> wasmtime::Result<R>,
+    ) -> Result<R, HostError> {
+        let shared = &self.inner.shared;
+        let mut store = Store::new(
+            &shared.engine,
+            Limits {
+                memory_bytes: shared.config.memory_limit_bytes,
+                exceeded: None,
+            },
+        );
+        store.limiter(|limits| limits as &mut dyn ResourceLimiter);
+        store.set_epoch_deadline(shared.deadline_ticks);
+        store.epoch_deadline_trap();
+        let result = self
+            .inner
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| call(&mut store, &instance));
+        result.map_err(|err| self.classify(err, store.data()))
+    }
+
+    fn classify(&self, err: wasmtime::Error, limits: &Limits) -> HostError {
+        let config = &self.inner.shared.config;
+        if let Some(requested) = limits.exceeded {
+            return HostError::MemoryLimit {
+                limit: limits.memory_bytes,
+                requested,
+            };
+        }
+        if let Some(trap) = err.downcast_ref::<Trap>() {
+            return match trap {
+                Trap::Interrupt => HostError::Timeout {
+                    deadline: config.deadline,
+                },
+                _ => HostError::Trap(format!("{err:#}")),
+            };
+        }
+        if err.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
+            return HostError::Busy(config.max_concurrent_reviews);
+        }
+        HostError::Other(format!("{err:#}"))
+    }
+}
+
+/// The per-store limiter: records a refused growth, so that it can be told
+/// apart from other traps, and turns it into a trap at once.
+struct Limits {
+    memory_bytes: usize,
+    exceeded: Option<usize>,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            self.exceeded = Some(desired);
+            wasmtime::bail!(
+                "memory limit of {} bytes exceeded (asked for {desired})",
+                self.memory_bytes
+            );
+        }
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        Err(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+
+    fn instances(&self) -> usize {
+        8
+    }
+
+    fn tables(&self) -> usize {
+        8
+    }
+
+    fn memories(&self) -> usize {
+        2
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// A stable (across processes) digest of what makes compiled code reusable.
+fn engine_fingerprint(engine: &Engine) -> String {
+    struct ShaHasher(Sha256);
+    impl Hasher for ShaHasher {
+        fn finish(&self) -> u64 {
+            0 // never used: only the digest is read
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            self.0.update(bytes);
+        }
+    }
+    let mut hasher = ShaHasher(Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hex(&hasher.0.finalize()[..8])
+}
+
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Runtime>();
+    send_sync::<Policy>();
+    send_sync::<HostError>();
+};
