@@ -155,18 +155,24 @@ fn field_ref(name: &str, path: &str, before: Option<&str>) -> EnvVar<'static> {
 }
 
 /// Rules every StatefulSet of a role gets: size, ordinals, the ID-block guard.
-fn statefulset_base(group: &RoleGroup, cluster: usize) -> (Vec<Check<'static>>, Vec<Op<'static>>) {
+fn statefulset_base(group: &RoleGroup, cluster: usize, cluster_name: &str) -> (Vec<Check<'static>>, Vec<Op<'static>>) {
     let slice = &group.slices[cluster];
-    let block_field = match group.role {
-        // cp-zookeeper has no headroom: its block is exactly the replica count.
-        Role::ZooKeeper => format!("{}.replicas", group.field),
-        _ => format!("{}.idBlockSize", group.field),
+    // Quorum members are listed in every cluster's configuration; brokers are
+    // not, so they may scale within their ID block.
+    let check = match group.role {
+        Role::ZooKeeper | Role::Controller { .. } => Check::ScaleLimit {
+            max: slice.replicas,
+            exact: true,
+            field: s(format!("{}.replicas.{cluster_name}", group.field)),
+        },
+        Role::Broker => Check::ScaleLimit {
+            max: slice.block,
+            exact: false,
+            field: s(format!("{}.idBlockSize", group.field)),
+        },
     };
     (
-        vec![Check::MaxReplicas {
-            max: slice.block,
-            field: s(block_field),
-        }],
+        vec![check],
         vec![
             Op::Replicas(slice.replicas),
             Op::OrdinalsStart(slice.ordinal_start),
@@ -263,7 +269,7 @@ pub fn zk_strings(zk: &Ensemble, n_clusters: usize) -> ZkStrings {
 fn zookeeper(topo: &Topology, zk: &Ensemble, cluster: usize, out: &mut Vec<PlannedObject>) {
     let g = &zk.group;
     let strings = zk_strings(zk, topo.clusters.len());
-    let (checks, mut ops) = statefulset_base(g, cluster);
+    let (checks, mut ops) = statefulset_base(g, cluster, &topo.clusters[cluster].name);
     let mut set = vec![literal("ZOOKEEPER_SERVERS", strings.servers)];
     let mut remove = vec![];
     match (strings.groups, strings.weights) {
@@ -284,7 +290,7 @@ fn zookeeper(topo: &Topology, zk: &Ensemble, cluster: usize, out: &mut Vec<Plann
 }
 
 fn cp_kafka(topo: &Topology, k: &Kafka, g: &RoleGroup, cluster: usize, out: &mut Vec<PlannedObject>) {
-    let (checks, mut ops) = statefulset_base(g, cluster);
+    let (checks, mut ops) = statefulset_base(g, cluster, &topo.clusters[cluster].name);
     let zk = topo
         .zookeeper
         .as_ref()
@@ -352,7 +358,7 @@ fn bitnami_kafka(topo: &Topology, k: &Kafka, g: &RoleGroup, cluster: usize, out:
     let is_controller = matches!(g.role, Role::Controller { .. });
     let is_broker = matches!(g.role, Role::Broker | Role::Controller { combined: true });
 
-    let (checks, mut ops) = statefulset_base(g, cluster);
+    let (checks, mut ops) = statefulset_base(g, cluster, &topo.clusters[cluster].name);
     // The init script advertises
     // ${MY_POD_NAME}.${KAFKA_FULLNAME}-${POD_ROLE}-headless.${MY_POD_NAMESPACE}.svc.${CLUSTER_DOMAIN}.
     let (fullname, domain) = match topo.networking.mode {

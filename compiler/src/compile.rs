@@ -189,5 +189,5 @@ pub fn plan(topo: &Topology) -> (Vec<u8>, String) {
 /// The policy module: the prebuilt engine with the plan embedded.
 pub fn module(topo: &Topology) -> anyhow::Result<Vec<u8>> {
     let (plan, _) = plan(topo);
-    straddle_policy_artifact::embed_plan(straddle_policy_artifact::POLICY_TEMPLATE, &plan)
+    straddle_policy_artifact::embed::embed_plan(straddle_policy_artifact::POLICY_TEMPLATE, &plan)
 }

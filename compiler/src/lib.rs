@@ -8,6 +8,7 @@ pub mod compile;
 pub mod diag;
 pub mod explain;
 pub mod manifest;
+pub mod preview;
 pub mod quorum;
 pub mod render;
 pub mod spec;

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
-use straddle_compiler::{compile, explain, manifest, render, spec};
-use straddle_policy::{Operation, Request, Verdict};
+use straddle_compiler::{compile, explain, manifest, preview, render, spec};
+use straddle_policy::Operation;
 use straddle_policy_host::{Runtime, RuntimeConfig};
 
 #[derive(Parser)]
@@ -144,7 +144,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             };
             let (plan, digest) = compile::plan(&c.topology);
-            let module = straddle_policy_artifact::embed_plan(
+            let module = straddle_policy_artifact::embed::embed_plan(
                 straddle_policy_artifact::POLICY_TEMPLATE,
                 &plan,
             )?;
@@ -208,48 +208,24 @@ fn mutate(
         );
     }
     let default_ns = namespace.or_else(|| match bundle.namespaces.as_slice() {
-        [only] => Some(only.clone()),
+        [only] => Some(only.to_string()),
         _ => None,
     });
     let docs = manifest::parse(&read_text(file)?)?;
-    let mut out = Vec::with_capacity(docs.len());
-    let mut denials = Vec::new();
-    for doc in docs {
-        let ns = match doc["metadata"]["namespace"].as_str() {
-            Some(ns) => ns.to_string(),
-            None => default_ns.clone().context(
-                "a document has no metadata.namespace and the policy spans several namespaces; pass --namespace",
-            )?,
-        };
-        let object = serde_json::to_string(&doc)?;
-        let req = Request {
-            cluster,
-            operation: match operation {
-                Op::Create => Operation::Create,
-                Op::Update => Operation::Update,
-            },
-            kind: doc["kind"].as_str().unwrap_or(""),
-            namespace: &ns,
-            name: doc["metadata"]["name"].as_str().unwrap_or(""),
-            object: &object,
-            old_object: matches!(operation, Op::Update).then_some(object.as_str()),
-        };
-        let mutated = match policy.review(&req)? {
-            Verdict::Allow => doc.clone(),
-            Verdict::Patch(patch) => {
-                let patch: json_patch::Patch = serde_json::from_str(&patch)
-                    .context("the policy returned an invalid JSON Patch")?;
-                let mut m = doc.clone();
-                json_patch::patch(&mut m, &patch).context("the policy's JSON Patch does not apply")?;
-                m
-            }
-            Verdict::Deny(message) => {
-                denials.push(format!("denied: {}: {message}", manifest::describe(&doc, &ns)));
-                doc.clone()
-            }
-        };
-        out.push((doc, mutated, ns));
-    }
+    let operation = match operation {
+        Op::Create => Operation::Create,
+        Op::Update => Operation::Update,
+    };
+    let outcomes = preview::run(&docs, cluster, default_ns.as_deref(), operation, |req| {
+        policy.review(req)
+    })?;
+    let denials: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| {
+            o.denial()
+                .map(|m| format!("denied: {}: {m}", manifest::describe(&o.before, &o.namespace)))
+        })
+        .collect();
     if !denials.is_empty() {
         for d in &denials {
             eprintln!("{d}");
@@ -257,23 +233,23 @@ fn mutate(
         return Ok(ExitCode::FAILURE);
     }
     if diff {
-        print!("{}", render_diff(&out)?);
+        print!("{}", render_diff(&outcomes)?);
     } else {
-        let docs: Vec<Value> = out.into_iter().map(|(_, m, _)| m).collect();
+        let docs: Vec<Value> = outcomes.into_iter().map(|o| o.after).collect();
         print!("{}", manifest::to_yaml(&docs)?);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn render_diff(docs: &[(Value, Value, String)]) -> Result<String> {
+fn render_diff(outcomes: &[preview::Outcome]) -> Result<String> {
     let mut text = String::new();
-    for (before, after, ns) in docs {
-        if before == after {
+    for o in outcomes {
+        if o.before == o.after {
             continue;
         }
-        let a = manifest::to_yaml(std::slice::from_ref(before))?;
-        let b = manifest::to_yaml(std::slice::from_ref(after))?;
-        let name = manifest::describe(before, ns);
+        let a = manifest::to_yaml(std::slice::from_ref(&o.before))?;
+        let b = manifest::to_yaml(std::slice::from_ref(&o.after))?;
+        let name = manifest::describe(&o.before, &o.namespace);
         let diff = similar::TextDiff::from_lines(&a, &b);
         text.push_str(
             &diff

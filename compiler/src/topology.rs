@@ -677,7 +677,7 @@ impl Ctx<'_> {
                             c_hi - 1
                         ),
                     )
-                    .fix(format!("set spec.kafka.brokers.minId to at least {c_hi} (and the chart's broker.minId to match), or shrink the ID blocks")),
+                    .fix(format!("set spec.kafka.brokers.minId to at least {c_hi}, or shrink the ID blocks")),
                 );
             }
         }

@@ -132,7 +132,10 @@ fn build_guest(workspace: &Path, out_dir: &Path) -> Result<Vec<u8>> {
         "policy/guest/Cargo.toml",
         "policy/engine/Cargo.toml",
     ] {
-        println!("cargo:rerun-if-changed={}", workspace.join(manifest).display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            workspace.join(manifest).display()
+        );
     }
     fs::read(&wasm).with_context(|| format!("reading {}", wasm.display()))
 }

@@ -98,7 +98,10 @@ pub fn read_plan(module: &[u8]) -> Result<Vec<u8>> {
         let Some(offset) = segment.offset.filter(|_| segment.memory == 0) else {
             continue;
         };
-        let (start, end) = (u64::from(offset), u64::from(offset) + segment.data.len() as u64);
+        let (start, end) = (
+            u64::from(offset),
+            u64::from(offset) + segment.data.len() as u64,
+        );
         if start <= ptr && ptr + len <= end {
             let at = segment.data.start + (ptr - start) as usize;
             return Ok(core[at..at + len as usize].to_vec());
@@ -163,7 +166,10 @@ fn slotted_module(component: &[u8]) -> Result<(Vec<RawSection>, usize)> {
     match found.as_slice() {
         [] => bail!("no plan descriptor found: not a Straddle policy template"),
         [index] => Ok((sections, *index)),
-        more => bail!("{} plan descriptors found; expected exactly one", more.len()),
+        more => bail!(
+            "{} plan descriptors found; expected exactly one",
+            more.len()
+        ),
     }
 }
 
@@ -198,7 +204,10 @@ impl CoreScan {
         match self.slots.as_slice() {
             [] => bail!("no plan descriptor found: not a Straddle policy template"),
             [slot] => Ok(slot),
-            more => bail!("{} plan descriptors found; expected exactly one", more.len()),
+            more => bail!(
+                "{} plan descriptors found; expected exactly one",
+                more.len()
+            ),
         }
     }
 }
@@ -231,9 +240,7 @@ fn scan_core(module: &[u8]) -> Result<CoreScan> {
                         } => {
                             let mut ops = offset_expr.get_operators_reader();
                             let offset = match (ops.read()?, ops.read()?) {
-                                (Operator::I32Const { value }, Operator::End) => {
-                                    Some(value as u32)
-                                }
+                                (Operator::I32Const { value }, Operator::End) => Some(value as u32),
                                 _ => None,
                             };
                             (memory_index, offset)
@@ -345,12 +352,9 @@ fn embed_core(module: &[u8], plan: &[u8]) -> Result<Vec<u8>> {
             }
             DATA_SECTION => {
                 let mut data = DataSection::new();
-                RoundtripReencoder.parse_data_section(&mut data, DataSectionReader::new(reader())?)?;
-                data.active(
-                    0,
-                    &ConstExpr::i32_const(base as i32),
-                    plan.iter().copied(),
-                );
+                RoundtripReencoder
+                    .parse_data_section(&mut data, DataSectionReader::new(reader())?)?;
+                data.active(0, &ConstExpr::i32_const(base as i32), plan.iter().copied());
                 data.append_to(&mut out);
             }
             _ => out.extend_from_slice(&patched[section.whole.clone()]),
@@ -429,10 +433,12 @@ mod tests {
     }
 
     fn data_count(core: &[u8]) -> Option<u32> {
-        Parser::new(0).parse_all(core).find_map(|p| match p.unwrap() {
-            Payload::DataCountSection { count, .. } => Some(count),
-            _ => None,
-        })
+        Parser::new(0)
+            .parse_all(core)
+            .find_map(|p| match p.unwrap() {
+                Payload::DataCountSection { count, .. } => Some(count),
+                _ => None,
+            })
     }
 
     /// The core module inside a component with a plan (or the module itself).
@@ -493,7 +499,10 @@ mod tests {
         assert_eq!(a, b);
         // Template + plan + a few bytes of headers.
         let growth = a.len() - POLICY_TEMPLATE.len();
-        assert!(growth >= plan.len() && growth < plan.len() + 32, "grew {growth}");
+        assert!(
+            growth >= plan.len() && growth < plan.len() + 32,
+            "grew {growth}"
+        );
     }
 
     #[test]
@@ -507,7 +516,9 @@ mod tests {
     fn refuses_an_empty_plan_and_non_wasm() {
         let err = embed_plan(POLICY_TEMPLATE, b"").unwrap_err().to_string();
         assert!(err.contains("empty"), "{err}");
-        let err = embed_plan(b"not wasm at all", b"x").unwrap_err().to_string();
+        let err = embed_plan(b"not wasm at all", b"x")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a WebAssembly"), "{err}");
         assert!(read_plan(b"\0asm").is_err());
     }

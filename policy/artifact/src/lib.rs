@@ -23,7 +23,8 @@
 pub mod embed;
 
 /// The policy component without a plan (the input of [`embed::embed_plan`]).
-pub const POLICY_TEMPLATE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/policy-template.wasm"));
+pub const POLICY_TEMPLATE: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/policy-template.wasm"));
 
 /// The guest's core module, before it was wrapped into a component. For tests
 /// and size reports; [`embed::embed_plan`] accepts it too.

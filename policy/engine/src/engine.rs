@@ -57,8 +57,15 @@ pub fn review_plan(plan: &Plan<'_>, req: &Request<'_>) -> Verdict {
     if matches!(req.operation, Operation::Delete | Operation::Connect) {
         return Verdict::Allow;
     }
-    let Some(kind) = ObjectKind::parse(req.kind) else {
-        return Verdict::Allow;
+    // A Scale names the StatefulSet it resizes.
+    let is_scale = req.kind == "Scale";
+    let kind = if is_scale {
+        ObjectKind::StatefulSet
+    } else {
+        match ObjectKind::parse(req.kind) {
+            Some(kind) => kind,
+            None => return Verdict::Allow,
+        }
     };
     let rule = match plan.lookup(req.cluster, kind, req.namespace, req.name) {
         Ok(Some(rule)) => rule,
@@ -71,6 +78,9 @@ pub fn review_plan(plan: &Plan<'_>, req: &Request<'_>) -> Verdict {
         name: req.name,
         cluster: req.cluster,
     };
+    if is_scale {
+        return scale(&target, &rule, req.object);
+    }
     let result = match kind {
         ObjectKind::StatefulSet => statefulset(&target, &rule, req.object),
         ObjectKind::Service => service(&target, &rule, req.object),
@@ -123,21 +133,6 @@ fn statefulset(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<Pa
     let spec = sts
         .spec
         .ok_or_else(|| format!("{t}: the object has no spec"))?;
-    let replicas = spec.replicas.unwrap_or(1);
-    for check in &rule.checks {
-        match check {
-            Check::MaxReplicas { max, field } => {
-                if replicas > i64::from(*max) {
-                    return Err(format!(
-                        "{t}: the chart asks for {replicas} replicas, but cluster {:?} has an ID \
-                         block of {max} ({field}); raise {field} in the stretch spec and \
-                         recompile, or lower the chart's replica count",
-                        t.cluster
-                    ));
-                }
-            }
-        }
-    }
     let mut patch = PatchWriter::new();
     annotations(&mut patch, &sts.metadata.annotations, &rule.ops);
     let pod = spec.template.as_ref().and_then(|t| t.spec.as_ref());
@@ -201,6 +196,35 @@ fn statefulset(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<Pa
         }
     }
     Ok(patch)
+}
+
+fn scale(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Verdict {
+    let scale: k8s::Scale = match serde_json::from_str(object) {
+        Ok(s) => s,
+        Err(e) => return Verdict::Deny(format!("Scale of {t}: cannot read the object ({e})")),
+    };
+    let replicas = scale.spec.and_then(|s| s.replicas).unwrap_or(0);
+    for check in &rule.checks {
+        let Check::ScaleLimit { max, exact, field } = check;
+        let max = i64::from(*max);
+        if *exact && replicas != max {
+            return Verdict::Deny(format!(
+                "{t}: scaling to {replicas} is refused: cluster {:?} runs exactly {max} quorum \
+                 members ({field}) and every cluster's server list names them; change {field} in \
+                 the stretch spec, recompile and roll the policy out",
+                t.cluster
+            ));
+        }
+        if replicas > max {
+            return Verdict::Deny(format!(
+                "{t}: scaling to {replicas} is refused: cluster {:?} has an ID block of {max} \
+                 ({field}), and more pods would take IDs of the next cluster; raise {field} in \
+                 the stretch spec and recompile",
+                t.cluster
+            ));
+        }
+    }
+    Verdict::Allow
 }
 
 fn service(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<PatchWriter, String> {

@@ -120,3 +120,16 @@ pub struct ConfigMap<'a> {
     #[serde(borrow, default)]
     pub data: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
 }
+
+/// `autoscaling/v1` Scale, as sent for the `statefulsets/scale` subresource.
+#[derive(Deserialize)]
+pub struct Scale {
+    #[serde(default)]
+    pub spec: Option<ScaleSpec>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct ScaleSpec {
+    #[serde(default)]
+    pub replicas: Option<i64>,
+}

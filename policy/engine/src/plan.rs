@@ -78,12 +78,17 @@ pub struct ObjectRule<'a> {
     pub ops: Vec<Op<'a>>,
 }
 
-/// A condition the object must meet, or it is denied.
+/// A condition a request must meet, or it is denied.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Check<'a> {
-    /// `spec.replicas` must not exceed the cluster's ID block.
-    MaxReplicas {
+    /// A `Scale` of the StatefulSet (`kubectl scale`, the `statefulsets/scale`
+    /// subresource) may not ask for more than `max` replicas: more would take
+    /// IDs from the next cluster's block. With `exact`, it must ask for exactly
+    /// `max`: quorum members are listed in every cluster's configuration, so
+    /// their count only changes through the spec.
+    ScaleLimit {
         max: u32,
+        exact: bool,
         #[serde(borrow)]
         field: Cow<'a, str>,
     },

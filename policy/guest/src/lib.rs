@@ -122,7 +122,11 @@ impl Guest for Component {
                 name: info.name.into_owned(),
                 spec_digest: info.spec_digest.into_owned(),
                 clusters: info.clusters.into_iter().map(|c| c.into_owned()).collect(),
-                namespaces: info.namespaces.into_iter().map(|n| n.into_owned()).collect(),
+                namespaces: info
+                    .namespaces
+                    .into_iter()
+                    .map(|n| n.into_owned())
+                    .collect(),
                 compiler_version: info.compiler_version.into_owned(),
             },
             None => Bundle {

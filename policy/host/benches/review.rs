@@ -1,1 +1,121 @@
-fn main() {}
+//! Fresh-instance review latency: Store + instantiate + review() + drop, on
+//! the cp-zookeeper StatefulSet fixture with a small plan.
+//!
+//! The object is read at run time from `STRADDLE_BENCH_OBJECT`, else from
+//! `/work/shared/fixtures/charts/cp-zk-kafka-only/statefulset-confluent-cp-zookeeper.json`;
+//! without it the object benches are skipped and only the built-in object runs.
+//!
+//! `cargo bench -p straddle-policy-host --bench review`
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use straddle_policy::{Operation, Request, Verdict};
+use straddle_policy_host::{Runtime, RuntimeConfig};
+
+const FIXTURE: &str =
+    "/work/shared/fixtures/charts/cp-zk-kafka-only/statefulset-confluent-cp-zookeeper.json";
+
+fn fixture() -> Option<String> {
+    let path = std::env::var("STRADDLE_BENCH_OBJECT").unwrap_or_else(|_| FIXTURE.to_owned());
+    match std::fs::read_to_string(&path) {
+        Ok(object) => Some(object),
+        Err(err) => {
+            eprintln!("skipping the fixture benches: {path}: {err}");
+            None
+        }
+    }
+}
+
+fn request(object: &str) -> Request<'_> {
+    Request {
+        cluster: common::CLUSTER,
+        operation: Operation::Create,
+        kind: "StatefulSet",
+        namespace: common::NAMESPACE,
+        name: common::ZOOKEEPER,
+        object,
+        old_object: None,
+    }
+}
+
+/// p50/p99 over plain timed calls, printed next to criterion's mean.
+fn percentiles(label: &str, mut f: impl FnMut()) {
+    for _ in 0..200 {
+        f();
+    }
+    let mut samples: Vec<Duration> = (0..5000)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        })
+        .collect();
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    eprintln!(
+        "{label}: p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",
+        at(0.50),
+        at(0.90),
+        at(0.99),
+        samples[samples.len() - 1]
+    );
+}
+
+fn bench(c: &mut Criterion) {
+    let plan = common::plan();
+    let module = common::module(&plan);
+    let mut objects = vec![("built-in", common::statefulset(3, "hello"))];
+    if let Some(object) = fixture() {
+        objects.push(("cp-zookeeper-fixture", object));
+    }
+
+    for keep_resident in [0usize, 1 << 20] {
+        let runtime = Runtime::new(RuntimeConfig {
+            keep_resident_bytes: keep_resident,
+            ..RuntimeConfig::default()
+        })
+        .expect("runtime");
+        let policy = runtime.load(&module).expect("load");
+        for (name, object) in &objects {
+            let req = request(object);
+            let native = straddle_policy::review(&plan, &req);
+            assert_eq!(policy.review(&req).expect("review"), native);
+            if !matches!(native, Verdict::Patch(_)) {
+                eprintln!("note: {name} gives {native:?}, not a patch");
+            }
+            let label = format!(
+                "fresh_review/{name}/{}B/keep_resident={}KiB",
+                object.len(),
+                keep_resident >> 10
+            );
+            percentiles(&label, || {
+                black_box(policy.review(black_box(&req)).unwrap());
+            });
+            c.bench_function(&label, |b| {
+                b.iter(|| policy.review(black_box(&req)).unwrap())
+            });
+        }
+    }
+
+    if let Some((_, object)) = objects.last() {
+        let req = request(object);
+        c.bench_function("native_review", |b| {
+            b.iter(|| straddle_policy::review(black_box(&plan), black_box(&req)))
+        });
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(50)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);

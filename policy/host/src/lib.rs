@@ -49,8 +49,8 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError,
-    PoolingAllocationConfig, ResourceLimiter, Store, Trap,
+    Config, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError, PoolingAllocationConfig,
+    ResourceLimiter, Store, Trap,
 };
 
 pub use straddle_policy::{BundleInfo, Operation, Request, Verdict};
@@ -175,7 +175,7 @@ impl Runtime {
         let mut wasm = Config::new();
         wasm.epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&wasm).context("creating the wasmtime engine")?;
+        let engine = anyhow_result(Engine::new(&wasm)).context("creating the wasmtime engine")?;
 
         let tick = config.epoch_tick;
         let deadline_ticks = config
@@ -214,7 +214,7 @@ impl Runtime {
     /// its bundle is empty (see [`Policy::has_plan`]) and it denies every
     /// request.
     pub fn load(&self, module: &[u8]) -> Result<Policy> {
-        let component = Component::new(&self.shared.engine, module)
+        let component = anyhow_result(Component::new(&self.shared.engine, module))
             .context("compiling the policy module")?;
         self.prepare(component, module)
     }
@@ -235,18 +235,19 @@ impl Runtime {
             hex(&Sha256::digest(module)),
             engine_fingerprint(engine)
         ));
-        // SAFETY: the file was written by `Component::serialize` of an engine
-        // with the same fingerprint (see the trust note above); wasmtime
-        // checks the version and configuration header and rejects others.
-        let cached = path
-            .is_file()
-            .then(|| unsafe { Component::deserialize_file(engine, &path) }.ok())
-            .flatten();
+        // Read into memory rather than `deserialize_file`: a mapped file that
+        // someone truncates or rewrites in place would SIGBUS the process.
+        // SAFETY: the bytes were written by `Component::serialize` of an
+        // engine with the same fingerprint (see the trust note above);
+        // wasmtime checks the version and configuration header.
+        let cached = std::fs::read(&path)
+            .ok()
+            .and_then(|code| unsafe { Component::deserialize(engine, code) }.ok());
         let component = match cached {
             Some(component) => component,
             None => {
-                let component =
-                    Component::new(engine, module).context("compiling the policy module")?;
+                let component = anyhow_result(Component::new(engine, module))
+                    .context("compiling the policy module")?;
                 if let Ok(code) = component.serialize() {
                     let _ = write_atomically(cache_dir, &path, &code);
                 }
@@ -258,10 +259,9 @@ impl Runtime {
 
     fn prepare(&self, component: Component, module: &[u8]) -> Result<Policy> {
         let linker = Linker::<Limits>::new(&self.shared.engine);
-        let pre = linker
-            .instantiate_pre(&component)
+        let pre = anyhow_result(linker.instantiate_pre(&component))
             .context("the module imports something; a policy module must import nothing")?;
-        let pre = bindings::PolicyPre::new(pre)
+        let pre = anyhow_result(bindings::PolicyPre::new(pre))
             .context("the module does not export `straddle:policy/review@0.1.0`")?;
         let mut policy = Policy {
             inner: Arc::new(PolicyInner {
@@ -452,6 +452,11 @@ impl ResourceLimiter for Limits {
     fn memories(&self) -> usize {
         2
     }
+}
+
+/// `wasmtime::Error` is not a `std::error::Error`; anyhow's `Context` needs one.
+fn anyhow_result<T>(result: wasmtime::Result<T>) -> Result<T> {
+    result.map_err(anyhow::Error::from)
 }
 
 fn hex(bytes: &[u8]) -> String {

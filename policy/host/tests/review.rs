@@ -1,0 +1,225 @@
+//! The real template, a small plan embedded with the artifact crate's
+//! embedder, run through the host.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{CLUSTER, NAMESPACE, ZOOKEEPER};
+use straddle_policy::{Operation, Plan, Request, Verdict};
+use straddle_policy_host::{HostError, Runtime, RuntimeConfig};
+
+fn runtime() -> Runtime {
+    Runtime::new(RuntimeConfig::default()).unwrap()
+}
+
+fn request<'a>(cluster: &'a str, name: &'a str, object: &'a str) -> Request<'a> {
+    Request {
+        cluster,
+        operation: Operation::Create,
+        kind: "StatefulSet",
+        namespace: NAMESPACE,
+        name,
+        object,
+        old_object: None,
+    }
+}
+
+#[test]
+fn describe_round_trips_the_bundle() {
+    let plan = common::plan();
+    let module = common::module(&plan);
+    let policy = runtime().load(&module).unwrap();
+    let expected = Plan::parse(&plan).unwrap().bundle().unwrap();
+    assert_eq!(policy.bundle(), &expected);
+    assert!(policy.has_plan());
+    assert!(policy.digest().starts_with("sha256:"));
+    assert_eq!(policy.digest().len(), "sha256:".len() + 64);
+}
+
+#[test]
+fn review_agrees_with_the_native_engine() {
+    let plan = common::plan();
+    let policy = runtime().load(&common::module(&plan)).unwrap();
+    let ok = common::statefulset(3, "hello");
+    let too_many = common::statefulset(9, "hello");
+    let requests = [
+        request("north", ZOOKEEPER, &ok),   // unknown cluster
+        request(CLUSTER, "other-sts", &ok), // a name the spec does not use
+        request(CLUSTER, ZOOKEEPER, &ok),   // named: patched
+        request("west", ZOOKEEPER, &ok),
+        request(CLUSTER, ZOOKEEPER, &too_many), // a check fails
+        request(CLUSTER, ZOOKEEPER, "{not json"),
+        Request {
+            operation: Operation::Delete,
+            ..request(CLUSTER, ZOOKEEPER, &ok)
+        },
+        Request {
+            operation: Operation::Update,
+            old_object: Some(&ok),
+            ..request(CLUSTER, ZOOKEEPER, &ok)
+        },
+    ];
+    for req in &requests {
+        let native = straddle_policy::review(&plan, req);
+        let hosted = policy.review(req).unwrap();
+        assert_eq!(hosted, native, "{req:?}");
+    }
+    // A request for an unknown cluster gives whatever the engine says (today: a denial).
+    let unknown = policy.review(&requests[0]).unwrap();
+    assert_eq!(unknown, straddle_policy::review(&plan, &requests[0]));
+}
+
+#[test]
+fn bare_template_loads_and_denies_everything() {
+    let policy = runtime()
+        .load(straddle_policy_artifact::POLICY_TEMPLATE)
+        .unwrap();
+    assert!(!policy.has_plan());
+    assert_eq!(policy.bundle().name, "");
+    assert!(policy.bundle().clusters.is_empty());
+    let object = common::statefulset(3, "x");
+    match policy
+        .review(&request(CLUSTER, ZOOKEEPER, &object))
+        .unwrap()
+    {
+        Verdict::Deny(message) => {
+            assert!(
+                message.starts_with("policy module has no valid plan: "),
+                "{message}"
+            );
+        }
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_corrupt_plan_denies_and_describes_empty() {
+    let module = common::module(b"definitely not a Straddle plan");
+    let policy = runtime().load(&module).unwrap();
+    assert!(!policy.has_plan());
+    let object = common::statefulset(3, "x");
+    let verdict = policy
+        .review(&request(CLUSTER, ZOOKEEPER, &object))
+        .unwrap();
+    assert!(
+        matches!(&verdict, Verdict::Deny(m) if m.starts_with("policy module has no valid plan: ")),
+        "{verdict:?}"
+    );
+}
+
+#[test]
+fn a_memory_limit_below_the_initial_memory_fails_to_load_without_panicking() {
+    let runtime = Runtime::new(RuntimeConfig {
+        memory_limit_bytes: 64 << 10,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let err = runtime.load(&common::module(&common::plan())).unwrap_err();
+    let message = format!("{err:#}");
+    assert!(message.contains("memory"), "{message}");
+}
+
+#[test]
+fn growing_past_the_memory_limit_is_a_memory_limit_error() {
+    let runtime = Runtime::new(RuntimeConfig {
+        memory_limit_bytes: 4 << 20,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let policy = runtime.load(&common::module(&common::plan())).unwrap();
+    let huge = common::statefulset(3, &"x".repeat(8 << 20));
+    let err = policy
+        .review(&request(CLUSTER, ZOOKEEPER, &huge))
+        .unwrap_err();
+    assert!(
+        matches!(err, HostError::MemoryLimit { limit, requested } if limit == 4 << 20 && requested > limit),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("memory limit"), "{err}");
+    // The next request gets a fresh instance and works.
+    let small = common::statefulset(3, "x");
+    assert!(policy.review(&request(CLUSTER, ZOOKEEPER, &small)).is_ok());
+}
+
+#[test]
+fn running_past_the_deadline_is_a_timeout() {
+    let runtime = Runtime::new(RuntimeConfig {
+        memory_limit_bytes: 256 << 20,
+        deadline: Duration::from_millis(1),
+        epoch_tick: Duration::from_millis(1),
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let policy = runtime.load(&common::module(&common::plan())).unwrap();
+    // Escapes make serde_json take its slow path: tens of milliseconds of work.
+    let slow = common::statefulset(3, &"\\u0041".repeat(1 << 20));
+    let err = policy
+        .review(&request(CLUSTER, ZOOKEEPER, &slow))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        HostError::Timeout {
+            deadline: Duration::from_millis(1)
+        }
+    );
+    assert!(err.to_string().contains("deadline"), "{err}");
+}
+
+#[test]
+fn policies_are_shared_across_threads() {
+    let plan = common::plan();
+    let policy = runtime().load(&common::module(&plan)).unwrap();
+    let object = common::statefulset(3, "x");
+    let expected = straddle_policy::review(&plan, &request(CLUSTER, ZOOKEEPER, &object));
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            let policy = policy.clone();
+            let (object, expected) = (&object, &expected);
+            scope.spawn(move || {
+                for _ in 0..25 {
+                    let verdict = policy.review(&request(CLUSTER, ZOOKEEPER, object));
+                    assert_eq!(verdict.as_ref(), Ok(expected));
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn policies_outlive_their_runtime() {
+    let policy = runtime().load(&common::module(&common::plan())).unwrap();
+    let object = common::statefulset(3, "x");
+    assert!(policy.review(&request(CLUSTER, ZOOKEEPER, &object)).is_ok());
+}
+
+#[test]
+fn load_cached_reuses_and_repairs_the_cache() {
+    let dir = std::env::temp_dir().join(format!("straddle-host-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let runtime = runtime();
+    let module = common::module(&common::plan());
+
+    let first = runtime.load_cached(&module, &dir).unwrap();
+    let entries: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(entries.len(), 1);
+    let entry = entries[0].as_ref().unwrap().path();
+    assert!(entry.to_str().unwrap().ends_with(".cwasm"));
+
+    let second = runtime.load_cached(&module, &dir).unwrap();
+    assert_eq!(first.bundle(), second.bundle());
+    assert_eq!(first.digest(), second.digest());
+
+    std::fs::write(&entry, b"garbage").unwrap();
+    let third = runtime.load_cached(&module, &dir).unwrap();
+    assert_eq!(third.bundle(), first.bundle());
+    assert_ne!(std::fs::read(&entry).unwrap(), b"garbage");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn modules_that_are_not_policies_are_refused() {
+    let err = runtime().load(b"\0asm\x0d\0\x01\0").unwrap_err();
+    assert!(format!("{err:#}").contains("review"), "{err:#}");
+    assert!(runtime().load(b"junk").is_err());
+}

@@ -1,0 +1,188 @@
+//! The real path on real chart output: spec -> compiler -> wasm module ->
+//! review of every object of every fixture variant, for every cluster.
+//!
+//! For each (spec, fixture variant, cluster) this checks:
+//! - the mutated manifests equal the golden file (`STRADDLE_BLESS=1` rewrites them);
+//! - the wasm module and the native engine give byte-identical verdicts;
+//! - CREATE and UPDATE give the same verdict;
+//! - reviewing a mutated object yields no patch (idempotence);
+//! - server, voter and connect lists are identical in every cluster.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use straddle_compiler::{check, compile, explain, manifest, preview};
+use straddle_policy::{Operation, Verdict};
+use straddle_policy_host::{Policy, Runtime, RuntimeConfig};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+const CASES: &[(&str, &[&str])] = &[
+    ("../examples/cp-two-clusters.yaml", &["cp-zk-kafka-only", "cp-default"]),
+    ("../examples/bitnami-kraft-three-clusters.yaml", &["bitnami-kafka-kraft-dedicated"]),
+    ("specs/cp-three-clusters-mcs.yaml", &["cp-zk-kafka-only"]),
+    ("specs/cp-first-cluster-stage.yaml", &["cp-zk-kafka-only"]),
+    ("specs/bitnami-kraft-combined.yaml", &["bitnami-kafka-kraft-combined"]),
+];
+
+fn bless() -> bool {
+    std::env::var_os("STRADDLE_BLESS").is_some()
+}
+
+/// Compares with (or, when blessing, writes) a golden file.
+fn golden(path: &Path, actual: &str) {
+    if bless() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(path)
+        .unwrap_or_else(|_| panic!("missing golden file {}; run with STRADDLE_BLESS=1", path.display()));
+    if expected != actual {
+        let diff = similar_lines(&expected, actual);
+        panic!("{} differs from the golden file:\n{diff}", path.display());
+    }
+}
+
+fn similar_lines(a: &str, b: &str) -> String {
+    a.lines()
+        .zip(b.lines())
+        .enumerate()
+        .filter(|(_, (x, y))| x != y)
+        .take(10)
+        .map(|(i, (x, y))| format!("line {}:\n- {x}\n+ {y}\n", i + 1))
+        .collect()
+}
+
+struct Compiled {
+    plan: Vec<u8>,
+    policy: Policy,
+    checked: straddle_compiler::Checked,
+    digest: String,
+}
+
+fn compile_spec(runtime: &Runtime, spec: &str) -> Compiled {
+    let path = root().join(spec);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let checked = check(spec, &text).unwrap_or_else(|r| panic!("{spec}:\n{r}"));
+    let (plan, digest) = compile::plan(&checked.topology);
+    let module = compile::module(&checked.topology).unwrap();
+    let policy = runtime.load(&module).unwrap();
+    assert_eq!(policy.bundle().spec_digest, digest);
+    Compiled {
+        plan,
+        policy,
+        checked,
+        digest,
+    }
+}
+
+/// Values every cluster must agree on, found in mutated objects.
+fn shared_values(docs: &[Value]) -> BTreeMap<String, String> {
+    const ENV: &[&str] = &[
+        "ZOOKEEPER_SERVERS",
+        "ZOOKEEPER_GROUPS",
+        "ZOOKEEPER_WEIGHTS",
+        "KAFKA_ZOOKEEPER_CONNECT",
+        "KAFKA_INITIAL_CONTROLLERS",
+        "KAFKA_KRAFT_CLUSTER_ID",
+    ];
+    const PROPS: &[&str] = &["controller.quorum.bootstrap.servers", "controller.quorum.voters"];
+    let mut out = BTreeMap::new();
+    for doc in docs {
+        let name = doc["metadata"]["name"].as_str().unwrap_or("");
+        for list in ["containers", "initContainers"] {
+            for c in doc["spec"]["template"]["spec"][list].as_array().into_iter().flatten() {
+                for e in c["env"].as_array().into_iter().flatten() {
+                    let var = e["name"].as_str().unwrap_or("");
+                    if ENV.contains(&var)
+                        && let Some(v) = e["value"].as_str()
+                    {
+                        out.insert(format!("{name}/{var}"), v.to_string());
+                    }
+                }
+            }
+        }
+        if let Some(text) = doc["data"]["server.properties"].as_str() {
+            for line in text.lines() {
+                if let Some((k, v)) = line.split_once('=')
+                    && PROPS.contains(&k)
+                {
+                    out.insert(format!("{name}/{k}"), v.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn fixtures_through_the_wasm_module() {
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    for (spec, variants) in CASES {
+        let c = compile_spec(&runtime, spec);
+        let stem = Path::new(spec).file_stem().unwrap().to_string_lossy().to_string();
+        let explanation = explain::explain(&c.checked, &c.digest);
+        golden(
+            &root().join(format!("golden/{stem}/explain.txt")),
+            &explain::to_text(&explanation),
+        );
+        golden(
+            &root().join(format!("golden/{stem}/explain.json")),
+            &(serde_json::to_string_pretty(&explanation).unwrap() + "\n"),
+        );
+        let namespaces = c.checked.topology.namespaces();
+        let default_ns = namespaces.first().map(String::as_str);
+        for variant in *variants {
+            let rendered = root().join(format!("fixtures/charts/{variant}/rendered.yaml"));
+            let docs = manifest::parse(&std::fs::read_to_string(rendered).unwrap()).unwrap();
+            let mut per_cluster_shared = Vec::new();
+            for cluster in &c.checked.topology.clusters {
+                let cluster = cluster.name.as_str();
+                let wasm = preview::run(&docs, cluster, default_ns, Operation::Create, |r| {
+                    c.policy.review(r)
+                })
+                .unwrap();
+                let native = preview::run(&docs, cluster, default_ns, Operation::Create, |r| {
+                    Ok::<_, anyhow::Error>(straddle_policy::review(&c.plan, r))
+                })
+                .unwrap();
+                let update = preview::run(&docs, cluster, default_ns, Operation::Update, |r| {
+                    c.policy.review(r)
+                })
+                .unwrap();
+                let mutated: Vec<Value> = wasm.iter().map(|o| o.after.clone()).collect();
+                let again = preview::run(&mutated, cluster, default_ns, Operation::Update, |r| {
+                    c.policy.review(r)
+                })
+                .unwrap();
+                let mut patched = 0;
+                for (i, o) in wasm.iter().enumerate() {
+                    let what = format!("{spec} {variant} {cluster} {}", manifest::describe(&o.before, &o.namespace));
+                    assert_eq!(o.verdict, native[i].verdict, "wasm != native: {what}");
+                    assert_eq!(o.verdict, update[i].verdict, "CREATE != UPDATE: {what}");
+                    assert!(o.denial().is_none(), "denied: {what}: {:?}", o.verdict);
+                    assert_eq!(again[i].verdict, Verdict::Allow, "not idempotent: {what}");
+                    patched += matches!(o.verdict, Verdict::Patch(_)) as usize;
+                }
+                assert!(patched > 0, "{spec} {variant} {cluster}: nothing was mutated");
+                golden(
+                    &root().join(format!("golden/{stem}/{variant}/{cluster}.yaml")),
+                    &manifest::to_yaml(&mutated).unwrap(),
+                );
+                per_cluster_shared.push((cluster.to_string(), shared_values(&mutated)));
+            }
+            let (first_cluster, first) = &per_cluster_shared[0];
+            assert!(!first.is_empty(), "{spec} {variant}: no shared lists found");
+            for (cluster, values) in &per_cluster_shared[1..] {
+                assert_eq!(
+                    first, values,
+                    "{spec} {variant}: {cluster} disagrees with {first_cluster} on a shared list"
+                );
+            }
+        }
+    }
+}
