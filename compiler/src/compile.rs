@@ -33,9 +33,12 @@ pub fn check(file: &str, source: &str) -> Result<Checked, Report> {
             let location = e
                 .location()
                 .map(|l| (l.line() as usize, l.column() as usize));
+            let path = location
+                .and_then(|(line, col)| crate::diag::path_at(source, line, col))
+                .unwrap_or_default();
             report.diagnostics.push(Diagnostic {
                 location,
-                ..Diagnostic::error("", parse_message(&e)).fix(
+                ..Diagnostic::error(path, parse_message(&e)).fix(
                     "compare with `straddle schema` or the examples/ folder",
                 )
             });
@@ -70,7 +73,15 @@ pub fn check(file: &str, source: &str) -> Result<Checked, Report> {
 /// serde-saphyr renders a source snippet; keep the first line for our format.
 fn parse_message(e: &serde_saphyr::Error) -> String {
     let text = e.to_string();
-    text.lines().next().unwrap_or("invalid YAML").trim().to_string()
+    let mut first = text.lines().next().unwrap_or("invalid YAML").trim();
+    first = first.strip_prefix("error: ").unwrap_or(first);
+    // The location is printed in front already.
+    if first.starts_with("line ")
+        && let Some((_, rest)) = first.split_once(": ")
+    {
+        first = rest;
+    }
+    first.to_string()
 }
 
 fn describe_losses(s: &Survivability, keep: bool) -> String {

@@ -143,23 +143,16 @@ enum Frame {
     Seq { next: usize, has_seg: bool },
 }
 
-/// Finds the line and column of a field path in the first YAML document of
-/// `source`; falls back to the deepest existing parent of the path.
-pub fn locate(source: &str, path: &str) -> Option<(usize, usize)> {
-    let target = parse_path(path);
+/// Calls `visit(path, line, col)` (1-based) for every mapping key and
+/// sequence item of the first YAML document, in source order; stops when
+/// `visit` returns true.
+fn walk(source: &str, mut visit: impl FnMut(&[Seg], usize, usize) -> bool) {
     let mut stack: Vec<Frame> = Vec::new();
     let mut current: Vec<Seg> = Vec::new();
-    let mut best: Option<(usize, (usize, usize))> = None;
-    let mut consider = |current: &[Seg], line: usize, col: usize| -> bool {
-        if target.starts_with(current) && best.is_none_or(|(len, _)| current.len() > len) {
-            best = Some((current.len(), (line, col + 1)));
-        }
-        current == target.as_slice()
-    };
     let mut documents = 0;
     for item in Parser::new_from_str(source) {
         let Ok((event, span)) = item else { break };
-        let (line, col) = (span.start.line(), span.start.col());
+        let (line, col) = (span.start.line(), span.start.col() + 1);
         match event {
             Event::DocumentStart(..) => {
                 documents += 1;
@@ -176,16 +169,17 @@ pub fn locate(source: &str, path: &str) -> Option<(usize, usize)> {
                     *key = Some(value.to_string());
                     *expecting_key = false;
                     current.push(Seg::Key(value.to_string()));
-                    if consider(&current, line, col) {
-                        return best.map(|b| b.1);
+                    if visit(&current, line, col) {
+                        return;
                     }
                     current.pop();
                     continue;
                 }
                 if let Some(seg) = value_segment(&mut stack) {
+                    let is_item = matches!(seg, Seg::Index(_));
                     current.push(seg);
-                    if consider(&current, line, col) {
-                        return best.map(|b| b.1);
+                    if is_item && visit(&current, line, col) {
+                        return;
                     }
                     current.pop();
                 }
@@ -194,18 +188,11 @@ pub fn locate(source: &str, path: &str) -> Option<(usize, usize)> {
                 let seg = value_segment(&mut stack);
                 let has_seg = seg.is_some();
                 if let Some(seg) = seg {
+                    let is_item = matches!(seg, Seg::Index(_));
                     current.push(seg);
-                }
-                if !matches!(
-                    stack.last(),
-                    Some(Frame::Map {
-                        expecting_key: true,
-                        ..
-                    })
-                ) && has_seg
-                    && consider(&current, line, col)
-                {
-                    return best.map(|b| b.1);
+                    if is_item && visit(&current, line, col) {
+                        return;
+                    }
                 }
                 stack.push(if matches!(event, Event::SequenceStart(..)) {
                     Frame::Seq { next: 0, has_seg }
@@ -229,7 +216,50 @@ pub fn locate(source: &str, path: &str) -> Option<(usize, usize)> {
             _ => {}
         }
     }
+}
+
+/// Finds the line and column of a field path in the first YAML document of
+/// `source`; falls back to the deepest existing parent of the path.
+pub fn locate(source: &str, path: &str) -> Option<(usize, usize)> {
+    let target = parse_path(path);
+    let mut best: Option<(usize, (usize, usize))> = None;
+    walk(source, |current, line, col| {
+        if target.starts_with(current) && best.is_none_or(|(len, _)| current.len() > len) {
+            best = Some((current.len(), (line, col)));
+        }
+        current == target.as_slice()
+    });
     best.map(|b| b.1)
+}
+
+/// The field path of the last key or item that starts at or before a
+/// position (1-based): names the field of a parse error.
+pub fn path_at(source: &str, line: usize, col: usize) -> Option<String> {
+    let mut found = None;
+    walk(source, |current, l, c| {
+        if (l, c) > (line, col) {
+            return true;
+        }
+        found = Some(format_path(current));
+        false
+    });
+    found
+}
+
+fn format_path(segs: &[Seg]) -> String {
+    let mut out = String::new();
+    for seg in segs {
+        match seg {
+            Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
 }
 
 /// The path segment of a value about to start, advancing the parent frame.
@@ -272,6 +302,12 @@ spec:
         assert_eq!(locate(SRC, "spec.clusters[1].rack"), Some((6, 7)));
         assert_eq!(locate(SRC, "spec.kafka.brokers.replicas.a"), Some((10, 9)));
         assert_eq!(locate(SRC, "apiVersion"), Some((1, 1)));
+    }
+
+    #[test]
+    fn positions_map_back_to_paths() {
+        assert_eq!(path_at(SRC, 6, 7).as_deref(), Some("spec.clusters[1].rack"));
+        assert_eq!(path_at(SRC, 10, 12).as_deref(), Some("spec.kafka.brokers.replicas.a"));
     }
 
     #[test]

@@ -43,19 +43,22 @@ pub fn companions(topo: &Topology, cluster: usize) -> Vec<Value> {
                     .map(|(name, port)| json!({"name": name, "port": port, "targetPort": port, "protocol": "TCP"}))
                     .collect();
                 for n in &g.nodes {
-                    let metadata = |annotations: Value| {
-                        json!({
+                    let metadata = |annotations: Option<Value>| {
+                        let mut m = json!({
                             "name": n.pod,
                             "namespace": g.namespace,
                             "labels": labels(topo),
-                            "annotations": annotations,
-                        })
+                        });
+                        if let Some(a) = annotations {
+                            m["annotations"] = a;
+                        }
+                        m
                     };
                     let service = if n.cluster == cluster {
                         json!({
                             "apiVersion": "v1",
                             "kind": "Service",
-                            "metadata": metadata(json!({"external-dns.alpha.kubernetes.io/hostname": n.address})),
+                            "metadata": metadata(Some(json!({"external-dns.alpha.kubernetes.io/hostname": n.address}))),
                             "spec": {
                                 "type": "LoadBalancer",
                                 // Quorum peers must reach a member before it is ready.
@@ -68,7 +71,7 @@ pub fn companions(topo: &Topology, cluster: usize) -> Vec<Value> {
                         json!({
                             "apiVersion": "v1",
                             "kind": "Service",
-                            "metadata": metadata(json!({})),
+                            "metadata": metadata(None),
                             "spec": {
                                 "type": "ExternalName",
                                 "externalName": n.address,

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use straddle_compiler::{check, compile, explain, manifest, preview};
+use straddle_compiler::{check, compile, explain, manifest, preview, render};
 use straddle_policy::{Operation, Verdict};
 use straddle_policy_host::{Policy, Runtime, RuntimeConfig};
 
@@ -134,6 +134,13 @@ fn fixtures_through_the_wasm_module() {
             &root().join(format!("golden/{stem}/explain.json")),
             &(serde_json::to_string_pretty(&explanation).unwrap() + "\n"),
         );
+        for (ci, cluster) in c.checked.topology.clusters.iter().enumerate() {
+            let companions = render::companions(&c.checked.topology, ci);
+            golden(
+                &root().join(format!("golden/{stem}/render/{}.yaml", cluster.name)),
+                &manifest::to_yaml(&companions).unwrap(),
+            );
+        }
         let namespaces = c.checked.topology.namespaces();
         let default_ns = namespaces.first().map(String::as_str);
         for variant in *variants {
@@ -185,4 +192,35 @@ fn fixtures_through_the_wasm_module() {
             }
         }
     }
+}
+
+/// `tests/fixtures/charts` is a verbatim copy of `shared/fixtures/charts`
+/// (kept in the repo so a fresh clone works alone); it must not drift.
+#[test]
+fn vendored_fixtures_match_the_shared_ones() {
+    let shared = root().join("../../shared/fixtures/charts");
+    if !shared.exists() {
+        eprintln!("skipped: {} is not present", shared.display());
+        return;
+    }
+    let mut compared = 0;
+    for variant in std::fs::read_dir(&shared).unwrap() {
+        let variant = variant.unwrap().path();
+        if !variant.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(&variant).unwrap() {
+            let file = file.unwrap().path();
+            let rel = file.strip_prefix(&shared).unwrap();
+            let ours = root().join("fixtures/charts").join(rel);
+            assert_eq!(
+                std::fs::read(&file).unwrap(),
+                std::fs::read(&ours).unwrap_or_default(),
+                "{} differs from the shared fixture",
+                ours.display()
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared > 30);
 }

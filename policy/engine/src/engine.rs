@@ -203,7 +203,9 @@ fn scale(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Verdict {
         Ok(s) => s,
         Err(e) => return Verdict::Deny(format!("Scale of {t}: cannot read the object ({e})")),
     };
-    let replicas = scale.spec.and_then(|s| s.replicas).unwrap_or(0);
+    let Some(replicas) = scale.spec.and_then(|s| s.replicas) else {
+        return Verdict::Deny(format!("Scale of {t}: the object has no spec.replicas"));
+    };
     for check in &rule.checks {
         let Check::ScaleLimit { max, exact, field } = check;
         let max = i64::from(*max);
@@ -350,10 +352,23 @@ fn desired_env<'r>(
             .is_none_or(matches);
         items.push((name, EnvItem::Keep(raw), ok));
     }
-    let mut changed = false;
     let before_len = items.len();
-    items.retain(|(name, _, _)| !remove.iter().any(|r| r == name));
-    changed |= items.len() != before_len;
+    // Drop removed names, and later duplicates of names we set: the kubelet
+    // lets the last duplicate win, which would undo our value.
+    let mut seen: Vec<Cow<'_, str>> = Vec::new();
+    items.retain(|(name, _, _)| {
+        if remove.iter().any(|r| r == name) {
+            return false;
+        }
+        if set.iter().any(|v| v.name == *name) {
+            if seen.contains(name) {
+                return false;
+            }
+            seen.push(name.clone());
+        }
+        true
+    });
+    let mut changed = items.len() != before_len;
     for var in set {
         let pos = items.iter().position(|(n, _, _)| *n == var.name);
         let before = var
@@ -430,4 +445,181 @@ fn render_env(out: &mut String, var: &EnvVar<'_>) {
         }
     }
     out.push('}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{BundleInfo, PlanBuilder, PropEdit};
+
+    fn plan() -> Vec<u8> {
+        let mut b = PlanBuilder::new();
+        let sts = ObjectRule {
+            field: "spec.kafka.brokers".into(),
+            checks: vec![Check::ScaleLimit {
+                max: 10,
+                exact: false,
+                field: "spec.kafka.brokers.idBlockSize".into(),
+            }],
+            ops: vec![
+                Op::Annotation {
+                    key: "straddle.dev/policy-digest".into(),
+                    value: "sha256:1".into(),
+                },
+                Op::Replicas(3),
+                Op::OrdinalsStart(10),
+                Op::Env {
+                    container: "main".into(),
+                    init: false,
+                    set: vec![
+                        EnvVar {
+                            name: "REAL".into(),
+                            value: EnvValue::FieldRef("metadata.name".into()),
+                            before: Some("POD_NAME".into()),
+                        },
+                        EnvVar {
+                            name: "POD_NAME".into(),
+                            value: EnvValue::Literal("$(REAL).west".into()),
+                            before: None,
+                        },
+                    ],
+                    remove: vec!["GONE".into()],
+                },
+            ],
+        };
+        b.insert("west", ObjectKind::StatefulSet, "ns", "kafka", &sts);
+        let cm = ObjectRule {
+            field: "spec.kafka".into(),
+            checks: vec![],
+            ops: vec![Op::Properties {
+                data_key: "server.properties".into(),
+                edits: vec![PropEdit::Set {
+                    key: "broker.rack".into(),
+                    value: "west".into(),
+                }],
+            }],
+        };
+        b.insert("west", ObjectKind::ConfigMap, "ns", "cfg", &cm);
+        b.finish(&BundleInfo {
+            name: "t".into(),
+            spec_digest: "sha256:1".into(),
+            clusters: vec!["east".into(), "west".into()],
+            namespaces: vec!["ns".into()],
+            compiler_version: "0".into(),
+        })
+    }
+
+    fn req<'a>(cluster: &'a str, kind: &'a str, name: &'a str, object: &'a str) -> Request<'a> {
+        Request {
+            cluster,
+            operation: Operation::Create,
+            kind,
+            namespace: "ns",
+            name,
+            object,
+            old_object: None,
+        }
+    }
+
+    fn apply(object: &str, verdict: &Verdict) -> String {
+        let Verdict::Patch(p) = verdict else {
+            panic!("expected a patch, got {verdict:?}")
+        };
+        let mut doc: serde_json::Value = serde_json::from_str(object).unwrap();
+        let patch: json_patch::Patch = serde_json::from_str(p).unwrap();
+        json_patch::patch(&mut doc, &patch).unwrap();
+        doc.to_string()
+    }
+
+    const STS: &str = r#"{"metadata":{"name":"kafka"},"spec":{"replicas":5,"template":{"spec":{"containers":[{"name":"main","env":[{"name":"A","value":"1"},{"name":"POD_NAME","valueFrom":{"fieldRef":{"fieldPath":"metadata.name"}}},{"name":"GONE","value":"x"},{"name":"POD_NAME","value":"dup"}]}]}}}}"#;
+
+    #[test]
+    fn statefulset_gets_end_values_and_is_idempotent() {
+        let p = plan();
+        let v = review(&p, &req("west", "StatefulSet", "kafka", STS));
+        let out = apply(STS, &v);
+        let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(doc["spec"]["replicas"], 3);
+        assert_eq!(doc["spec"]["ordinals"]["start"], 10);
+        assert_eq!(doc["metadata"]["annotations"]["straddle.dev/policy-digest"], "sha256:1");
+        let env: Vec<&str> = doc["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        // REAL before POD_NAME; GONE and the later duplicate dropped.
+        assert_eq!(env, ["A", "REAL", "POD_NAME"]);
+        assert_eq!(
+            review(&p, &req("west", "StatefulSet", "kafka", &out)),
+            Verdict::Allow
+        );
+    }
+
+    #[test]
+    fn api_server_defaulting_of_field_refs_is_not_a_difference() {
+        let p = plan();
+        let out = apply(STS, &review(&p, &req("west", "StatefulSet", "kafka", STS)));
+        // The API server adds apiVersion to fieldRef; it must still compare equal.
+        let defaulted = out.replace(
+            r#"{"fieldPath":"metadata.name"}"#,
+            r#"{"apiVersion":"v1","fieldPath":"metadata.name"}"#,
+        );
+        assert_eq!(
+            review(&p, &req("west", "StatefulSet", "kafka", &defaulted)),
+            Verdict::Allow
+        );
+    }
+
+    #[test]
+    fn unknown_cluster_is_denied_and_names_the_field() {
+        let p = plan();
+        let Verdict::Deny(m) = review(&p, &req("north", "Service", "anything", "{}")) else {
+            panic!()
+        };
+        assert!(m.contains("spec.clusters") && m.contains("east, west"), "{m}");
+    }
+
+    #[test]
+    fn unnamed_objects_and_other_kinds_pass_untouched() {
+        let p = plan();
+        assert_eq!(review(&p, &req("east", "StatefulSet", "kafka", STS)), Verdict::Allow);
+        assert_eq!(review(&p, &req("west", "Secret", "kafka", "{}")), Verdict::Allow);
+        assert_eq!(review(&p, &req("west", "StatefulSet", "other", STS)), Verdict::Allow);
+    }
+
+    #[test]
+    fn scale_is_limited_to_the_id_block() {
+        let p = plan();
+        let scale = |n: u32| format!(r#"{{"spec":{{"replicas":{n}}}}}"#);
+        assert_eq!(
+            review(&p, &req("west", "Scale", "kafka", &scale(10))),
+            Verdict::Allow
+        );
+        let Verdict::Deny(m) = review(&p, &req("west", "Scale", "kafka", &scale(11))) else {
+            panic!()
+        };
+        assert!(m.contains("spec.kafka.brokers.idBlockSize"), "{m}");
+    }
+
+    #[test]
+    fn configmap_properties_are_edited() {
+        let p = plan();
+        let cm = r#"{"metadata":{"name":"cfg"},"data":{"server.properties":"a=1"}}"#;
+        let out = apply(cm, &review(&p, &req("west", "ConfigMap", "cfg", cm)));
+        assert!(out.contains(r#"a=1\nbroker.rack=west"#), "{out}");
+        assert_eq!(review(&p, &req("west", "ConfigMap", "cfg", &out)), Verdict::Allow);
+    }
+
+    #[test]
+    fn malformed_objects_are_denied_not_panics() {
+        let p = plan();
+        for bad in ["", "{", "[]", "null", r#"{"spec":{"replicas":"x"}}"#, r#"{"spec":{}}"#, "\u{0}"] {
+            for kind in ["StatefulSet", "ConfigMap", "Scale"] {
+                let name = if kind == "ConfigMap" { "cfg" } else { "kafka" };
+                assert!(matches!(review(&p, &req("west", kind, name, bad)), Verdict::Deny(_)), "{kind} {bad:?}");
+            }
+        }
+        assert!(matches!(review(b"garbage", &req("west", "Service", "x", "{}")), Verdict::Deny(_)));
+    }
 }

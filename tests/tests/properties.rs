@@ -1,0 +1,176 @@
+//! Property tests over generated specs: the allocation invariants hold for
+//! every topology the compiler accepts, and review is idempotent on the
+//! objects it produces.
+
+use std::collections::BTreeSet;
+
+use proptest::prelude::*;
+use straddle_compiler::{check, compile, quorum};
+use straddle_policy::{Operation, Request, Verdict};
+
+/// A spec with `replicas[c] = (zk, controllers, brokers)` per cluster.
+fn spec_text(kraft: bool, mcs: bool, replicas: &[(u32, u32, u32)], block: Option<u32>) -> String {
+    let mut s = String::from(
+        "apiVersion: straddle.dev/v1alpha1\nkind: StretchCluster\nmetadata:\n  name: prop\nspec:\n  clusters:\n",
+    );
+    for i in 0..replicas.len() {
+        s.push_str(&format!("    - name: c{i}\n"));
+    }
+    if mcs {
+        s.push_str("  networking:\n    mode: mcs\n");
+    } else {
+        s.push_str("  networking:\n    mode: external-dns\n    zone: z.example.com\n");
+    }
+    let map = |f: &dyn Fn(&(u32, u32, u32)) -> u32| {
+        let items: Vec<String> = replicas
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("c{i}: {}", f(r)))
+            .collect();
+        format!("{{{}}}", items.join(", "))
+    };
+    let block = block.map(|b| format!("\n      idBlockSize: {b}")).unwrap_or_default();
+    if kraft {
+        s.push_str(&format!(
+            "  kafka:\n    chart: bitnami\n    release: kafka\n    namespace: kafka\n    mode: kraft\n    clusterId: 4L6g3nShT-eMCtK--X86sw\n    controllers:\n      replicas: {}\n    brokers:\n      replicas: {}{block}\n",
+            map(&|r| r.1),
+            map(&|r| r.2)
+        ));
+    } else {
+        s.push_str(&format!(
+            "  zookeeper:\n    chart: cp-helm-charts\n    release: confluent\n    namespace: confluent\n    replicas: {}\n    quorum:\n      type: hierarchical\n  kafka:\n    chart: cp-helm-charts\n    release: confluent\n    namespace: confluent\n    mode: zookeeper\n    brokers:\n      replicas: {}{block}\n",
+            map(&|r| r.0),
+            map(&|r| r.2)
+        ));
+    }
+    s
+}
+
+fn layouts() -> impl Strategy<Value = (bool, bool, Vec<(u32, u32, u32)>, Option<u32>)> {
+    (
+        any::<bool>(),
+        any::<bool>(),
+        prop::collection::vec((0u32..6, 0u32..4, 0u32..15), 1..7),
+        prop::option::of(1u32..40),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn ids_are_unique_across_clusters_and_roles((kraft, mcs, replicas, block) in layouts()) {
+        let text = spec_text(kraft, mcs, &replicas, block);
+        let Ok(checked) = check("prop.yaml", &text) else { return Ok(()) };
+        let topo = &checked.topology;
+        // ZooKeeper ids: 1..=n, contiguous, equal to list position (cp-zookeeper).
+        if let Some(zk) = &topo.zookeeper {
+            let ids: Vec<u32> = zk.group.nodes.iter().map(|n| n.id).collect();
+            prop_assert_eq!(ids, (1..=zk.group.nodes.len() as u32).collect::<Vec<_>>());
+            for n in &zk.group.nodes {
+                prop_assert_eq!(n.id, n.ordinal + 1);
+            }
+        }
+        // Kafka: one ID space across controllers and brokers.
+        let mut seen = BTreeSet::new();
+        let mut pods = BTreeSet::new();
+        for g in topo.kafka.iter().flat_map(|k| k.groups()) {
+            for (i, s) in g.slices.iter().enumerate() {
+                prop_assert!(s.replicas <= s.block);
+                if i > 0 {
+                    let prev = &g.slices[i - 1];
+                    prop_assert!(prev.ordinal_start + prev.block <= s.ordinal_start);
+                }
+            }
+            for n in &g.nodes {
+                prop_assert!(seen.insert(n.id), "duplicate id {}", n.id);
+                prop_assert!(pods.insert(n.pod.clone()), "duplicate pod {}", n.pod);
+                prop_assert_eq!(n.id, n.ordinal + g.min_id);
+                let slice = &g.slices[n.cluster];
+                prop_assert!(n.ordinal >= slice.ordinal_start && n.ordinal < slice.ordinal_start + slice.block);
+            }
+        }
+        // Every address is unique: no two nodes advertise the same endpoint.
+        let mut addresses = BTreeSet::new();
+        for g in topo.groups() {
+            for n in &g.nodes {
+                prop_assert!(addresses.insert(n.address.clone()));
+            }
+        }
+    }
+
+    #[test]
+    fn survivability_matches_a_brute_force_majority((kraft, mcs, replicas, block) in layouts()) {
+        let text = spec_text(kraft, mcs, &replicas, block);
+        let Ok(checked) = check("prop.yaml", &text) else { return Ok(()) };
+        for q in quorum::quorums(&checked.topology) {
+            if q.kind != straddle_compiler::spec::QuorumType::Majority { continue; }
+            for c in 0..checked.topology.clusters.len() {
+                let alive = q.voters.iter().filter(|v| v.cluster != c).count();
+                prop_assert_eq!(q.has_quorum(|v| v.cluster != c), 2 * alive > q.voters.len());
+            }
+        }
+    }
+
+    #[test]
+    fn review_of_a_reviewed_statefulset_is_allow(
+        (kraft, mcs, replicas, block) in layouts(),
+        env in prop::collection::vec(("[A-Z_]{1,12}", "[a-z0-9.:-]{0,20}"), 0..6),
+        chart_replicas in 0u32..9,
+        ordinal_start in prop::option::of(0u32..50),
+    ) {
+        let text = spec_text(kraft, mcs, &replicas, block);
+        let Ok(checked) = check("prop.yaml", &text) else { return Ok(()) };
+        let (plan, _) = compile::plan(&checked.topology);
+        let topo = &checked.topology;
+        for g in topo.groups() {
+            let container = match (g.chart, g.role) {
+                (straddle_compiler::spec::Chart::Bitnami, _) => "kafka",
+                (_, straddle_compiler::topology::Role::ZooKeeper) => "cp-zookeeper-server",
+                _ => "cp-kafka-broker",
+            };
+            let env: Vec<serde_json::Value> = env
+                .iter()
+                .map(|(k, v)| serde_json::json!({"name": k, "value": v}))
+                .collect();
+            let mut sts = serde_json::json!({
+                "apiVersion": "apps/v1",
+                "kind": "StatefulSet",
+                "metadata": {"name": g.statefulset},
+                "spec": {
+                    "replicas": chart_replicas,
+                    "template": {"spec": {
+                        "initContainers": [{"name": "prepare-config", "env": env}],
+                        "containers": [{"name": container, "env": env}]
+                    }}
+                }
+            });
+            if let Some(start) = ordinal_start {
+                sts["spec"]["ordinals"] = serde_json::json!({"start": start});
+            }
+            for c in &topo.clusters {
+                let object = sts.to_string();
+                let req = Request {
+                    cluster: &c.name,
+                    operation: Operation::Create,
+                    kind: "StatefulSet",
+                    namespace: &g.namespace,
+                    name: &g.statefulset,
+                    object: &object,
+                    old_object: None,
+                };
+                let first = straddle_policy::review(&plan, &req);
+                let Verdict::Patch(p) = &first else {
+                    prop_assert!(false, "expected a patch, got {:?}", first);
+                    continue;
+                };
+                let mut mutated = sts.clone();
+                let patch: json_patch::Patch = serde_json::from_str(p).unwrap();
+                json_patch::patch(&mut mutated, &patch).unwrap();
+                let again = mutated.to_string();
+                let update = straddle_policy::review(&plan, &Request { object: &again, operation: Operation::Update, old_object: Some(&object), ..req });
+                prop_assert_eq!(update, Verdict::Allow);
+            }
+        }
+    }
+}
