@@ -7,7 +7,6 @@
 //! consulted).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use serde_json::value::RawValue;
 
@@ -101,7 +100,7 @@ fn unnamed_object(plan: &Plan<'_>, cluster: &str) -> Verdict {
         Ok(b) => {
             let known: Vec<&str> = b.clusters.iter().map(|c| c.as_ref()).collect();
             Verdict::Deny(format!(
-                "cluster {cluster:?} is not a member of stretch {:?} (spec.clusters: {}); \
+                "cluster \"{cluster}\" is not a member of stretch \"{}\" (spec.clusters: {}); \
                  start the webhook with --cluster set to one of them, or add the cluster to \
                  spec.clusters and recompile",
                 b.name,
@@ -125,7 +124,7 @@ impl std::fmt::Display for Target<'_> {
     }
 }
 
-type Annotations<'a> = Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>;
+type Annotations<'a> = Option<k8s::StrMap<'a>>;
 
 fn statefulset(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<PatchWriter, String> {
     let sts: k8s::StatefulSet = serde_json::from_str(object)
@@ -173,7 +172,7 @@ fn statefulset(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<Pa
                 });
                 let Some((index, c)) = found else {
                     return Err(format!(
-                        "{t}: container {container:?} not found in spec.template.spec.{list_name}; \
+                        "{t}: container \"{container}\" not found in spec.template.spec.{list_name}; \
                          the object does not have the chart shape {} expects (check the chart \
                          kind and version in the stretch spec)",
                         rule.field
@@ -191,7 +190,7 @@ fn statefulset(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<Pa
             }
             Op::Annotation { .. } => {}
             Op::PublishNotReadyAddresses(_) | Op::Properties { .. } => {
-                return Err(mismatched_op(t, op));
+                return Err(mismatched_op(t));
             }
         }
     }
@@ -211,7 +210,7 @@ fn scale(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Verdict {
         let max = i64::from(*max);
         if *exact && replicas != max {
             return Verdict::Deny(format!(
-                "{t}: scaling to {replicas} is refused: cluster {:?} runs exactly {max} quorum \
+                "{t}: scaling to {replicas} is refused: cluster \"{}\" runs exactly {max} quorum \
                  members ({field}) and every cluster's server list names them; change {field} in \
                  the stretch spec, recompile and roll the policy out",
                 t.cluster
@@ -219,7 +218,7 @@ fn scale(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Verdict {
         }
         if replicas > max {
             return Verdict::Deny(format!(
-                "{t}: scaling to {replicas} is refused: cluster {:?} has an ID block of {max} \
+                "{t}: scaling to {replicas} is refused: cluster \"{}\" has an ID block of {max} \
                  ({field}), and more pods would take IDs of the next cluster; raise {field} in \
                  the stretch spec and recompile",
                 t.cluster
@@ -251,7 +250,7 @@ fn service(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<PatchW
                 }
             }
             Op::Annotation { .. } => {}
-            _ => return Err(mismatched_op(t, op)),
+            _ => return Err(mismatched_op(t)),
         }
     }
     Ok(patch)
@@ -265,10 +264,10 @@ fn configmap(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<Patc
     for op in &rule.ops {
         match op {
             Op::Properties { data_key, edits } => {
-                let text = cm.data.as_ref().and_then(|d| d.get(data_key.as_ref()));
+                let text = cm.data.as_ref().and_then(|d| d.get(data_key));
                 let Some(text) = text else {
                     return Err(format!(
-                        "{t}: data key {data_key:?} not found; the object does not have the \
+                        "{t}: data key \"{data_key}\" not found; the object does not have the \
                          chart shape {} expects (check the chart kind and version in the \
                          stretch spec)",
                         rule.field
@@ -280,14 +279,14 @@ fn configmap(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<Patc
                 }
             }
             Op::Annotation { .. } => {}
-            _ => return Err(mismatched_op(t, op)),
+            _ => return Err(mismatched_op(t)),
         }
     }
     Ok(patch)
 }
 
-fn mismatched_op(t: &Target<'_>, op: &Op<'_>) -> String {
-    format!("{t}: the policy holds an operation for another kind of object ({op:?}); recompile the policy with this straddle version")
+fn mismatched_op(t: &Target<'_>) -> String {
+    format!("{t}: the policy holds an operation for another kind of object; recompile the policy with this straddle version")
 }
 
 fn bool_json(b: bool) -> &'static str {
@@ -303,7 +302,7 @@ fn annotations(patch: &mut PatchWriter, current: &Annotations<'_>, ops: &[Op<'_>
     match current {
         Some(map) => {
             for (key, value) in wanted {
-                if map.get(key.as_ref()).map(|v| v.as_ref()) != Some(value.as_ref()) {
+                if map.get(key) != Some(value.as_ref()) {
                     let path = format!("/metadata/annotations/{}", escape_token(key));
                     patch.add(&path, &json_string(value));
                 }

@@ -5,15 +5,46 @@
 //! that untouched ones are written back exactly as they came.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+/// A string map kept as pairs in document order: lookups touch a handful of
+/// keys, and a Vec costs far less code in the wasm guest than a BTreeMap.
+#[derive(Default)]
+pub struct StrMap<'a>(pub Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+impl StrMap<'_> {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_ref())
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for StrMap<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = StrMap<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of strings")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<StrMap<'a>, M::Error> {
+                let mut pairs = Vec::new();
+                while let Some((k, v)) = m.next_entry::<Cow<'a, str>, Cow<'a, str>>()? {
+                    pairs.push((k, v));
+                }
+                Ok(StrMap(pairs))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
 
 #[derive(Deserialize, Default)]
 pub struct Metadata<'a> {
     #[serde(borrow, default)]
-    pub annotations: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
+    pub annotations: Option<StrMap<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -118,7 +149,7 @@ pub struct ConfigMap<'a> {
     #[serde(borrow, default)]
     pub metadata: Metadata<'a>,
     #[serde(borrow, default)]
-    pub data: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
+    pub data: Option<StrMap<'a>>,
 }
 
 /// `autoscaling/v1` Scale, as sent for the `statefulsets/scale` subresource.
