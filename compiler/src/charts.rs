@@ -48,7 +48,12 @@ pub enum Component {
 
 /// The chart's fullname helper: override, else the release if it already
 /// contains the chart name, else `<release>-<chart>`; at most 63 characters.
-pub fn fullname(chart: Chart, component: Component, release: &str, override_: Option<&str>) -> String {
+pub fn fullname(
+    chart: Chart,
+    component: Component,
+    release: &str,
+    override_: Option<&str>,
+) -> String {
     let name = match (chart, component) {
         (Chart::CpHelmCharts, Component::ZooKeeper) => "cp-zookeeper",
         (Chart::CpHelmCharts, Component::Kafka) => "cp-kafka",
@@ -155,7 +160,11 @@ fn field_ref(name: &str, path: &str, before: Option<&str>) -> EnvVar<'static> {
 }
 
 /// Rules every StatefulSet of a role gets: size, ordinals, the ID-block guard.
-fn statefulset_base(group: &RoleGroup, cluster: usize, cluster_name: &str) -> (Vec<Check<'static>>, Vec<Op<'static>>) {
+fn statefulset_base(
+    group: &RoleGroup,
+    cluster: usize,
+    cluster_name: &str,
+) -> (Vec<Check<'static>>, Vec<Op<'static>>) {
     let slice = &group.slices[cluster];
     // Quorum members are listed in every cluster's configuration; brokers are
     // not, so they may scale within their ID block.
@@ -285,11 +294,25 @@ fn zookeeper(topo: &Topology, zk: &Ensemble, cluster: usize, out: &mut Vec<Plann
         set,
         remove,
     });
-    push(out, cluster, ObjectKind::StatefulSet, g, &g.statefulset, checks, ops);
+    push(
+        out,
+        cluster,
+        ObjectKind::StatefulSet,
+        g,
+        &g.statefulset,
+        checks,
+        ops,
+    );
     headless(out, g, cluster);
 }
 
-fn cp_kafka(topo: &Topology, k: &Kafka, g: &RoleGroup, cluster: usize, out: &mut Vec<PlannedObject>) {
+fn cp_kafka(
+    topo: &Topology,
+    k: &Kafka,
+    g: &RoleGroup,
+    cluster: usize,
+    out: &mut Vec<PlannedObject>,
+) {
     let (checks, mut ops) = statefulset_base(g, cluster, &topo.clusters[cluster].name);
     let zk = topo
         .zookeeper
@@ -305,13 +328,26 @@ fn cp_kafka(topo: &Topology, k: &Kafka, g: &RoleGroup, cluster: usize, out: &mut
     // The command advertises PLAINTEXT://${POD_NAME}.<headless>.${POD_NAMESPACE}:9092.
     match topo.networking.mode {
         NetworkingMode::Mcs => {
-            set.push(field_ref(STRADDLE_POD_NAME, "metadata.name", Some("POD_NAME")));
-            set.push(literal("POD_NAME", format!("$({STRADDLE_POD_NAME}).{}", c.name)));
-            set.push(literal("POD_NAMESPACE", format!("{}.svc.clusterset.local", g.namespace)));
+            set.push(field_ref(
+                STRADDLE_POD_NAME,
+                "metadata.name",
+                Some("POD_NAME"),
+            ));
+            set.push(literal(
+                "POD_NAME",
+                format!("$({STRADDLE_POD_NAME}).{}", c.name),
+            ));
+            set.push(literal(
+                "POD_NAMESPACE",
+                format!("{}.svc.clusterset.local", g.namespace),
+            ));
         }
         NetworkingMode::ExternalDns => {
             set.push(field_ref("POD_NAME", "metadata.name", None));
-            set.push(literal("POD_NAMESPACE", format!("{}.svc.{}", g.namespace, topo.networking.zone)));
+            set.push(literal(
+                "POD_NAMESPACE",
+                format!("{}.svc.{}", g.namespace, topo.networking.zone),
+            ));
             remove.push(s(STRADDLE_POD_NAME));
         }
     }
@@ -326,7 +362,15 @@ fn cp_kafka(topo: &Topology, k: &Kafka, g: &RoleGroup, cluster: usize, out: &mut
         set,
         remove,
     });
-    push(out, cluster, ObjectKind::StatefulSet, g, &g.statefulset, checks, ops);
+    push(
+        out,
+        cluster,
+        ObjectKind::StatefulSet,
+        g,
+        &g.statefulset,
+        checks,
+        ops,
+    );
     headless(out, g, cluster);
 }
 
@@ -352,7 +396,13 @@ pub fn kraft_strings(k: &Kafka) -> Option<KraftStrings> {
     })
 }
 
-fn bitnami_kafka(topo: &Topology, k: &Kafka, g: &RoleGroup, cluster: usize, out: &mut Vec<PlannedObject>) {
+fn bitnami_kafka(
+    topo: &Topology,
+    k: &Kafka,
+    g: &RoleGroup,
+    cluster: usize,
+    out: &mut Vec<PlannedObject>,
+) {
     let c = &topo.clusters[cluster];
     let quorum = kraft_strings(k).expect("KRaft is validated to have controllers");
     let is_controller = matches!(g.role, Role::Controller { .. });
@@ -362,7 +412,10 @@ fn bitnami_kafka(topo: &Topology, k: &Kafka, g: &RoleGroup, cluster: usize, out:
     // The init script advertises
     // ${MY_POD_NAME}.${KAFKA_FULLNAME}-${POD_ROLE}-headless.${MY_POD_NAMESPACE}.svc.${CLUSTER_DOMAIN}.
     let (fullname, domain) = match topo.networking.mode {
-        NetworkingMode::Mcs => (format!("{}.{}", c.name, g.fullname), "clusterset.local".to_string()),
+        NetworkingMode::Mcs => (
+            format!("{}.{}", c.name, g.fullname),
+            "clusterset.local".to_string(),
+        ),
         NetworkingMode::ExternalDns => (g.fullname.clone(), topo.networking.zone.clone()),
     };
     ops.push(Op::Env {
@@ -381,7 +434,10 @@ fn bitnami_kafka(topo: &Topology, k: &Kafka, g: &RoleGroup, cluster: usize, out:
     if is_controller {
         // The init script's initial-controllers file lists only local pods with
         // per-install directory ids; the whole stretch must format with one list.
-        set.push(literal("KAFKA_INITIAL_CONTROLLERS", quorum.initial_controllers.clone()));
+        set.push(literal(
+            "KAFKA_INITIAL_CONTROLLERS",
+            quorum.initial_controllers.clone(),
+        ));
         remove.push(s("KAFKA_INITIAL_CONTROLLERS_FILE"));
     }
     ops.push(Op::Env {
@@ -390,7 +446,15 @@ fn bitnami_kafka(topo: &Topology, k: &Kafka, g: &RoleGroup, cluster: usize, out:
         set,
         remove,
     });
-    push(out, cluster, ObjectKind::StatefulSet, g, &g.statefulset, checks, ops);
+    push(
+        out,
+        cluster,
+        ObjectKind::StatefulSet,
+        g,
+        &g.statefulset,
+        checks,
+        ops,
+    );
 
     let mut edits = vec![
         PropEdit::Replace {
@@ -406,7 +470,9 @@ fn bitnami_kafka(topo: &Topology, k: &Kafka, g: &RoleGroup, cluster: usize, out:
         edits.push(PropEdit::Listener {
             key: s("advertised.listeners"),
             listener: s("CONTROLLER"),
-            entry: s(format!("CONTROLLER://advertised-address-placeholder:{BITNAMI_CONTROLLER_PORT}")),
+            entry: s(format!(
+                "CONTROLLER://advertised-address-placeholder:{BITNAMI_CONTROLLER_PORT}"
+            )),
         });
     }
     if is_broker {
@@ -421,7 +487,11 @@ fn bitnami_kafka(topo: &Topology, k: &Kafka, g: &RoleGroup, cluster: usize, out:
             });
         }
     }
-    let role = if matches!(g.role, Role::Broker) { "broker" } else { "controller" };
+    let role = if matches!(g.role, Role::Broker) {
+        "broker"
+    } else {
+        "controller"
+    };
     push(
         out,
         cluster,

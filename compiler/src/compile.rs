@@ -38,9 +38,8 @@ pub fn check(file: &str, source: &str) -> Result<Checked, Report> {
                 .unwrap_or_default();
             report.diagnostics.push(Diagnostic {
                 location,
-                ..Diagnostic::error(path, parse_message(&e)).fix(
-                    "compare with `straddle schema` or the examples/ folder",
-                )
+                ..Diagnostic::error(path, parse_message(&e))
+                    .fix("compare with `straddle schema` or the examples/ folder")
             });
             return Err(report);
         }
@@ -93,16 +92,27 @@ fn describe_losses(s: &Survivability, keep: bool) -> String {
         .join(", ")
 }
 
-fn survivability_findings(spec: &StretchCluster, topo: &Topology, all: &[Survivability]) -> Vec<Diagnostic> {
+fn survivability_findings(
+    spec: &StretchCluster,
+    topo: &Topology,
+    all: &[Survivability],
+) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let must = spec.spec.must_survive.clone().unwrap_or_default();
     let tie_breaker = "run the quorum in at least three clusters (a third, small cluster can be a tie-breaker with a single server or controller)";
     for s in all {
-        let field = if s.quorum == "zookeeper" { "spec.zookeeper" } else { "spec.kafka.controllers" };
+        let field = if s.quorum == "zookeeper" {
+            "spec.zookeeper"
+        } else {
+            "spec.kafka.controllers"
+        };
         if !s.healthy {
             out.push(
-                Diagnostic::error(format!("{field}.replicas"), format!("{} has no quorum even with every node up", s.quorum))
-                    .fix("check the weights and replica counts"),
+                Diagnostic::error(
+                    format!("{field}.replicas"),
+                    format!("{} has no quorum even with every node up", s.quorum),
+                )
+                .fix("check the weights and replica counts"),
             );
             continue;
         }
@@ -111,7 +121,10 @@ fn survivability_findings(spec: &StretchCluster, topo: &Topology, all: &[Surviva
             out.push(
                 Diagnostic::error(
                     "spec.mustSurvive.anyCluster",
-                    format!("{} ({}) loses quorum when any of these clusters is lost: {breaking}", s.quorum, s.kind),
+                    format!(
+                        "{} ({}) loses quorum when any of these clusters is lost: {breaking}",
+                        s.quorum, s.kind
+                    ),
                 )
                 .fix(tie_breaker),
             );
@@ -141,9 +154,15 @@ fn survivability_findings(spec: &StretchCluster, topo: &Topology, all: &[Surviva
         if !s.survives_any_cluster && !must.any_cluster {
             let kept = describe_losses(s, true);
             let message = if kept.is_empty() {
-                format!("{} ({}) survives the loss of NO whole cluster: losing any of {breaking} stops it", s.quorum, s.kind)
+                format!(
+                    "{} ({}) survives the loss of NO whole cluster: losing any of {breaking} stops it",
+                    s.quorum, s.kind
+                )
             } else {
-                format!("{} ({}) survives losing {kept}, but not {breaking}", s.quorum, s.kind)
+                format!(
+                    "{} ({}) survives losing {kept}, but not {breaking}",
+                    s.quorum, s.kind
+                )
             };
             out.push(Diagnostic::warning(format!("{field}.replicas"), message).fix(tie_breaker));
         }
@@ -169,7 +188,13 @@ pub fn plan(topo: &Topology) -> (Vec<u8>, String) {
     let objects = charts::plan_objects(topo);
     let mut unsigned = PlanBuilder::new();
     for o in &objects {
-        unsigned.insert(&topo.clusters[o.cluster].name, o.kind, &o.namespace, &o.name, &o.rule);
+        unsigned.insert(
+            &topo.clusters[o.cluster].name,
+            o.kind,
+            &o.namespace,
+            &o.name,
+            &o.rule,
+        );
     }
     let mut h = Sha256::new();
     h.update(topo.name.as_bytes());
@@ -185,12 +210,22 @@ pub fn plan(topo: &Topology) -> (Vec<u8>, String) {
                 value: digest.clone().into(),
             },
         );
-        builder.insert(&topo.clusters[o.cluster].name, o.kind, &o.namespace, &o.name, &o.rule);
+        builder.insert(
+            &topo.clusters[o.cluster].name,
+            o.kind,
+            &o.namespace,
+            &o.name,
+            &o.rule,
+        );
     }
     let bundle = BundleInfo {
         name: topo.name.clone().into(),
         spec_digest: digest.clone().into(),
-        clusters: topo.clusters.iter().map(|c| c.name.clone().into()).collect(),
+        clusters: topo
+            .clusters
+            .iter()
+            .map(|c| c.name.clone().into())
+            .collect(),
         namespaces: topo.namespaces().into_iter().map(Into::into).collect(),
         compiler_version: COMPILER_VERSION.into(),
     };

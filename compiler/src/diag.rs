@@ -139,8 +139,15 @@ fn parse_path(path: &str) -> Vec<Seg> {
 }
 
 enum Frame {
-    Map { key: Option<String>, expecting_key: bool, has_seg: bool },
-    Seq { next: usize, has_seg: bool },
+    Map {
+        key: Option<String>,
+        expecting_key: bool,
+        has_seg: bool,
+    },
+    Seq {
+        next: usize,
+        has_seg: bool,
+    },
 }
 
 /// Calls `visit(path, line, col)` (1-based) for every mapping key and
@@ -307,7 +314,10 @@ spec:
     #[test]
     fn positions_map_back_to_paths() {
         assert_eq!(path_at(SRC, 6, 7).as_deref(), Some("spec.clusters[1].rack"));
-        assert_eq!(path_at(SRC, 10, 12).as_deref(), Some("spec.kafka.brokers.replicas.a"));
+        assert_eq!(
+            path_at(SRC, 10, 12).as_deref(),
+            Some("spec.kafka.brokers.replicas.a")
+        );
     }
 
     #[test]

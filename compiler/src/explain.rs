@@ -196,7 +196,10 @@ pub fn to_text(e: &Explanation) -> String {
         "networking: {}{}",
         e.networking.mode,
         if e.networking.mode == "external-dns" {
-            format!(" (zone {}, in-cluster aliases under {})", e.networking.zone, e.networking.cluster_domain)
+            format!(
+                " (zone {}, in-cluster aliases under {})",
+                e.networking.zone, e.networking.cluster_domain
+            )
         } else {
             String::new()
         }
@@ -207,10 +210,19 @@ pub fn to_text(e: &Explanation) -> String {
             let _ = writeln!(
                 o,
                 "  {:<18} {}/{}  replicas {}  ordinals from {}  id block {}..={}",
-                r.role, r.namespace, r.statefulset, r.replicas, r.ordinal_start, r.id_block[0], r.id_block[1]
+                r.role,
+                r.namespace,
+                r.statefulset,
+                r.replicas,
+                r.ordinal_start,
+                r.id_block[0],
+                r.id_block[1]
             );
             for n in &r.nodes {
-                let weight = n.weight.map(|w| format!("  weight {w}")).unwrap_or_default();
+                let weight = n
+                    .weight
+                    .map(|w| format!("  weight {w}"))
+                    .unwrap_or_default();
                 let _ = writeln!(o, "    id {:<4} {:<28} {}{weight}", n.id, n.pod, n.address);
                 if let Some(alias) = &n.in_cluster_alias {
                     let _ = writeln!(o, "         {:<28} in-cluster alias {alias}", "");
@@ -229,14 +241,23 @@ pub fn to_text(e: &Explanation) -> String {
     }
     if let Some(k) = &e.kraft {
         let _ = writeln!(o, "\nkraft: cluster id {}", k.cluster_id);
-        let _ = writeln!(o, "  controller.quorum.bootstrap.servers = {}", k.bootstrap_servers);
+        let _ = writeln!(
+            o,
+            "  controller.quorum.bootstrap.servers = {}",
+            k.bootstrap_servers
+        );
         let _ = writeln!(o, "  initial controllers = {}", k.initial_controllers);
     }
     let _ = writeln!(o, "\nsurvivability");
     for s in &e.survivability {
         let _ = writeln!(o, "  {} ({} quorum)", s.quorum, s.kind);
         for l in &s.cluster_losses {
-            let _ = writeln!(o, "    lose cluster {:<16} {}", l.cluster, yes_no(l.keeps_quorum));
+            let _ = writeln!(
+                o,
+                "    lose cluster {:<16} {}",
+                l.cluster,
+                yes_no(l.keeps_quorum)
+            );
         }
         if s.critical_nodes.is_empty() {
             let _ = writeln!(o, "    lose any one node         keeps quorum");

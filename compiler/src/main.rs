@@ -13,7 +13,11 @@ use straddle_policy::Operation;
 use straddle_policy_host::{Runtime, RuntimeConfig};
 
 #[derive(Parser)]
-#[command(name = "straddle", version, about = "Stretch Kafka and ZooKeeper across Kubernetes clusters with one spec and one policy module")]
+#[command(
+    name = "straddle",
+    version,
+    about = "Stretch Kafka and ZooKeeper across Kubernetes clusters with one spec and one policy module"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -150,7 +154,12 @@ fn run(command: Command) -> Result<ExitCode> {
             )?;
             std::fs::write(&output, &module)
                 .with_context(|| format!("cannot write {}", output.display()))?;
-            let clusters: Vec<&str> = c.topology.clusters.iter().map(|c| c.name.as_str()).collect();
+            let clusters: Vec<&str> = c
+                .topology
+                .clusters
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
             eprintln!(
                 "wrote {} ({} bytes, plan {} bytes) for clusters {}; digest {digest}",
                 output.display(),
@@ -172,10 +181,21 @@ fn run(command: Command) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             };
             let Some(ci) = c.topology.cluster_index(&cluster) else {
-                let known: Vec<&str> = c.topology.clusters.iter().map(|c| c.name.as_str()).collect();
-                bail!("cluster {cluster:?} is not in spec.clusters ({})", known.join(", "));
+                let known: Vec<&str> = c
+                    .topology
+                    .clusters
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect();
+                bail!(
+                    "cluster {cluster:?} is not in spec.clusters ({})",
+                    known.join(", ")
+                );
             };
-            print!("{}", manifest::to_yaml(&render::companions(&c.topology, ci))?);
+            print!(
+                "{}",
+                manifest::to_yaml(&render::companions(&c.topology, ci))?
+            );
         }
         Command::Schema => {
             let schema = schemars::schema_for!(spec::StretchCluster);
@@ -222,8 +242,12 @@ fn mutate(
     let denials: Vec<String> = outcomes
         .iter()
         .filter_map(|o| {
-            o.denial()
-                .map(|m| format!("denied: {}: {m}", manifest::describe(&o.before, &o.namespace)))
+            o.denial().map(|m| {
+                format!(
+                    "denied: {}: {m}",
+                    manifest::describe(&o.before, &o.namespace)
+                )
+            })
         })
         .collect();
     if !denials.is_empty() {

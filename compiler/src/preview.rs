@@ -32,7 +32,8 @@ pub fn apply(doc: &Value, verdict: &Verdict) -> Result<Value> {
             let patch: json_patch::Patch =
                 serde_json::from_str(patch).context("the policy returned an invalid JSON Patch")?;
             let mut out = doc.clone();
-            json_patch::patch(&mut out, &patch).context("the policy's JSON Patch does not apply")?;
+            json_patch::patch(&mut out, &patch)
+                .context("the policy's JSON Patch does not apply")?;
             Ok(out)
         }
         Verdict::Allow | Verdict::Deny(_) => Ok(doc.clone()),

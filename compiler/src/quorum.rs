@@ -46,7 +46,10 @@ impl Quorum {
                         continue;
                     }
                     counted += 1;
-                    let live: u64 = members.filter(|v| alive(v)).map(|v| u64::from(v.weight)).sum();
+                    let live: u64 = members
+                        .filter(|v| alive(v))
+                        .map(|v| u64::from(v.weight))
+                        .sum();
                     if live > total / 2 {
                         majorities += 1;
                     }
@@ -153,11 +156,19 @@ mod tests {
         let mut id = 1;
         for (cluster, weights) in layout.iter().enumerate() {
             for &weight in *weights {
-                voters.push(Voter { id, cluster, weight });
+                voters.push(Voter {
+                    id,
+                    cluster,
+                    weight,
+                });
                 id += 1;
             }
         }
-        Quorum { name: "t".into(), kind, voters }
+        Quorum {
+            name: "t".into(),
+            kind,
+            voters,
+        }
     }
 
     fn lose_cluster(q: &Quorum, c: usize) -> bool {

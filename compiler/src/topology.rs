@@ -24,7 +24,9 @@ pub enum Role {
     ZooKeeper,
     Broker,
     /// KRaft controller; `combined` controllers are also brokers.
-    Controller { combined: bool },
+    Controller {
+        combined: bool,
+    },
 }
 
 impl Role {
@@ -202,8 +204,11 @@ pub fn build(doc: &StretchCluster) -> Result<Topology, Vec<Diagnostic>> {
     let mut errs = Vec::new();
     if doc.api_version != spec::API_VERSION {
         errs.push(
-            Diagnostic::error("apiVersion", format!("unknown apiVersion {:?}", doc.api_version))
-                .fix(format!("set apiVersion: {}", spec::API_VERSION)),
+            Diagnostic::error(
+                "apiVersion",
+                format!("unknown apiVersion {:?}", doc.api_version),
+            )
+            .fix(format!("set apiVersion: {}", spec::API_VERSION)),
         );
     }
     if doc.kind != spec::KIND {
@@ -319,7 +324,11 @@ pub fn build(doc: &StretchCluster) -> Result<Topology, Vec<Diagnostic>> {
     if let Some(ms) = &s.must_survive {
         for (i, c) in ms.clusters.iter().enumerate() {
             if topo.cluster_index(c).is_none() {
-                errs.push(unknown_cluster(&format!("spec.mustSurvive.clusters[{i}]"), c, &topo.clusters));
+                errs.push(unknown_cluster(
+                    &format!("spec.mustSurvive.clusters[{i}]"),
+                    c,
+                    &topo.clusters,
+                ));
             }
         }
     }
@@ -336,7 +345,11 @@ impl Ctx<'_> {
     fn per_cluster(&self, errs: &mut Vec<Diagnostic>, path: &str, map: &PerCluster) -> Vec<u32> {
         for name in map.keys() {
             if !self.clusters.iter().any(|c| &c.name == name) {
-                errs.push(unknown_cluster(&format!("{path}.{name}"), name, self.clusters));
+                errs.push(unknown_cluster(
+                    &format!("{path}.{name}"),
+                    name,
+                    self.clusters,
+                ));
             }
         }
         self.clusters
@@ -345,7 +358,13 @@ impl Ctx<'_> {
             .collect()
     }
 
-    fn address(&self, pod: &str, cluster: usize, headless: &str, namespace: &str) -> (String, Option<String>) {
+    fn address(
+        &self,
+        pod: &str,
+        cluster: usize,
+        headless: &str,
+        namespace: &str,
+    ) -> (String, Option<String>) {
         let n = self.networking;
         match n.mode {
             NetworkingMode::Mcs => (
@@ -482,7 +501,12 @@ impl Ctx<'_> {
         if errs.len() > before {
             return None;
         }
-        let fullname = charts::fullname(z.chart, charts::Component::ZooKeeper, &z.release, z.fullname_override.as_deref());
+        let fullname = charts::fullname(
+            z.chart,
+            charts::Component::ZooKeeper,
+            &z.release,
+            z.fullname_override.as_deref(),
+        );
         // cp-zookeeper numbers servers by their position in ZOOKEEPER_SERVERS
         // and takes id = ordinal + 1, so ids must be contiguous: no headroom.
         let mut group = self.group(
@@ -518,14 +542,22 @@ impl Ctx<'_> {
                     list.clone()
                 }
             };
-            for (node, w) in group.nodes.iter_mut().filter(|n| n.cluster == ci).zip(weights) {
+            for (node, w) in group
+                .nodes
+                .iter_mut()
+                .filter(|n| n.cluster == ci)
+                .zip(weights)
+            {
                 node.weight = w;
             }
         }
         if q.kind == QuorumType::Hierarchical && group.nodes.iter().all(|n| n.weight == 0) {
             errs.push(
-                Diagnostic::error("spec.zookeeper.quorum.weights", "every server has weight 0: nothing can vote")
-                    .fix("give at least a majority of clusters servers with weight >= 1"),
+                Diagnostic::error(
+                    "spec.zookeeper.quorum.weights",
+                    "every server has weight 0: nothing can vote",
+                )
+                .fix("give at least a majority of clusters servers with weight >= 1"),
             );
         }
         if errs.len() > before {
@@ -539,7 +571,12 @@ impl Ctx<'_> {
         })
     }
 
-    fn kafka(&self, k: &spec::KafkaSpec, have_zk: bool, errs: &mut Vec<Diagnostic>) -> Option<Kafka> {
+    fn kafka(
+        &self,
+        k: &spec::KafkaSpec,
+        have_zk: bool,
+        errs: &mut Vec<Diagnostic>,
+    ) -> Option<Kafka> {
         let before = errs.len();
         check_dns_label(errs, "spec.kafka.release", &k.release);
         check_dns_label(errs, "spec.kafka.namespace", &k.namespace);
@@ -564,14 +601,20 @@ impl Ctx<'_> {
             KafkaMode::Zookeeper => {
                 if !have_zk {
                     errs.push(
-                        Diagnostic::error("spec.kafka.mode", "ZooKeeper mode needs a stretched ZooKeeper")
-                            .fix("add spec.zookeeper, or use mode: kraft"),
+                        Diagnostic::error(
+                            "spec.kafka.mode",
+                            "ZooKeeper mode needs a stretched ZooKeeper",
+                        )
+                        .fix("add spec.zookeeper, or use mode: kraft"),
                     );
                 }
                 if k.controllers.is_some() {
                     errs.push(
-                        Diagnostic::error("spec.kafka.controllers", "controllers only exist in KRaft mode")
-                            .fix("remove spec.kafka.controllers, or set mode: kraft"),
+                        Diagnostic::error(
+                            "spec.kafka.controllers",
+                            "controllers only exist in KRaft mode",
+                        )
+                        .fix("remove spec.kafka.controllers, or set mode: kraft"),
                     );
                 }
                 if k.brokers.is_none() {
@@ -590,11 +633,14 @@ impl Ctx<'_> {
             KafkaMode::Kraft => {
                 match &k.cluster_id {
                     None => errs.push(
-                        Diagnostic::error("spec.kafka.clusterId", "KRaft needs one cluster ID for the whole stretch")
-                            .fix(format!(
-                                "add clusterId: {} (or any output of `kafka-storage.sh random-uuid`)",
-                                suggested_cluster_id(&k.release)
-                            )),
+                        Diagnostic::error(
+                            "spec.kafka.clusterId",
+                            "KRaft needs one cluster ID for the whole stretch",
+                        )
+                        .fix(format!(
+                            "add clusterId: {} (or any output of `kafka-storage.sh random-uuid`)",
+                            suggested_cluster_id(&k.release)
+                        )),
                     ),
                     Some(id) => {
                         if URL_SAFE_NO_PAD.decode(id).map(|b| b.len()) != Ok(16) || id.len() != 22 {
@@ -627,13 +673,26 @@ impl Ctx<'_> {
         if errs.len() > before {
             return None;
         }
-        let fullname = charts::fullname(k.chart, charts::Component::Kafka, &k.release, k.fullname_override.as_deref());
+        let fullname = charts::fullname(
+            k.chart,
+            charts::Component::Kafka,
+            &k.release,
+            k.fullname_override.as_deref(),
+        );
         let mut layout = |role: Role, field: &str, r: &spec::RoleSpec, default_min: u32| {
             let replicas = self.per_cluster(errs, &format!("{field}.replicas"), &r.replicas);
             let max = replicas.iter().copied().max().unwrap_or(0);
-            let block = r.id_block_size.unwrap_or_else(|| max.max(1).div_ceil(10) * 10);
+            let block = r
+                .id_block_size
+                .unwrap_or_else(|| max.max(1).div_ceil(10) * 10);
             if block == 0 {
-                errs.push(Diagnostic::error(format!("{field}.idBlockSize"), "an ID block of 0 holds no node").fix("use at least the largest replica count"));
+                errs.push(
+                    Diagnostic::error(
+                        format!("{field}.idBlockSize"),
+                        "an ID block of 0 holds no node",
+                    )
+                    .fix("use at least the largest replica count"),
+                );
             }
             for (ci, &n) in replicas.iter().enumerate() {
                 if n > block {
@@ -642,28 +701,60 @@ impl Ctx<'_> {
                             format!("{field}.replicas.{}", self.clusters[ci].name),
                             format!("{n} nodes do not fit the ID block of {block} IDs per cluster"),
                         )
-                        .fix(format!("raise {field}.idBlockSize to at least {n}, or lower the replicas")),
+                        .fix(format!(
+                            "raise {field}.idBlockSize to at least {n}, or lower the replicas"
+                        )),
                     );
                 }
             }
             if replicas.iter().all(|&n| n == 0) {
                 errs.push(
-                    Diagnostic::error(format!("{field}.replicas"), format!("no {} nodes in any cluster", role.label()))
-                        .fix("give at least one cluster a count"),
+                    Diagnostic::error(
+                        format!("{field}.replicas"),
+                        format!("no {} nodes in any cluster", role.label()),
+                    )
+                    .fix("give at least one cluster a count"),
                 );
             }
-            let min_id = if k.chart == Chart::Bitnami { r.min_id.unwrap_or(default_min) } else {
+            let min_id = if k.chart == Chart::Bitnami {
+                r.min_id.unwrap_or(default_min)
+            } else {
                 if r.min_id.is_some() {
-                    errs.push(Diagnostic::error(format!("{field}.minId"), "cp-kafka takes the broker id from the pod ordinal; it has no minId").fix(format!("remove {field}.minId")));
+                    errs.push(
+                        Diagnostic::error(
+                            format!("{field}.minId"),
+                            "cp-kafka takes the broker id from the pod ordinal; it has no minId",
+                        )
+                        .fix(format!("remove {field}.minId")),
+                    );
                 }
                 0
             };
-            self.group(role, k.chart, &k.namespace, &fullname, field, min_id, &replicas, Some(block))
+            self.group(
+                role,
+                k.chart,
+                &k.namespace,
+                &fullname,
+                field,
+                min_id,
+                &replicas,
+                Some(block),
+            )
         };
         let controllers = k.controllers.as_ref().map(|c| {
-            layout(Role::Controller { combined: c.combined }, "spec.kafka.controllers", &c.role(), 0)
+            layout(
+                Role::Controller {
+                    combined: c.combined,
+                },
+                "spec.kafka.controllers",
+                &c.role(),
+                0,
+            )
         });
-        let brokers = k.brokers.as_ref().map(|b| layout(Role::Broker, "spec.kafka.brokers", b, 100));
+        let brokers = k
+            .brokers
+            .as_ref()
+            .map(|b| layout(Role::Broker, "spec.kafka.brokers", b, 100));
         if let (Some(c), Some(b)) = (&controllers, &brokers) {
             let (c_lo, c_hi) = c.id_range();
             let (b_lo, b_hi) = b.id_range();
@@ -698,11 +789,22 @@ impl Ctx<'_> {
 fn check_object_names(topo: &Topology, errs: &mut Vec<Diagnostic>) {
     let groups: Vec<&RoleGroup> = topo.groups().collect();
     for (i, g) in groups.iter().enumerate() {
-        if groups[..i].iter().any(|o| o.statefulset == g.statefulset && o.namespace == g.namespace) {
+        if groups[..i]
+            .iter()
+            .any(|o| o.statefulset == g.statefulset && o.namespace == g.namespace)
+        {
             errs.push(
                 Diagnostic::error(
-                    format!("{}.release", g.field.rsplit_once('.').map_or(g.field.as_str(), |(head, _)| head)),
-                    format!("two roles would use StatefulSet {}/{}", g.namespace, g.statefulset),
+                    format!(
+                        "{}.release",
+                        g.field
+                            .rsplit_once('.')
+                            .map_or(g.field.as_str(), |(head, _)| head)
+                    ),
+                    format!(
+                        "two roles would use StatefulSet {}/{}",
+                        g.namespace, g.statefulset
+                    ),
                 )
                 .fix("use different Helm releases (or namespaces) for ZooKeeper and Kafka"),
             );
@@ -711,7 +813,12 @@ fn check_object_names(topo: &Topology, errs: &mut Vec<Diagnostic>) {
         if longest > 63 {
             errs.push(
                 Diagnostic::error(
-                    format!("{}.release", g.field.rsplit_once('.').map_or(g.field.as_str(), |(head, _)| head)),
+                    format!(
+                        "{}.release",
+                        g.field
+                            .rsplit_once('.')
+                            .map_or(g.field.as_str(), |(head, _)| head)
+                    ),
                     format!("pod names reach {longest} characters; Kubernetes allows 63"),
                 )
                 .fix("use a shorter release name or fullnameOverride"),
@@ -722,7 +829,10 @@ fn check_object_names(topo: &Topology, errs: &mut Vec<Diagnostic>) {
                 errs.push(
                     Diagnostic::error(
                         "spec.networking",
-                        format!("address {} is longer than DNS allows (253, labels 63)", n.address),
+                        format!(
+                            "address {} is longer than DNS allows (253, labels 63)",
+                            n.address
+                        ),
                     )
                     .fix("use shorter release, namespace, cluster or zone names"),
                 );
@@ -734,14 +844,17 @@ fn check_object_names(topo: &Topology, errs: &mut Vec<Diagnostic>) {
 
 fn unknown_cluster(path: &str, name: &str, clusters: &[Cluster]) -> Diagnostic {
     let known: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
-    Diagnostic::error(path, format!("{name:?} is not a member cluster"))
-        .fix(format!("use one of the names under spec.clusters: {}", known.join(", ")))
+    Diagnostic::error(path, format!("{name:?} is not a member cluster")).fix(format!(
+        "use one of the names under spec.clusters: {}",
+        known.join(", ")
+    ))
 }
 
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }

@@ -21,11 +21,20 @@ fn root() -> PathBuf {
 }
 
 const CASES: &[(&str, &[&str])] = &[
-    ("../examples/cp-two-clusters.yaml", &["cp-zk-kafka-only", "cp-default"]),
-    ("../examples/bitnami-kraft-three-clusters.yaml", &["bitnami-kafka-kraft-dedicated"]),
+    (
+        "../examples/cp-two-clusters.yaml",
+        &["cp-zk-kafka-only", "cp-default"],
+    ),
+    (
+        "../examples/bitnami-kraft-three-clusters.yaml",
+        &["bitnami-kafka-kraft-dedicated"],
+    ),
     ("specs/cp-three-clusters-mcs.yaml", &["cp-zk-kafka-only"]),
     ("specs/cp-first-cluster-stage.yaml", &["cp-zk-kafka-only"]),
-    ("specs/bitnami-kraft-combined.yaml", &["bitnami-kafka-kraft-combined"]),
+    (
+        "specs/bitnami-kraft-combined.yaml",
+        &["bitnami-kafka-kraft-combined"],
+    ),
 ];
 
 fn bless() -> bool {
@@ -39,8 +48,12 @@ fn golden(path: &Path, actual: &str) {
         std::fs::write(path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(path)
-        .unwrap_or_else(|_| panic!("missing golden file {}; run with STRADDLE_BLESS=1", path.display()));
+    let expected = std::fs::read_to_string(path).unwrap_or_else(|_| {
+        panic!(
+            "missing golden file {}; run with STRADDLE_BLESS=1",
+            path.display()
+        )
+    });
     if expected != actual {
         let diff = similar_lines(&expected, actual);
         panic!("{} differs from the golden file:\n{diff}", path.display());
@@ -90,12 +103,19 @@ fn shared_values(docs: &[Value]) -> BTreeMap<String, String> {
         "KAFKA_INITIAL_CONTROLLERS",
         "KAFKA_KRAFT_CLUSTER_ID",
     ];
-    const PROPS: &[&str] = &["controller.quorum.bootstrap.servers", "controller.quorum.voters"];
+    const PROPS: &[&str] = &[
+        "controller.quorum.bootstrap.servers",
+        "controller.quorum.voters",
+    ];
     let mut out = BTreeMap::new();
     for doc in docs {
         let name = doc["metadata"]["name"].as_str().unwrap_or("");
         for list in ["containers", "initContainers"] {
-            for c in doc["spec"]["template"]["spec"][list].as_array().into_iter().flatten() {
+            for c in doc["spec"]["template"]["spec"][list]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
                 for e in c["env"].as_array().into_iter().flatten() {
                     let var = e["name"].as_str().unwrap_or("");
                     if ENV.contains(&var)
@@ -124,7 +144,11 @@ fn fixtures_through_the_wasm_module() {
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
     for (spec, variants) in CASES {
         let c = compile_spec(&runtime, spec);
-        let stem = Path::new(spec).file_stem().unwrap().to_string_lossy().to_string();
+        let stem = Path::new(spec)
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
         let explanation = explain::explain(&c.checked, &c.digest);
         golden(
             &root().join(format!("golden/{stem}/explain.txt")),
@@ -168,14 +192,20 @@ fn fixtures_through_the_wasm_module() {
                 .unwrap();
                 let mut patched = 0;
                 for (i, o) in wasm.iter().enumerate() {
-                    let what = format!("{spec} {variant} {cluster} {}", manifest::describe(&o.before, &o.namespace));
+                    let what = format!(
+                        "{spec} {variant} {cluster} {}",
+                        manifest::describe(&o.before, &o.namespace)
+                    );
                     assert_eq!(o.verdict, native[i].verdict, "wasm != native: {what}");
                     assert_eq!(o.verdict, update[i].verdict, "CREATE != UPDATE: {what}");
                     assert!(o.denial().is_none(), "denied: {what}: {:?}", o.verdict);
                     assert_eq!(again[i].verdict, Verdict::Allow, "not idempotent: {what}");
                     patched += matches!(o.verdict, Verdict::Patch(_)) as usize;
                 }
-                assert!(patched > 0, "{spec} {variant} {cluster}: nothing was mutated");
+                assert!(
+                    patched > 0,
+                    "{spec} {variant} {cluster}: nothing was mutated"
+                );
                 golden(
                     &root().join(format!("golden/{stem}/{variant}/{cluster}.yaml")),
                     &manifest::to_yaml(&mutated).unwrap(),

@@ -29,7 +29,9 @@ fn spec_text(kraft: bool, mcs: bool, replicas: &[(u32, u32, u32)], block: Option
             .collect();
         format!("{{{}}}", items.join(", "))
     };
-    let block = block.map(|b| format!("\n      idBlockSize: {b}")).unwrap_or_default();
+    let block = block
+        .map(|b| format!("\n      idBlockSize: {b}"))
+        .unwrap_or_default();
     if kraft {
         s.push_str(&format!(
             "  kafka:\n    chart: bitnami\n    release: kafka\n    namespace: kafka\n    mode: kraft\n    clusterId: 4L6g3nShT-eMCtK--X86sw\n    controllers:\n      replicas: {}\n    brokers:\n      replicas: {}{block}\n",
@@ -46,7 +48,10 @@ fn spec_text(kraft: bool, mcs: bool, replicas: &[(u32, u32, u32)], block: Option
     s
 }
 
-fn layouts() -> impl Strategy<Value = (bool, bool, Vec<(u32, u32, u32)>, Option<u32>)> {
+/// (kraft, mcs, per-cluster (zk, controllers, brokers), broker idBlockSize)
+type Layout = (bool, bool, Vec<(u32, u32, u32)>, Option<u32>);
+
+fn layouts() -> impl Strategy<Value = Layout> {
     (
         any::<bool>(),
         any::<bool>(),

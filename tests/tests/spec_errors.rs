@@ -20,20 +20,28 @@ fn every_invalid_spec_names_its_field_and_line() {
         let (want_path, want_text) = header
             .strip_prefix("# expect: ")
             .and_then(|h| h.split_once(" :: "))
-            .unwrap_or_else(|| panic!("{}: missing `# expect: path :: text` header", path.display()));
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: missing `# expect: path :: text` header",
+                    path.display()
+                )
+            });
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let report = match check(&name, &text) {
             Ok(_) => panic!("{name}: accepted, but should be refused"),
             Err(report) => report,
         };
         let printed = report.to_string();
-        let found = report.errors().find(|d| {
-            d.path == want_path.trim() && d.message.contains(want_text.trim())
-        });
+        let found = report
+            .errors()
+            .find(|d| d.path == want_path.trim() && d.message.contains(want_text.trim()));
         let d = found.unwrap_or_else(|| {
             panic!("{name}: no error at {want_path:?} containing {want_text:?}; got:\n{printed}")
         });
-        assert!(d.location.is_some(), "{name}: error has no line number:\n{printed}");
+        assert!(
+            d.location.is_some(),
+            "{name}: error has no line number:\n{printed}"
+        );
         assert!(
             printed.starts_with(&format!("{name}:")),
             "{name}: message does not name the file:\n{printed}"
@@ -62,9 +70,15 @@ fn two_clusters_warn_that_no_cluster_loss_is_survivable() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let text = std::fs::read_to_string(dir.join("cp-two-clusters.yaml")).unwrap();
     let checked = check("cp-two-clusters.yaml", &text).unwrap();
-    let warnings: Vec<String> = checked.report.warnings().map(|d| d.message.clone()).collect();
+    let warnings: Vec<String> = checked
+        .report
+        .warnings()
+        .map(|d| d.message.clone())
+        .collect();
     assert!(
-        warnings.iter().any(|w| w.contains("zookeeper") && w.contains("NO whole cluster")),
+        warnings
+            .iter()
+            .any(|w| w.contains("zookeeper") && w.contains("NO whole cluster")),
         "{warnings:?}"
     );
 }

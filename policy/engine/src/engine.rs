@@ -127,8 +127,8 @@ impl std::fmt::Display for Target<'_> {
 type Annotations<'a> = Option<k8s::StrMap<'a>>;
 
 fn statefulset(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<PatchWriter, String> {
-    let sts: k8s::StatefulSet = serde_json::from_str(object)
-        .map_err(|e| format!("{t}: cannot read the object ({e})"))?;
+    let sts: k8s::StatefulSet =
+        serde_json::from_str(object).map_err(|e| format!("{t}: cannot read the object ({e})"))?;
     let spec = sts
         .spec
         .ok_or_else(|| format!("{t}: the object has no spec"))?;
@@ -157,7 +157,11 @@ fn statefulset(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<Pa
                 set,
                 remove,
             } => {
-                let list_name = if *init { "initContainers" } else { "containers" };
+                let list_name = if *init {
+                    "initContainers"
+                } else {
+                    "containers"
+                };
                 let containers = pod.and_then(|p| {
                     if *init {
                         p.init_containers.as_ref()
@@ -229,14 +233,17 @@ fn scale(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Verdict {
 }
 
 fn service(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<PatchWriter, String> {
-    let svc: k8s::Service = serde_json::from_str(object)
-        .map_err(|e| format!("{t}: cannot read the object ({e})"))?;
+    let svc: k8s::Service =
+        serde_json::from_str(object).map_err(|e| format!("{t}: cannot read the object ({e})"))?;
     let mut patch = PatchWriter::new();
     annotations(&mut patch, &svc.metadata.annotations, &rule.ops);
     for op in &rule.ops {
         match op {
             Op::PublishNotReadyAddresses(want) => {
-                let current = svc.spec.as_ref().and_then(|s| s.publish_not_ready_addresses);
+                let current = svc
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.publish_not_ready_addresses);
                 // Unset means false to the API server.
                 if current.unwrap_or(false) != *want {
                     if svc.spec.is_some() {
@@ -257,8 +264,8 @@ fn service(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<PatchW
 }
 
 fn configmap(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<PatchWriter, String> {
-    let cm: k8s::ConfigMap = serde_json::from_str(object)
-        .map_err(|e| format!("{t}: cannot read the object ({e})"))?;
+    let cm: k8s::ConfigMap =
+        serde_json::from_str(object).map_err(|e| format!("{t}: cannot read the object ({e})"))?;
     let mut patch = PatchWriter::new();
     annotations(&mut patch, &cm.metadata.annotations, &rule.ops);
     for op in &rule.ops {
@@ -286,7 +293,9 @@ fn configmap(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<Patc
 }
 
 fn mismatched_op(t: &Target<'_>) -> String {
-    format!("{t}: the policy holds an operation for another kind of object; recompile the policy with this straddle version")
+    format!(
+        "{t}: the policy holds an operation for another kind of object; recompile the policy with this straddle version"
+    )
 }
 
 fn bool_json(b: bool) -> &'static str {
@@ -339,16 +348,14 @@ fn desired_env<'r>(
     set: &'r [EnvVar<'r>],
     remove: &[Cow<'_, str>],
 ) -> Result<Option<String>, String> {
-    let mut items: Vec<(Cow<'_, str>, EnvItem<'_, 'r>, bool)> = Vec::with_capacity(current.len() + set.len());
+    let mut items: Vec<(Cow<'_, str>, EnvItem<'_, 'r>, bool)> =
+        Vec::with_capacity(current.len() + set.len());
     for raw in current {
         let entry: k8s::EnvEntry = serde_json::from_str(raw.get())
             .map_err(|e| format!("{t}: cannot read an env entry ({e})"))?;
         let matches = |v: &EnvVar<'_>| env_matches(&entry, v);
         let name = entry.name.clone();
-        let ok = set
-            .iter()
-            .find(|v| v.name == name)
-            .is_none_or(matches);
+        let ok = set.iter().find(|v| v.name == name).is_none_or(matches);
         items.push((name, EnvItem::Keep(raw), ok));
     }
     let before_len = items.len();
@@ -415,14 +422,19 @@ fn desired_env<'r>(
 
 fn env_matches(entry: &k8s::EnvEntry<'_>, want: &EnvVar<'_>) -> bool {
     match &want.value {
-        EnvValue::Literal(v) => entry.value.as_deref() == Some(v.as_ref()) && entry.value_from.is_none(),
+        EnvValue::Literal(v) => {
+            entry.value.as_deref() == Some(v.as_ref()) && entry.value_from.is_none()
+        }
         EnvValue::FieldRef(path) => {
             entry.value.as_deref().unwrap_or("").is_empty()
                 && entry.value_from.as_ref().is_some_and(|vf| {
                     vf.secret_key_ref.is_none()
                         && vf.config_map_key_ref.is_none()
                         && vf.resource_field_ref.is_none()
-                        && vf.field_ref.as_ref().is_some_and(|f| f.field_path == path.as_ref())
+                        && vf
+                            .field_ref
+                            .as_ref()
+                            .is_some_and(|f| f.field_path == path.as_ref())
                 })
         }
     }
@@ -540,7 +552,10 @@ mod tests {
         let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(doc["spec"]["replicas"], 3);
         assert_eq!(doc["spec"]["ordinals"]["start"], 10);
-        assert_eq!(doc["metadata"]["annotations"]["straddle.dev/policy-digest"], "sha256:1");
+        assert_eq!(
+            doc["metadata"]["annotations"]["straddle.dev/policy-digest"],
+            "sha256:1"
+        );
         let env: Vec<&str> = doc["spec"]["template"]["spec"]["containers"][0]["env"]
             .as_array()
             .unwrap()
@@ -576,15 +591,27 @@ mod tests {
         let Verdict::Deny(m) = review(&p, &req("north", "Service", "anything", "{}")) else {
             panic!()
         };
-        assert!(m.contains("spec.clusters") && m.contains("east, west"), "{m}");
+        assert!(
+            m.contains("spec.clusters") && m.contains("east, west"),
+            "{m}"
+        );
     }
 
     #[test]
     fn unnamed_objects_and_other_kinds_pass_untouched() {
         let p = plan();
-        assert_eq!(review(&p, &req("east", "StatefulSet", "kafka", STS)), Verdict::Allow);
-        assert_eq!(review(&p, &req("west", "Secret", "kafka", "{}")), Verdict::Allow);
-        assert_eq!(review(&p, &req("west", "StatefulSet", "other", STS)), Verdict::Allow);
+        assert_eq!(
+            review(&p, &req("east", "StatefulSet", "kafka", STS)),
+            Verdict::Allow
+        );
+        assert_eq!(
+            review(&p, &req("west", "Secret", "kafka", "{}")),
+            Verdict::Allow
+        );
+        assert_eq!(
+            review(&p, &req("west", "StatefulSet", "other", STS)),
+            Verdict::Allow
+        );
     }
 
     #[test]
@@ -607,18 +634,35 @@ mod tests {
         let cm = r#"{"metadata":{"name":"cfg"},"data":{"server.properties":"a=1"}}"#;
         let out = apply(cm, &review(&p, &req("west", "ConfigMap", "cfg", cm)));
         assert!(out.contains(r#"a=1\nbroker.rack=west"#), "{out}");
-        assert_eq!(review(&p, &req("west", "ConfigMap", "cfg", &out)), Verdict::Allow);
+        assert_eq!(
+            review(&p, &req("west", "ConfigMap", "cfg", &out)),
+            Verdict::Allow
+        );
     }
 
     #[test]
     fn malformed_objects_are_denied_not_panics() {
         let p = plan();
-        for bad in ["", "{", "[]", "null", r#"{"spec":{"replicas":"x"}}"#, r#"{"spec":{}}"#, "\u{0}"] {
+        for bad in [
+            "",
+            "{",
+            "[]",
+            "null",
+            r#"{"spec":{"replicas":"x"}}"#,
+            r#"{"spec":{}}"#,
+            "\u{0}",
+        ] {
             for kind in ["StatefulSet", "ConfigMap", "Scale"] {
                 let name = if kind == "ConfigMap" { "cfg" } else { "kafka" };
-                assert!(matches!(review(&p, &req("west", kind, name, bad)), Verdict::Deny(_)), "{kind} {bad:?}");
+                assert!(
+                    matches!(review(&p, &req("west", kind, name, bad)), Verdict::Deny(_)),
+                    "{kind} {bad:?}"
+                );
             }
         }
-        assert!(matches!(review(b"garbage", &req("west", "Service", "x", "{}")), Verdict::Deny(_)));
+        assert!(matches!(
+            review(b"garbage", &req("west", "Service", "x", "{}")),
+            Verdict::Deny(_)
+        ));
     }
 }

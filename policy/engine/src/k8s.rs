@@ -6,8 +6,8 @@
 
 use std::borrow::Cow;
 
-use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// A string map kept as pairs in document order: lookups touch a handful of
@@ -17,7 +17,10 @@ pub struct StrMap<'a>(pub Vec<(Cow<'a, str>, Cow<'a, str>)>);
 
 impl StrMap<'_> {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_ref())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_ref())
     }
 }
 

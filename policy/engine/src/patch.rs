@@ -88,7 +88,13 @@ mod tests {
 
     #[test]
     fn strings_round_trip_through_serde() {
-        for s in ["plain", "a\"b\\c", "line\nbreak\ttab", "\u{1}\u{1f}", "ünï 🦀"] {
+        for s in [
+            "plain",
+            "a\"b\\c",
+            "line\nbreak\ttab",
+            "\u{1}\u{1f}",
+            "ünï 🦀",
+        ] {
             let parsed: String = serde_json::from_str(&json_string(s)).unwrap();
             assert_eq!(parsed, s);
         }

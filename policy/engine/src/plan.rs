@@ -329,7 +329,10 @@ impl<'a> Plan<'a> {
     fn entry(&self, i: usize) -> Result<(&'a [u8], &'a [u8]), PlanError> {
         let at = i * 16;
         let (ko, kl) = (read_u32(self.table, at)?, read_u32(self.table, at + 4)?);
-        let (ro, rl) = (read_u32(self.table, at + 8)?, read_u32(self.table, at + 12)?);
+        let (ro, rl) = (
+            read_u32(self.table, at + 8)?,
+            read_u32(self.table, at + 12)?,
+        );
         let key = self.bytes.get(ko..ko + kl).ok_or(PlanError::Truncated)?;
         let rule = self.bytes.get(ro..ro + rl).ok_or(PlanError::Truncated)?;
         Ok((key, rule))
@@ -367,7 +370,9 @@ impl<'a> Plan<'a> {
     }
 
     /// Every (key, rule) pair, in key order. For tools and tests, not the request path.
-    pub fn entries(&self) -> impl Iterator<Item = Result<(PlanKey<'a>, ObjectRule<'a>), PlanError>> {
+    pub fn entries(
+        &self,
+    ) -> impl Iterator<Item = Result<(PlanKey<'a>, ObjectRule<'a>), PlanError>> {
         let plan = *self;
         (0..self.len()).map(move |i| {
             let (key, rule) = plan.entry(i)?;
@@ -464,16 +469,35 @@ mod tests {
         assert_eq!(plan.bundle().unwrap(), bundle);
         for c in ["east", "west"] {
             for n in names {
-                let r = plan.lookup(c, ObjectKind::StatefulSet, "ns", n).unwrap().unwrap();
+                let r = plan
+                    .lookup(c, ObjectKind::StatefulSet, "ns", n)
+                    .unwrap()
+                    .unwrap();
                 assert_eq!(r.field, n);
             }
             for n in ["", "aa", "c", "kafka-", "zk0"] {
-                assert!(plan.lookup(c, ObjectKind::StatefulSet, "ns", n).unwrap().is_none());
+                assert!(
+                    plan.lookup(c, ObjectKind::StatefulSet, "ns", n)
+                        .unwrap()
+                        .is_none()
+                );
             }
-            assert!(plan.lookup(c, ObjectKind::Service, "ns", "a").unwrap().is_none());
-            assert!(plan.lookup(c, ObjectKind::StatefulSet, "n", "a").unwrap().is_none());
+            assert!(
+                plan.lookup(c, ObjectKind::Service, "ns", "a")
+                    .unwrap()
+                    .is_none()
+            );
+            assert!(
+                plan.lookup(c, ObjectKind::StatefulSet, "n", "a")
+                    .unwrap()
+                    .is_none()
+            );
         }
-        assert!(plan.lookup("north", ObjectKind::StatefulSet, "ns", "a").unwrap().is_none());
+        assert!(
+            plan.lookup("north", ObjectKind::StatefulSet, "ns", "a")
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(plan.entries().count(), 12);
     }
 

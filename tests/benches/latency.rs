@@ -1,0 +1,147 @@
+//! Policy compute per request, as the webhook pays it: a fresh wasm instance
+//! per review (instantiate + call + drop) on real chart StatefulSets, with
+//! plans compiled from the examples and from a 10-cluster x 100-node spec.
+//! Prints p50 / p99 / max per case, and the native engine for comparison.
+//!
+//! `cargo bench -p straddle-tests --bench latency` (add `-- --quick` for fewer rounds).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use straddle_compiler::{check, compile};
+use straddle_policy::{Operation, Request, Verdict};
+use straddle_policy_host::{Runtime, RuntimeConfig};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Case {
+    name: &'static str,
+    spec: &'static str,
+    cluster: &'static str,
+    fixture: &'static str,
+    namespace: &'static str,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "cp zookeeper sts",
+        spec: "../examples/cp-two-clusters.yaml",
+        cluster: "cluster-1",
+        fixture: "cp-zk-kafka-only/statefulset-confluent-cp-zookeeper.json",
+        namespace: "confluent",
+    },
+    Case {
+        name: "cp kafka sts",
+        spec: "../examples/cp-two-clusters.yaml",
+        cluster: "cluster-1",
+        fixture: "cp-zk-kafka-only/statefulset-confluent-cp-kafka.json",
+        namespace: "confluent",
+    },
+    Case {
+        name: "bitnami controller sts",
+        spec: "../examples/bitnami-kraft-three-clusters.yaml",
+        cluster: "west",
+        fixture: "bitnami-kafka-kraft-dedicated/statefulset-kafka-controller.json",
+        namespace: "kafka",
+    },
+    Case {
+        name: "bitnami broker sts",
+        spec: "../examples/bitnami-kraft-three-clusters.yaml",
+        cluster: "west",
+        fixture: "bitnami-kafka-kraft-dedicated/statefulset-kafka-broker.json",
+        namespace: "kafka",
+    },
+    Case {
+        name: "10x100: broker sts",
+        spec: "specs/bench-ten-clusters.yaml",
+        cluster: "dc7",
+        fixture: "bitnami-kafka-kraft-dedicated/statefulset-kafka-broker.json",
+        namespace: "kafka",
+    },
+    Case {
+        name: "10x100: controller sts",
+        spec: "specs/bench-ten-clusters.yaml",
+        cluster: "dc7",
+        fixture: "bitnami-kafka-kraft-dedicated/statefulset-kafka-controller.json",
+        namespace: "kafka",
+    },
+];
+
+fn percentiles(mut samples: Vec<Duration>) -> (f64, f64, f64) {
+    samples.sort();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let p = |q: f64| us(samples[((samples.len() as f64 - 1.0) * q) as usize]);
+    (p(0.50), p(0.99), us(*samples.last().unwrap()))
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let rounds = if quick { 2_000 } else { 20_000 };
+    let runtime = Runtime::new(RuntimeConfig::default()).expect("wasmtime engine");
+    println!(
+        "{:<24} {:>9} {:>9} {:>9}   {:>11} {:>11}   {:>9} {:>8}",
+        "case", "wasm p50", "p99", "max", "native p50", "native p99", "plan", "object"
+    );
+    for case in CASES {
+        let text = std::fs::read_to_string(root().join(case.spec)).unwrap();
+        let checked = check(case.spec, &text).unwrap_or_else(|r| panic!("{r}"));
+        let (plan, _) = compile::plan(&checked.topology);
+        let module = compile::module(&checked.topology).unwrap();
+        let policy = runtime.load(&module).unwrap();
+        let object =
+            std::fs::read_to_string(root().join("fixtures/charts").join(case.fixture)).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&object).unwrap();
+        let name = doc["metadata"]["name"].as_str().unwrap().to_string();
+        let req = Request {
+            cluster: case.cluster,
+            operation: Operation::Create,
+            kind: "StatefulSet",
+            namespace: case.namespace,
+            name: &name,
+            object: &object,
+            old_object: None,
+        };
+        let expected = straddle_policy::review(&plan, &req);
+        assert!(
+            matches!(expected, Verdict::Patch(_)),
+            "{}: {expected:?}",
+            case.name
+        );
+        for _ in 0..200 {
+            assert_eq!(policy.review(&req).unwrap(), expected);
+        }
+        let mut wasm = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let t = Instant::now();
+            let v = policy.review(&req).unwrap();
+            wasm.push(t.elapsed());
+            std::hint::black_box(v);
+        }
+        let mut native = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let t = Instant::now();
+            let v = straddle_policy::review(&plan, &req);
+            native.push(t.elapsed());
+            std::hint::black_box(v);
+        }
+        let (w50, w99, wmax) = percentiles(wasm);
+        let (n50, n99, _) = percentiles(native);
+        println!(
+            "{:<24} {:>7.1}us {:>7.1}us {:>7.0}us   {:>9.1}us {:>9.1}us   {:>8}B {:>7}B",
+            case.name,
+            w50,
+            w99,
+            wmax,
+            n50,
+            n99,
+            plan.len(),
+            object.len()
+        );
+    }
+    println!(
+        "module template: {} bytes",
+        straddle_policy_artifact::POLICY_TEMPLATE.len()
+    );
+}
