@@ -76,12 +76,19 @@ fn plan_bytes() -> Result<&'static [u8], &'static str> {
     Ok(unsafe { core::slice::from_raw_parts(ptr as usize as *const u8, len as usize) })
 }
 
-/// The plan bytes, once the framing is known to be sound.
-fn valid_plan() -> Result<&'static [u8], String> {
+/// The embedded plan, parsed (framing only: records are read per lookup).
+fn valid_plan() -> Result<Plan<'static>, String> {
     let bytes = plan_bytes().map_err(str::to_owned)?;
-    Plan::parse(bytes).map_err(|e| e.to_string())?;
-    Ok(bytes)
+    Plan::parse(bytes).map_err(|e| e.to_string())
 }
+
+// Every review runs in a fresh instance that is dropped afterwards, so the
+// allocator only needs to be small and fast; the guest is single-threaded.
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+// SAFETY: wasm32-unknown-unknown without the atomics feature has one thread.
+static ALLOCATOR: lol_alloc::AssumeSingleThreaded<lol_alloc::FreeListAllocator> =
+    unsafe { lol_alloc::AssumeSingleThreaded::new(lol_alloc::FreeListAllocator::new()) };
 
 struct Component;
 
@@ -106,7 +113,7 @@ impl Guest for Component {
             object: &req.object,
             old_object: req.old_object.as_deref(),
         };
-        match straddle_policy::review(plan, &request) {
+        match straddle_policy::engine::review_plan(&plan, &request) {
             straddle_policy::Verdict::Allow => Verdict::Allow,
             straddle_policy::Verdict::Patch(patch) => Verdict::Patch(patch),
             straddle_policy::Verdict::Deny(message) => Verdict::Deny(message),
@@ -116,7 +123,7 @@ impl Guest for Component {
     fn describe() -> Bundle {
         let info = valid_plan()
             .ok()
-            .and_then(|bytes| Plan::parse(bytes).and_then(|plan| plan.bundle()).ok());
+            .and_then(|plan| plan.bundle().ok());
         match info {
             Some(info) => Bundle {
                 name: info.name.into_owned(),

@@ -74,6 +74,23 @@ fn bench(c: &mut Criterion) {
         objects.push(("cp-zookeeper-fixture", object));
     }
 
+    {
+        let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
+        let start = Instant::now();
+        black_box(runtime.load(&module).expect("load"));
+        eprintln!(
+            "load (compile + describe) of a {}-byte module: {:?}",
+            module.len(),
+            start.elapsed()
+        );
+        let dir = std::env::temp_dir().join(format!("straddle-bench-cache-{}", std::process::id()));
+        black_box(runtime.load_cached(&module, &dir).expect("load_cached"));
+        let start = Instant::now();
+        black_box(runtime.load_cached(&module, &dir).expect("load_cached"));
+        eprintln!("load_cached, cache hit: {:?}", start.elapsed());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     for keep_resident in [0usize, 1 << 20] {
         let runtime = Runtime::new(RuntimeConfig {
             keep_resident_bytes: keep_resident,

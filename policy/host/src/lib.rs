@@ -40,8 +40,8 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -82,8 +82,9 @@ pub struct RuntimeConfig {
     /// (about 4 GiB of virtual memory, not RAM). Default 64.
     pub max_concurrent_reviews: u32,
     /// Bytes of each pooled linear memory reset with `memset` rather than
-    /// returned to the OS between reviews: fewer page faults on the next
-    /// instance, more resident memory. Default 1 MiB.
+    /// returned to the OS between reviews. Default 0: with this guest,
+    /// 1 MiB made fresh reviews slower (p50 ~53 -> ~86-120 us in
+    /// `benches/review.rs`), since a review dirties only a few pages.
     pub keep_resident_bytes: usize,
 }
 
@@ -94,7 +95,7 @@ impl Default for RuntimeConfig {
             deadline: Duration::from_millis(20),
             epoch_tick: Duration::from_millis(1),
             max_concurrent_reviews: 64,
-            keep_resident_bytes: 1 << 20,
+            keep_resident_bytes: 0,
         }
     }
 }
@@ -131,7 +132,7 @@ struct Shared {
     engine: Engine,
     config: RuntimeConfig,
     deadline_ticks: u64,
-    ticker: Mutex<Option<Ticker>>,
+    ticker: Option<Ticker>,
 }
 
 struct Ticker {
@@ -141,15 +142,23 @@ struct Ticker {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        let ticker = self.ticker.get_mut().ok().and_then(Option::take);
-        if let Some(Ticker { stop, thread }) = ticker {
+        if let Some(Ticker { stop, thread }) = self.ticker.take() {
             drop(stop); // disconnects the channel: the ticker exits at once
             let _ = thread.join();
         }
     }
 }
 
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Runtime {
+    /// Creates the engine and starts the epoch ticker thread.
     pub fn new(config: RuntimeConfig) -> Result<Runtime> {
         anyhow::ensure!(
             !config.epoch_tick.is_zero(),
@@ -200,7 +209,7 @@ impl Runtime {
                 engine,
                 config,
                 deadline_ticks,
-                ticker: Mutex::new(Some(Ticker { stop, thread })),
+                ticker: Some(Ticker { stop, thread }),
             }),
         })
     }
@@ -263,33 +272,24 @@ impl Runtime {
             .context("the module imports something; a policy module must import nothing")?;
         let pre = anyhow_result(bindings::PolicyPre::new(pre))
             .context("the module does not export `straddle:policy/review@0.1.0`")?;
-        let mut policy = Policy {
+        let bundle = run_fresh(&self.shared, &pre, |store, instance| {
+            instance.straddle_policy_review().call_describe(store)
+        })
+        .context("calling describe() on the policy module")?;
+        Ok(Policy {
             inner: Arc::new(PolicyInner {
                 shared: self.shared.clone(),
                 pre,
                 bundle: BundleInfo {
-                    name: Cow::Borrowed(""),
-                    spec_digest: Cow::Borrowed(""),
-                    clusters: Vec::new(),
-                    namespaces: Vec::new(),
-                    compiler_version: Cow::Borrowed(""),
+                    name: Cow::Owned(bundle.name),
+                    spec_digest: Cow::Owned(bundle.spec_digest),
+                    clusters: bundle.clusters.into_iter().map(Cow::Owned).collect(),
+                    namespaces: bundle.namespaces.into_iter().map(Cow::Owned).collect(),
+                    compiler_version: Cow::Owned(bundle.compiler_version),
                 },
                 digest: format!("sha256:{}", hex(&Sha256::digest(module))),
             }),
-        };
-        let bundle = policy
-            .with_instance(|store, instance| instance.straddle_policy_review().call_describe(store))
-            .context("calling describe() on the policy module")?;
-        Arc::get_mut(&mut policy.inner)
-            .expect("the policy is not shared yet")
-            .bundle = BundleInfo {
-            name: Cow::Owned(bundle.name),
-            spec_digest: Cow::Owned(bundle.spec_digest),
-            clusters: bundle.clusters.into_iter().map(Cow::Owned).collect(),
-            namespaces: bundle.namespaces.into_iter().map(Cow::Owned).collect(),
-            compiler_version: Cow::Owned(bundle.compiler_version),
-        };
-        Ok(policy)
+        })
     }
 }
 
@@ -347,7 +347,7 @@ impl Policy {
             object: req.object.to_owned(),
             old_object: req.old_object.map(str::to_owned),
         };
-        let verdict = self.with_instance(|store, instance| {
+        let verdict = run_fresh(&self.inner.shared, &self.inner.pre, |store, instance| {
             instance.straddle_policy_review().call_review(store, &req)
         })?;
         Ok(match verdict {
@@ -356,52 +356,49 @@ impl Policy {
             wit::Verdict::Deny(message) => Verdict::Deny(message),
         })
     }
+}
 
-    /// Runs `call` on a fresh, limited instance and drops it.
-    fn with_instance<R>(
-        &self,
-        call: impl FnOnce(&mut Store<Limits>, &bindings::Policy) -> wasmtime::Result<R>,
-    ) -> Result<R, HostError> {
-        let shared = &self.inner.shared;
-        let mut store = Store::new(
-            &shared.engine,
-            Limits {
-                memory_bytes: shared.config.memory_limit_bytes,
-                exceeded: None,
+/// Runs `call` on a fresh, limited instance of `pre` and drops it.
+fn run_fresh<R>(
+    shared: &Shared,
+    pre: &bindings::PolicyPre<Limits>,
+    call: impl FnOnce(&mut Store<Limits>, &bindings::Policy) -> wasmtime::Result<R>,
+) -> Result<R, HostError> {
+    let mut store = Store::new(
+        &shared.engine,
+        Limits {
+            memory_bytes: shared.config.memory_limit_bytes,
+            exceeded: None,
+        },
+    );
+    store.limiter(|limits| limits as &mut dyn ResourceLimiter);
+    store.set_epoch_deadline(shared.deadline_ticks);
+    store.epoch_deadline_trap();
+    let result = pre
+        .instantiate(&mut store)
+        .and_then(|instance| call(&mut store, &instance));
+    result.map_err(|err| classify(err, store.data(), &shared.config))
+}
+
+fn classify(err: wasmtime::Error, limits: &Limits, config: &RuntimeConfig) -> HostError {
+    if let Some(requested) = limits.exceeded {
+        return HostError::MemoryLimit {
+            limit: limits.memory_bytes,
+            requested,
+        };
+    }
+    if let Some(trap) = err.downcast_ref::<Trap>() {
+        return match trap {
+            Trap::Interrupt => HostError::Timeout {
+                deadline: config.deadline,
             },
-        );
-        store.limiter(|limits| limits as &mut dyn ResourceLimiter);
-        store.set_epoch_deadline(shared.deadline_ticks);
-        store.epoch_deadline_trap();
-        let result = self
-            .inner
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| call(&mut store, &instance));
-        result.map_err(|err| self.classify(err, store.data()))
+            _ => HostError::Trap(format!("{err:#}")),
+        };
     }
-
-    fn classify(&self, err: wasmtime::Error, limits: &Limits) -> HostError {
-        let config = &self.inner.shared.config;
-        if let Some(requested) = limits.exceeded {
-            return HostError::MemoryLimit {
-                limit: limits.memory_bytes,
-                requested,
-            };
-        }
-        if let Some(trap) = err.downcast_ref::<Trap>() {
-            return match trap {
-                Trap::Interrupt => HostError::Timeout {
-                    deadline: config.deadline,
-                },
-                _ => HostError::Trap(format!("{err:#}")),
-            };
-        }
-        if err.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
-            return HostError::Busy(config.max_concurrent_reviews);
-        }
-        HostError::Other(format!("{err:#}"))
+    if err.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
+        return HostError::Busy(config.max_concurrent_reviews);
     }
+    HostError::Other(format!("{err:#}"))
 }
 
 /// The per-store limiter: records a refused growth, so that it can be told
