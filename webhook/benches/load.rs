@@ -1,0 +1,463 @@
+//! `straddle-load`: the webhook's load generator and benchmark.
+//!
+//! ```sh
+//! cargo bench -p straddle-webhook --bench load                 # everything below
+//! cargo bench -p straddle-webhook --bench load -- --rate 2000 --duration 10s
+//! cargo bench -p straddle-webhook --bench load -- --connect 127.0.0.1:8443 --ca ca.pem --skip-saturation
+//! ```
+//!
+//! By default it builds everything it needs: a CA and server certificate
+//! (rcgen), the policy compiled from `examples/cp-two-clusters.yaml`, and
+//! the release `straddle-webhook` binary, started as a child process on
+//! loopback. Then:
+//!
+//! 1. **ready time**: the binary is started `--restarts` times with a warm
+//!    `--cache-dir` (precompiled module); time from spawn to the first
+//!    `200` from `/readyz`.
+//! 2. **idle RSS** of the server.
+//! 3. **fixed rate**: `--rate` requests/s (open loop: request *i* is sent at
+//!    `start + i/rate` on the next free connection) for `--duration`, over
+//!    `--connections` HTTPS keep-alive connections, with the fixture
+//!    StatefulSets (both get a patch). Latency is measured by the client
+//!    from sending the request to having the whole response; p50/p99/p99.9/
+//!    max, plus the server's RSS during the run, its CPU time per request,
+//!    and the server's own `/metrics` histogram over the same requests.
+//! 4. **saturation**: closed loop (each connection sends its next request
+//!    when the previous answer arrives) on `--saturation-connections`
+//!    connections: requests/s and latencies.
+//!
+//! With `--connect ADDR --ca FILE` it only generates load against a running
+//! server (and reads its `/metrics` there); `--pid` adds RSS and CPU.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use common::*;
+use hyper::body::Bytes;
+use rustls::ClientConfig;
+use serde_json::Value;
+
+#[derive(Parser, Debug)]
+#[command(name = "straddle-load", about = "Load generator for straddle-webhook")]
+struct Args {
+    /// Requests per second in the fixed-rate phase.
+    #[arg(long, default_value_t = 2000)]
+    rate: u32,
+    /// Length of the fixed-rate and saturation phases.
+    #[arg(long, default_value = "10s", value_parser = straddle_webhook::config::parse_duration)]
+    duration: Duration,
+    /// Connections in the fixed-rate phase.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Connections in the saturation phase.
+    #[arg(long, default_value_t = 16)]
+    saturation_connections: usize,
+    /// Restarts measured for the ready time.
+    #[arg(long, default_value_t = 5)]
+    restarts: usize,
+    #[arg(long)]
+    skip_saturation: bool,
+    /// Load an already running server instead of starting one.
+    #[arg(long, requires = "ca")]
+    connect: Option<SocketAddr>,
+    /// CA bundle to verify `--connect`'s certificate with.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// The running server's pid, for RSS and CPU figures with `--connect`.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Extra flags for the started server.
+    #[arg(long, allow_hyphen_values = true)]
+    server_arg: Vec<String>,
+    /// Ignored (cargo bench passes it).
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    // The generator gets one core's worth of threads; the server the rest.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(args))
+}
+
+struct Target {
+    addr: SocketAddr,
+    tls: Arc<ClientConfig>,
+    pid: Option<u32>,
+    _server: Option<Server>,
+}
+
+async fn run(args: Args) -> Result<()> {
+    let objects: Vec<Bytes> = ["statefulset-confluent-cp-zookeeper.json", "statefulset-confluent-cp-kafka.json"]
+        .iter()
+        .enumerate()
+        .map(|(i, file)| {
+            let object = fixture_json("cp-zk-kafka-only", file);
+            Bytes::from(serde_json::to_vec(&review_for(&object, "confluent", "CREATE", &format!("load-{i}"))).unwrap())
+        })
+        .collect();
+
+    let dir = TempDir::new("load");
+    let target = match args.connect {
+        Some(addr) => {
+            let ca = std::fs::read_to_string(args.ca.as_ref().unwrap())?;
+            Target { addr, tls: client_config(&ca)?, pid: args.pid, _server: None }
+        }
+        None => {
+            let pki = Pki::new();
+            pki.write(&dir.0);
+            std::fs::write(dir.path("policy.wasm"), compile(CP_TWO))?;
+            let cache = dir.path("cache");
+            // Warm the cache, then measure ready times.
+            Server::start(&dir.0, &cache, &args.server_arg).await?.stop().await?;
+            let mut ready = Vec::new();
+            for _ in 0..args.restarts {
+                let started = Instant::now();
+                let server = Server::start(&dir.0, &cache, &args.server_arg).await?;
+                ready.push((started.elapsed(), server.startup_ms));
+                server.stop().await?;
+            }
+            ready.sort();
+            println!("== ready time with a cached precompiled module ({} restarts)", ready.len());
+            println!(
+                "   spawn -> /readyz 200: min {:.1} ms, median {:.1} ms, max {:.1} ms (in-process startup median {:.1} ms)",
+                ms(ready[0].0),
+                ms(ready[ready.len() / 2].0),
+                ms(ready[ready.len() - 1].0),
+                ready[ready.len() / 2].1
+            );
+            let server = Server::start(&dir.0, &cache, &args.server_arg).await?;
+            let tls = pki.client_config(None, false);
+            Target { addr: server.addr, tls, pid: Some(server.pid), _server: Some(server) }
+        }
+    };
+
+    if let Some(pid) = target.pid {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (rss, hwm) = rss(pid)?;
+        println!("== idle: RSS {:.1} MiB (peak so far {:.1} MiB)", mib(rss), mib(hwm));
+    }
+
+    // A short warm-up, then the fixed-rate phase.
+    fixed_rate(&target, &objects, args.rate.min(1000), Duration::from_secs(1), args.connections, false).await?;
+    fixed_rate(&target, &objects, args.rate, args.duration, args.connections, true).await?;
+    if !args.skip_saturation {
+        saturation(&target, &objects, args.duration, args.saturation_connections).await?;
+    }
+    if let Some(pid) = target.pid {
+        let (rss, hwm) = rss(pid)?;
+        println!("== after: RSS {:.1} MiB, peak {:.1} MiB", mib(rss), mib(hwm));
+    }
+    if let Some(server) = target._server {
+        server.stop().await?;
+    }
+    Ok(())
+}
+
+fn client_config(ca_pem: &str) -> Result<Arc<ClientConfig>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let mut config = ClientConfig::builder_with_provider(straddle_webhook::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The release binary as a child process.
+struct Server {
+    child: tokio::process::Child,
+    addr: SocketAddr,
+    pid: u32,
+    startup_ms: f64,
+}
+
+impl Server {
+    async fn start(dir: &std::path::Path, cache: &std::path::Path, extra: &[String]) -> Result<Server> {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_straddle-webhook"))
+            .args(["--cluster", "cluster-0", "--listen", "127.0.0.1:0", "--probe-listen", "127.0.0.1:0"])
+            .args(["--log-format", "json", "--log", "info"])
+            .arg("--policy")
+            .arg(dir.join("policy.wasm"))
+            .arg("--tls-cert")
+            .arg(dir.join("tls.crt"))
+            .arg("--tls-key")
+            .arg(dir.join("tls.key"))
+            .arg("--cache-dir")
+            .arg(cache)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = child.id().context("no pid")?;
+        let stderr = child.stderr.take().unwrap();
+        // The "ready" log line names the ports; then /readyz must say 200.
+        use tokio::io::AsyncBufReadExt as _;
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let event = loop {
+            let Some(line) = lines.next_line().await? else {
+                bail!("the server exited before it was ready");
+            };
+            let event: Value = serde_json::from_str(&line).unwrap_or_default();
+            if event["message"] == "ready" {
+                break event;
+            }
+            if event["level"] == "ERROR" {
+                bail!("the server failed: {line}");
+            }
+        };
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let addr: SocketAddr = event["listen"].as_str().context("listen")?.parse()?;
+        let probe: SocketAddr = event["probe_listen"].as_str().context("probe_listen")?.parse()?;
+        while plain_get(probe, "/readyz").await.map(|a| a.status.as_u16()) != Ok(200) {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        Ok(Server { child, addr, pid, startup_ms: event["startup_ms"].as_f64().unwrap_or(f64::NAN) })
+    }
+
+    async fn stop(mut self) -> Result<()> {
+        std::process::Command::new("kill").args(["-TERM", &self.pid.to_string()]).status()?;
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
+        anyhow::ensure!(status.success(), "the server exited with {status}");
+        Ok(())
+    }
+}
+
+/// Open loop at `rate`: request i is due at start + i/rate and goes out on
+/// the next free connection.
+async fn fixed_rate(
+    target: &Target,
+    objects: &[Bytes],
+    rate: u32,
+    duration: Duration,
+    connections: usize,
+    report: bool,
+) -> Result<()> {
+    let total = (f64::from(rate) * duration.as_secs_f64()) as usize;
+    let before = scrape(target).await?;
+    let cpu_before = target.pid.map(cpu_seconds).transpose()?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let mut client = Client::connect(target.addr, target.tls.clone()).await?;
+        let (next, objects) = (next.clone(), objects.to_vec());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut lag = Duration::ZERO;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<_, anyhow::Error>((latencies, lag));
+                }
+                let due = start + interval * i as u32;
+                tokio::time::sleep_until(due).await;
+                lag = lag.max(tokio::time::Instant::now().saturating_duration_since(due));
+                let sent = Instant::now();
+                let answer = client.mutate(objects[i % objects.len()].clone()).await?;
+                latencies.push(sent.elapsed());
+                anyhow::ensure!(answer.status == 200 && answer.body.windows(6).any(|w| w == b"\"patch"), "bad answer: {}", answer.text());
+            }
+        }));
+    }
+    let mut rss_peak = 0;
+    let mut latencies = Vec::with_capacity(total);
+    let mut lag = Duration::ZERO;
+    let sampling = async {
+        if let Some(pid) = target.pid {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if let Ok((rss, _)) = rss(pid) {
+                    rss_peak = rss_peak.max(rss);
+                }
+            }
+        }
+    };
+    let collect = async {
+        for task in tasks {
+            let (l, g) = task.await??;
+            latencies.extend(l);
+            lag = lag.max(g);
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    let began = Instant::now();
+    tokio::select! {
+        r = collect => r?,
+        _ = sampling => unreachable!(),
+    }
+    let took = began.elapsed();
+    if !report {
+        return Ok(());
+    }
+    let after = scrape(target).await?;
+    println!("== fixed rate: {rate} requests/s for {duration:?} on {connections} keep-alive connections (fixture StatefulSets, each patched)");
+    println!("   {} requests in {:.2} s = {:.0} requests/s, 0 failures; worst schedule lag {:.2} ms", latencies.len(), took.as_secs_f64(), latencies.len() as f64 / took.as_secs_f64(), ms(lag));
+    print_latencies("   client", &mut latencies);
+    if let (Some(pid), Some(before)) = (target.pid, cpu_before) {
+        let cpu = cpu_seconds(pid)? - before;
+        println!("   server CPU {:.1} µs per request ({:.0}% of one core); RSS peak during the run {:.1} MiB", cpu / total as f64 * 1e6, cpu / took.as_secs_f64() * 100.0, mib(rss_peak));
+    }
+    compare_histogram(&before, &after, &latencies);
+    Ok(())
+}
+
+/// Closed loop: as fast as the server answers.
+async fn saturation(target: &Target, objects: &[Bytes], duration: Duration, connections: usize) -> Result<()> {
+    let cpu_before = target.pid.map(cpu_seconds).transpose()?;
+    let end = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let mut client = Client::connect(target.addr, target.tls.clone()).await?;
+        let objects = objects.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut i = 0;
+            while Instant::now() < end {
+                let sent = Instant::now();
+                let answer = client.mutate(objects[i % objects.len()].clone()).await?;
+                latencies.push(sent.elapsed());
+                anyhow::ensure!(answer.status == 200, "bad answer: {}", answer.text());
+                i += 1;
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let began = Instant::now();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let took = began.elapsed();
+    println!("== saturation: closed loop on {connections} keep-alive connections for {duration:?}");
+    println!("   {} requests in {:.2} s = {:.0} requests/s, 0 failures", latencies.len(), took.as_secs_f64(), latencies.len() as f64 / took.as_secs_f64());
+    print_latencies("   client", &mut latencies);
+    if let (Some(pid), Some(before)) = (target.pid, cpu_before) {
+        let cpu = cpu_seconds(pid)? - before;
+        println!("   server CPU {:.1} µs per request ({:.0}% of the machine's {} cores)", cpu / latencies.len() as f64 * 1e6, cpu / took.as_secs_f64() * 100.0 / cores() as f64, cores());
+    }
+    Ok(())
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+fn print_latencies(who: &str, latencies: &mut [Duration]) {
+    latencies.sort();
+    println!(
+        "{who} latency: p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+        ms(quantile(latencies, 0.5)),
+        ms(quantile(latencies, 0.9)),
+        ms(quantile(latencies, 0.99)),
+        ms(quantile(latencies, 0.999)),
+        ms(*latencies.last().unwrap())
+    );
+}
+
+type Histogram = Vec<(f64, f64)>;
+
+/// `straddle_webhook_request_duration_seconds` buckets (le, cumulative count).
+async fn scrape(target: &Target) -> Result<Histogram> {
+    let mut client = Client::connect(target.addr, target.tls.clone()).await?;
+    let text = client.get("/metrics").await?.text();
+    let mut buckets = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("straddle_webhook_request_duration_seconds_bucket{le=\"") else {
+            continue;
+        };
+        let (le, count) = rest.split_once("\"} ").context("bucket line")?;
+        let le = if le == "+Inf" { f64::INFINITY } else { le.parse()? };
+        buckets.push((le, count.split_whitespace().next().unwrap_or("0").parse()?));
+    }
+    Ok(buckets)
+}
+
+/// The server's histogram over the phase versus what the client measured:
+/// same count; per bucket bound, the share of requests the server finished
+/// within it is at least the share the client saw (the client's time adds
+/// TLS, HTTP and the loopback to the server's).
+fn compare_histogram(before: &Histogram, after: &Histogram, client: &[Duration]) {
+    let count = after.last().map_or(0.0, |b| b.1) - before.last().map_or(0.0, |b| b.1);
+    println!("   server /metrics (request_duration_seconds over the same requests): count {count:.0} (client sent {})", client.len());
+    let quantile_bound = |q: f64| {
+        let want = q * count;
+        after
+            .iter()
+            .zip(before)
+            .find(|((_, a), (_, b))| a - b >= want)
+            .map_or(f64::INFINITY, |((le, _), _)| *le)
+    };
+    println!(
+        "   server p50 <= {} ms, p99 <= {} ms (bucket upper bounds)",
+        quantile_bound(0.5) * 1e3,
+        quantile_bound(0.99) * 1e3
+    );
+    let mut agree = true;
+    let mut table = String::from("   le(ms) server% client%:");
+    for ((le, a), (_, b)) in after.iter().zip(before) {
+        if !le.is_finite() || *le > 0.01 {
+            continue;
+        }
+        let server = (a - b) / count;
+        let within = client.partition_point(|d| d.as_secs_f64() <= *le) as f64 / client.len() as f64;
+        table.push_str(&format!(" {}:{:.1}/{:.1}", le * 1e3, server * 100.0, within * 100.0));
+        agree &= server + 1e-9 >= within;
+    }
+    println!("{table}");
+    println!(
+        "   agreement: counts {}, server time <= client time in every bucket: {}",
+        if count as usize == client.len() { "equal" } else { "DIFFER" },
+        if agree { "yes" } else { "NO" }
+    );
+}
+
+fn rss(pid: u32) -> Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> Result<u64> {
+        let line = status.lines().find(|l| l.starts_with(name)).context("no such field")?;
+        Ok(line.split_whitespace().nth(1).context("value")?.parse::<u64>()? * 1024)
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_name = &stat[stat.rfind(')').context("stat")? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / 100.0) // USER_HZ is 100 on Linux
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}

@@ -1,0 +1,362 @@
+//! One `POST /mutate` body in, one answer out: AdmissionReview v1 parsing
+//! (kube's types), the policy call, and the response.
+//!
+//! Pure CPU work with no I/O; the server runs it on a blocking thread.
+
+use std::time::Instant;
+
+use base64::Engine as _;
+use kube::core::DynamicObject;
+use kube::core::admission::{
+    AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND,
+    Operation as KubeOperation,
+};
+use serde::Deserialize;
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use straddle_policy_host::{HostError, Operation, Policy, Request, Verdict};
+
+use crate::config::OnPolicyError;
+use crate::metrics::{CauseLabels, Metrics, RequestLabels};
+
+/// What the handler needs besides the body.
+pub struct Context<'a> {
+    pub cluster: &'a str,
+    pub policy: &'a Policy,
+    pub on_policy_error: OnPolicyError,
+    pub metrics: &'a Metrics,
+}
+
+/// The answer to one request.
+#[derive(Debug)]
+pub enum Reply {
+    /// HTTP 200 with an AdmissionReview (a verdict).
+    Review { body: Vec<u8>, summary: Summary },
+    /// No AdmissionReview could be read: an HTTP error status with a text body.
+    Refused {
+        status: u16,
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// What was decided, for logs and metrics.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub uid: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub operation: &'static str,
+    pub dry_run: bool,
+    /// `allow`, `patch`, `deny` or `error`.
+    pub verdict: &'static str,
+    /// The denial message or the policy error.
+    pub message: Option<String>,
+}
+
+/// Decides one request body.
+pub fn handle(ctx: &Context<'_>, body: &[u8]) -> Reply {
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
+        Ok(review) => review,
+        Err(e) => return unreadable(ctx, body, &e),
+    };
+    if review.types.api_version != META_API_VERSION_V1 || review.types.kind != META_KIND {
+        return Reply::Refused {
+            status: 400,
+            reason: "wrong_type",
+            message: format!(
+                "expected apiVersion {META_API_VERSION_V1:?} kind {META_KIND:?}, got apiVersion {:?} \
+                 kind {:?}; register the webhook with admissionReviewVersions: [\"v1\"]",
+                review.types.api_version, review.types.kind
+            ),
+        };
+    }
+    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(request) => request,
+        Err(_) => {
+            return Reply::Refused {
+                status: 400,
+                reason: "no_request",
+                message: "the AdmissionReview has no request".into(),
+            };
+        }
+    };
+    if request.uid.is_empty() {
+        return Reply::Refused {
+            status: 400,
+            reason: "no_uid",
+            message: "the AdmissionReview's request has no uid".into(),
+        };
+    }
+    decide(ctx, &request)
+}
+
+fn decide(ctx: &Context<'_>, req: &AdmissionRequest<DynamicObject>) -> Reply {
+    let (operation, op_label) = match req.operation {
+        KubeOperation::Create => (Operation::Create, "CREATE"),
+        KubeOperation::Update => (Operation::Update, "UPDATE"),
+        KubeOperation::Delete => (Operation::Delete, "DELETE"),
+        KubeOperation::Connect => (Operation::Connect, "CONNECT"),
+    };
+    let object_meta = req.object.as_ref().map(|o| &o.metadata);
+    let mut summary = Summary {
+        uid: req.uid.clone(),
+        kind: req.kind.kind.clone(),
+        namespace: req
+            .namespace
+            .clone()
+            .or_else(|| object_meta.and_then(|m| m.namespace.clone()))
+            .unwrap_or_default(),
+        name: if req.name.is_empty() {
+            object_meta.and_then(|m| m.name.clone()).unwrap_or_default()
+        } else {
+            req.name.clone()
+        },
+        operation: op_label,
+        dry_run: req.dry_run,
+        verdict: "allow",
+        message: None,
+    };
+    let mut response = AdmissionResponse::from(req);
+
+    // The policy speaks about core and apps objects (and the scale
+    // subresource of StatefulSets); same-named kinds of other API groups
+    // pass untouched without a review.
+    let in_scope = match req.kind.group.as_str() {
+        "" | "apps" => true,
+        "autoscaling" => {
+            req.kind.kind == "Scale"
+                && req.resource.group == "apps"
+                && req.resource.resource == "statefulsets"
+        }
+        _ => false,
+    };
+    let object = match (&req.object, operation) {
+        _ if !in_scope => None,
+        (Some(object), _) => match serde_json::to_string(object) {
+            Ok(json) => Some(json),
+            Err(e) => {
+                return finish(
+                    ctx,
+                    response.deny(format!("cannot re-encode request.object: {e}")),
+                    summary,
+                    "deny",
+                );
+            }
+        },
+        (None, Operation::Create | Operation::Update) => {
+            let message = format!(
+                "request.object is missing: a {op_label} review must carry the object being admitted"
+            );
+            summary.message = Some(message.clone());
+            return finish(ctx, response.deny(message), summary, "deny");
+        }
+        // DELETE and CONNECT without an object: nothing to mutate.
+        (None, _) => None,
+    };
+    let Some(object) = object else {
+        return finish(ctx, response, summary, "allow");
+    };
+    let old_object = match (&req.old_object, operation) {
+        (Some(old), Operation::Update) => serde_json::to_string(old).ok(),
+        _ => None,
+    };
+
+    let started = Instant::now();
+    let verdict = ctx.policy.review(&Request {
+        cluster: ctx.cluster,
+        operation,
+        kind: &req.kind.kind,
+        namespace: &summary.namespace,
+        name: &summary.name,
+        object: &object,
+        old_object: old_object.as_deref(),
+    });
+    ctx.metrics
+        .review_duration
+        .observe(started.elapsed().as_secs_f64());
+
+    let label = match verdict {
+        Ok(Verdict::Allow) => "allow",
+        Ok(Verdict::Patch(patch)) => {
+            response.patch = Some(patch.into_bytes());
+            "patch"
+        }
+        Ok(Verdict::Deny(message)) => {
+            response = response.deny(&message);
+            summary.message = Some(message);
+            "deny"
+        }
+        Err(error) => {
+            let cause = cause(&error);
+            ctx.metrics
+                .policy_errors
+                .get_or_create(&CauseLabels { cause })
+                .inc();
+            let what = format!(
+                "straddle-webhook: policy {} gave no verdict for {} {}/{}: {error}",
+                short_digest(ctx.policy.digest()),
+                summary.kind,
+                summary.namespace,
+                summary.name
+            );
+            summary.message = Some(what.clone());
+            match ctx.on_policy_error {
+                OnPolicyError::Deny => response = response.deny(what),
+                OnPolicyError::Allow => {
+                    response.warnings = Some(vec![format!(
+                        "straddle-webhook admitted this object unchanged: the policy failed ({cause})"
+                    )]);
+                }
+            }
+            "error"
+        }
+    };
+    finish(ctx, response, summary, label)
+}
+
+fn finish(
+    ctx: &Context<'_>,
+    response: AdmissionResponse,
+    mut summary: Summary,
+    verdict: &'static str,
+) -> Reply {
+    summary.verdict = verdict;
+    ctx.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            kind: kind_label(&summary.kind),
+            operation: summary.operation,
+            verdict,
+        })
+        .inc();
+    Reply::Review {
+        body: encode(&response),
+        summary,
+    }
+}
+
+/// A body that is not a readable AdmissionReview. If its `request.uid` can
+/// still be found, the API server gets a denial with the parse error (shown
+/// to the user); otherwise HTTP 400.
+fn unreadable(ctx: &Context<'_>, body: &[u8], error: &serde_json::Error) -> Reply {
+    #[derive(Deserialize)]
+    struct Probe {
+        #[serde(rename = "apiVersion", default)]
+        api_version: String,
+        #[serde(default)]
+        kind: String,
+        request: Option<ProbeRequest>,
+    }
+    #[derive(Deserialize)]
+    struct ProbeRequest {
+        uid: String,
+    }
+    let message = format!("cannot read the AdmissionReview: {error}");
+    match serde_json::from_slice::<Probe>(body) {
+        Ok(Probe {
+            api_version,
+            kind,
+            request: Some(ProbeRequest { uid }),
+        }) if api_version == META_API_VERSION_V1 && kind == META_KIND && !uid.is_empty() => {
+            let mut response = AdmissionResponse::invalid(&message);
+            response.uid = uid.clone();
+            let summary = Summary {
+                uid,
+                kind: String::new(),
+                operation: "UNKNOWN",
+                message: Some(message),
+                ..Summary::default()
+            };
+            ctx.metrics.rejected("unreadable_review");
+            Reply::Review {
+                body: encode(&response),
+                summary: Summary {
+                    verdict: "deny",
+                    ..summary
+                },
+            }
+        }
+        _ => Reply::Refused {
+            status: 400,
+            reason: "malformed",
+            message: format!("not an {META_API_VERSION_V1} AdmissionReview: {message}"),
+        },
+    }
+}
+
+/// The metric label for a kind: a fixed set, never request content.
+pub fn kind_label(kind: &str) -> &'static str {
+    match kind {
+        "StatefulSet" => "StatefulSet",
+        "Service" => "Service",
+        "ConfigMap" => "ConfigMap",
+        "Scale" => "Scale",
+        _ => "other",
+    }
+}
+
+pub fn cause(error: &HostError) -> &'static str {
+    match error {
+        HostError::Trap(_) => "trap",
+        HostError::Timeout { .. } => "timeout",
+        HostError::MemoryLimit { .. } => "memory",
+        HostError::Busy(_) => "busy",
+        HostError::Other(_) => "other",
+    }
+}
+
+fn short_digest(digest: &str) -> &str {
+    digest.get(..19).unwrap_or(digest)
+}
+
+/// Serializes the response as an `admission.k8s.io/v1` AdmissionReview.
+///
+/// kube-core 5 serializes `AdmissionResponse::patch` (a `Vec<u8>`) as an
+/// array of numbers (kube-rs/kube#1781). The API server happens to accept
+/// that, but the API specifies base64, and the array is four times larger.
+/// This writes the same fields with the patch in base64.
+pub fn encode(response: &AdmissionResponse) -> Vec<u8> {
+    struct Review<'a>(&'a AdmissionResponse);
+    struct Response<'a>(&'a AdmissionResponse);
+    struct Base64<'a>(&'a [u8]);
+
+    impl Serialize for Review<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut map = s.serialize_map(Some(3))?;
+            map.serialize_entry("apiVersion", META_API_VERSION_V1)?;
+            map.serialize_entry("kind", META_KIND)?;
+            map.serialize_entry("response", &Response(self.0))?;
+            map.end()
+        }
+    }
+    impl Serialize for Response<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let r = self.0;
+            let mut map = s.serialize_map(None)?;
+            map.serialize_entry("uid", &r.uid)?;
+            map.serialize_entry("allowed", &r.allowed)?;
+            if !r.allowed {
+                map.serialize_entry("status", &r.result)?;
+            }
+            if let Some(patch) = &r.patch {
+                map.serialize_entry("patchType", "JSONPatch")?;
+                map.serialize_entry("patch", &Base64(patch))?;
+            }
+            if !r.audit_annotations.is_empty() {
+                map.serialize_entry("auditAnnotations", &r.audit_annotations)?;
+            }
+            if let Some(warnings) = &r.warnings {
+                map.serialize_entry("warnings", warnings)?;
+            }
+            map.end()
+        }
+    }
+    impl Serialize for Base64<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(self.0))
+        }
+    }
+    // Serializing strings, bools and kube's Status into a Vec cannot fail.
+    serde_json::to_vec(&Review(response)).unwrap_or_default()
+}

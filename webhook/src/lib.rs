@@ -1,0 +1,29 @@
+//! `straddle-webhook`: the Straddle mutating admission webhook.
+//!
+//! `POST /mutate` takes an `admission.k8s.io/v1` AdmissionReview, runs the
+//! compiled policy module on the object through `straddle-policy-host` (the
+//! same runtime as `straddle mutate`: one wasmtime engine, a fresh, memory-
+//! and time-limited instance per review) and answers with a base64 JSON Patch
+//! or a denial. The policy file and the TLS files are reloaded when they
+//! change; `/healthz`, `/readyz` and `/metrics` serve operations.
+//!
+//! ```text
+//! main.rs   flags, logging, signals
+//! server    listeners, TLS accept, routes, body limits, review slots, drain
+//! admission AdmissionReview in -> policy -> AdmissionReview out (pure)
+//! policy    load + validate a module; the active policy (atomic swap)
+//! reload    polling watcher for the policy, certificate, key, client CA
+//! tls       rustls configuration from PEM files
+//! metrics   Prometheus metrics
+//! ```
+
+pub mod admission;
+pub mod config;
+pub mod metrics;
+pub mod policy;
+pub mod reload;
+pub mod server;
+pub mod tls;
+
+pub use config::{Config, LogFormat, OnPolicyError};
+pub use server::{App, Server};

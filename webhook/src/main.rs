@@ -1,0 +1,91 @@
+//! `straddle-webhook`: see the crate documentation and `--help`.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use straddle_webhook::{Config, LogFormat, Server};
+use tracing::{error, info};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    let config = Config::parse();
+    if let Err(e) = init_logging(&config) {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    match run(config, started) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = format!("{e:#}"), "straddle-webhook stopped");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) -> Result<()> {
+    let filter: Targets = config
+        .log
+        .parse()
+        .with_context(|| format!("--log {:?} is not a log filter", config.log))?;
+    let registry = tracing_subscriber::registry().with(filter);
+    match config.log_format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+    }
+    .context("installing the logger")
+}
+
+fn run(config: Config, started: Instant) -> Result<()> {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .max_blocking_threads(config.max_concurrent_reviews as usize + 4)
+        .thread_name("straddle-webhook")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let server = Server::bind(config).await?;
+        info!(
+            listen = %server.local_addr(),
+            probe_listen = server.probe_addr().map(|a| a.to_string()).unwrap_or_default(),
+            startup_ms = started.elapsed().as_secs_f64() * 1e3,
+            version = env!("CARGO_PKG_VERSION"),
+            "ready"
+        );
+        server.run(shutdown_signal()).await
+    })
+}
+
+/// SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM received"),
+                _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+            }
+        }
+        Err(e) => {
+            error!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
