@@ -126,6 +126,15 @@ fn main() {
             native.push(t.elapsed());
             std::hint::black_box(v);
         }
+        let mut parse = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let t = Instant::now();
+            let v: straddle_policy::k8s::StatefulSet = serde_json::from_str(&object).unwrap();
+            parse.push(t.elapsed());
+            std::hint::black_box(v);
+        }
+        let (p50, _, _) = percentiles(parse);
+        eprintln!("  ({}: native parse alone p50 {p50:.1}us)", case.name);
         let (w50, w99, wmax) = percentiles(wasm);
         let (n50, n99, _) = percentiles(native);
         println!(
