@@ -36,7 +36,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -101,20 +100,36 @@ struct Target {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let objects: Vec<Bytes> = ["statefulset-confluent-cp-zookeeper.json", "statefulset-confluent-cp-kafka.json"]
-        .iter()
-        .enumerate()
-        .map(|(i, file)| {
-            let object = fixture_json("cp-zk-kafka-only", file);
-            Bytes::from(serde_json::to_vec(&review_for(&object, "confluent", "CREATE", &format!("load-{i}"))).unwrap())
-        })
-        .collect();
+    let objects: Vec<Bytes> = [
+        "statefulset-confluent-cp-zookeeper.json",
+        "statefulset-confluent-cp-kafka.json",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, file)| {
+        let object = fixture_json("cp-zk-kafka-only", file);
+        Bytes::from(
+            serde_json::to_vec(&review_for(
+                &object,
+                "confluent",
+                "CREATE",
+                &format!("load-{i}"),
+            ))
+            .unwrap(),
+        )
+    })
+    .collect();
 
     let dir = TempDir::new("load");
     let target = match args.connect {
         Some(addr) => {
             let ca = std::fs::read_to_string(args.ca.as_ref().unwrap())?;
-            Target { addr, tls: client_config(&ca)?, pid: args.pid, _server: None }
+            Target {
+                addr,
+                tls: client_config(&ca)?,
+                pid: args.pid,
+                _server: None,
+            }
         }
         None => {
             let pki = Pki::new();
@@ -122,7 +137,10 @@ async fn run(args: Args) -> Result<()> {
             std::fs::write(dir.path("policy.wasm"), compile(CP_TWO))?;
             let cache = dir.path("cache");
             // Warm the cache, then measure ready times.
-            Server::start(&dir.0, &cache, &args.server_arg).await?.stop().await?;
+            Server::start(&dir.0, &cache, &args.server_arg)
+                .await?
+                .stop()
+                .await?;
             let mut ready = Vec::new();
             for _ in 0..args.restarts {
                 let started = Instant::now();
@@ -130,8 +148,11 @@ async fn run(args: Args) -> Result<()> {
                 ready.push((started.elapsed(), server.startup_ms));
                 server.stop().await?;
             }
-            ready.sort();
-            println!("== ready time with a cached precompiled module ({} restarts)", ready.len());
+            ready.sort_by_key(|r| r.0);
+            println!(
+                "== ready time with a cached precompiled module ({} restarts)",
+                ready.len()
+            );
             println!(
                 "   spawn -> /readyz 200: min {:.1} ms, median {:.1} ms, max {:.1} ms (in-process startup median {:.1} ms)",
                 ms(ready[0].0),
@@ -141,25 +162,60 @@ async fn run(args: Args) -> Result<()> {
             );
             let server = Server::start(&dir.0, &cache, &args.server_arg).await?;
             let tls = pki.client_config(None, false);
-            Target { addr: server.addr, tls, pid: Some(server.pid), _server: Some(server) }
+            Target {
+                addr: server.addr,
+                tls,
+                pid: Some(server.pid),
+                _server: Some(server),
+            }
         }
     };
 
     if let Some(pid) = target.pid {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (rss, hwm) = rss(pid)?;
-        println!("== idle: RSS {:.1} MiB (peak so far {:.1} MiB)", mib(rss), mib(hwm));
+        println!(
+            "== idle: RSS {:.1} MiB (peak so far {:.1} MiB)",
+            mib(rss),
+            mib(hwm)
+        );
     }
 
     // A short warm-up, then the fixed-rate phase.
-    fixed_rate(&target, &objects, args.rate.min(1000), Duration::from_secs(1), args.connections, false).await?;
-    fixed_rate(&target, &objects, args.rate, args.duration, args.connections, true).await?;
+    fixed_rate(
+        &target,
+        &objects,
+        args.rate.min(1000),
+        Duration::from_secs(1),
+        args.connections,
+        false,
+    )
+    .await?;
+    fixed_rate(
+        &target,
+        &objects,
+        args.rate,
+        args.duration,
+        args.connections,
+        true,
+    )
+    .await?;
     if !args.skip_saturation {
-        saturation(&target, &objects, args.duration, args.saturation_connections).await?;
+        saturation(
+            &target,
+            &objects,
+            args.duration,
+            args.saturation_connections,
+        )
+        .await?;
     }
     if let Some(pid) = target.pid {
         let (rss, hwm) = rss(pid)?;
-        println!("== after: RSS {:.1} MiB, peak {:.1} MiB", mib(rss), mib(hwm));
+        println!(
+            "== after: RSS {:.1} MiB, peak {:.1} MiB",
+            mib(rss),
+            mib(hwm)
+        );
     }
     if let Some(server) = target._server {
         server.stop().await?;
@@ -191,9 +247,20 @@ struct Server {
 }
 
 impl Server {
-    async fn start(dir: &std::path::Path, cache: &std::path::Path, extra: &[String]) -> Result<Server> {
+    async fn start(
+        dir: &std::path::Path,
+        cache: &std::path::Path,
+        extra: &[String],
+    ) -> Result<Server> {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_straddle-webhook"))
-            .args(["--cluster", "cluster-0", "--listen", "127.0.0.1:0", "--probe-listen", "127.0.0.1:0"])
+            .args([
+                "--cluster",
+                "cluster-0",
+                "--listen",
+                "127.0.0.1:0",
+                "--probe-listen",
+                "127.0.0.1:0",
+            ])
             .args(["--log-format", "json", "--log", "info"])
             .arg("--policy")
             .arg(dir.join("policy.wasm"))
@@ -227,15 +294,30 @@ impl Server {
         };
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let addr: SocketAddr = event["listen"].as_str().context("listen")?.parse()?;
-        let probe: SocketAddr = event["probe_listen"].as_str().context("probe_listen")?.parse()?;
-        while plain_get(probe, "/readyz").await.map(|a| a.status.as_u16()) != Ok(200) {
+        let probe: SocketAddr = event["probe_listen"]
+            .as_str()
+            .context("probe_listen")?
+            .parse()?;
+        while plain_get(probe, "/readyz")
+            .await
+            .ok()
+            .map(|a| a.status.as_u16())
+            != Some(200)
+        {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
-        Ok(Server { child, addr, pid, startup_ms: event["startup_ms"].as_f64().unwrap_or(f64::NAN) })
+        Ok(Server {
+            child,
+            addr,
+            pid,
+            startup_ms: event["startup_ms"].as_f64().unwrap_or(f64::NAN),
+        })
     }
 
     async fn stop(mut self) -> Result<()> {
-        std::process::Command::new("kill").args(["-TERM", &self.pid.to_string()]).status()?;
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()?;
         let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
         anyhow::ensure!(status.success(), "the server exited with {status}");
         Ok(())
@@ -255,31 +337,47 @@ async fn fixed_rate(
     let total = (f64::from(rate) * duration.as_secs_f64()) as usize;
     let before = scrape(target).await?;
     let cpu_before = target.pid.map(cpu_seconds).transpose()?;
-    let next = Arc::new(AtomicUsize::new(0));
-    let start = tokio::time::Instant::now() + Duration::from_millis(50);
-    let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+    // A pacing thread (OS sleeps are precise to tens of microseconds; the
+    // async timer ticks in milliseconds, which would send requests in bursts)
+    // hands request i to connection i mod n at its due time.
+    let mut senders = Vec::new();
     let mut tasks = Vec::new();
     for _ in 0..connections {
         let mut client = Client::connect(target.addr, target.tls.clone()).await?;
-        let (next, objects) = (next.clone(), objects.to_vec());
+        let objects = objects.to_vec();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
+        senders.push(tx);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut lag = Duration::ZERO;
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return Ok::<_, anyhow::Error>((latencies, lag));
-                }
-                let due = start + interval * i as u32;
-                tokio::time::sleep_until(due).await;
-                lag = lag.max(tokio::time::Instant::now().saturating_duration_since(due));
+            while let Some((i, due)) = rx.recv().await {
+                lag = lag.max(due.elapsed());
                 let sent = Instant::now();
                 let answer = client.mutate(objects[i % objects.len()].clone()).await?;
                 latencies.push(sent.elapsed());
-                anyhow::ensure!(answer.status == 200 && answer.body.windows(6).any(|w| w == b"\"patch"), "bad answer: {}", answer.text());
+                anyhow::ensure!(
+                    answer.status == 200 && answer.body.windows(6).any(|w| w == b"\"patch"),
+                    "bad answer: {}",
+                    answer.text()
+                );
             }
+            Ok::<_, anyhow::Error>((latencies, lag))
         }));
     }
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+    std::thread::spawn(move || {
+        let start = Instant::now() + Duration::from_millis(20);
+        for i in 0..total {
+            let due = start + interval * i as u32;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if senders[i % senders.len()].send((i, due)).is_err() {
+                return;
+            }
+        }
+    });
+    let steal_before = steal()?;
     let mut rss_peak = 0;
     let mut latencies = Vec::with_capacity(total);
     let mut lag = Duration::ZERO;
@@ -307,24 +405,45 @@ async fn fixed_rate(
         _ = sampling => unreachable!(),
     }
     let took = began.elapsed();
+    let steal_pct = (steal()? - steal_before) / took.as_secs_f64() / cores() as f64 * 100.0;
     if !report {
         return Ok(());
     }
     let after = scrape(target).await?;
-    println!("== fixed rate: {rate} requests/s for {duration:?} on {connections} keep-alive connections (fixture StatefulSets, each patched)");
-    println!("   {} requests in {:.2} s = {:.0} requests/s, 0 failures; worst schedule lag {:.2} ms", latencies.len(), took.as_secs_f64(), latencies.len() as f64 / took.as_secs_f64(), ms(lag));
+    println!(
+        "== fixed rate: {rate} requests/s for {duration:?} on {connections} keep-alive connections (fixture StatefulSets, each patched)"
+    );
+    println!(
+        "   {} requests in {:.2} s = {:.0} requests/s, 0 failures; worst schedule lag {:.2} ms",
+        latencies.len(),
+        took.as_secs_f64(),
+        latencies.len() as f64 / took.as_secs_f64(),
+        ms(lag)
+    );
+    println!("   CPU stolen by the hypervisor during the run: {steal_pct:.1}%");
     print_latencies("   client", &mut latencies);
     if let (Some(pid), Some(before)) = (target.pid, cpu_before) {
         let cpu = cpu_seconds(pid)? - before;
-        println!("   server CPU {:.1} µs per request ({:.0}% of one core); RSS peak during the run {:.1} MiB", cpu / total as f64 * 1e6, cpu / took.as_secs_f64() * 100.0, mib(rss_peak));
+        println!(
+            "   server CPU {:.1} µs per request ({:.0}% of one core); RSS peak during the run {:.1} MiB",
+            cpu / total as f64 * 1e6,
+            cpu / took.as_secs_f64() * 100.0,
+            mib(rss_peak)
+        );
     }
     compare_histogram(&before, &after, &latencies);
     Ok(())
 }
 
 /// Closed loop: as fast as the server answers.
-async fn saturation(target: &Target, objects: &[Bytes], duration: Duration, connections: usize) -> Result<()> {
+async fn saturation(
+    target: &Target,
+    objects: &[Bytes],
+    duration: Duration,
+    connections: usize,
+) -> Result<()> {
     let cpu_before = target.pid.map(cpu_seconds).transpose()?;
+    let steal_before = steal()?;
     let end = Instant::now() + duration;
     let mut tasks = Vec::new();
     for _ in 0..connections {
@@ -349,12 +468,24 @@ async fn saturation(target: &Target, objects: &[Bytes], duration: Duration, conn
         latencies.extend(task.await??);
     }
     let took = began.elapsed();
+    let steal_pct = (steal()? - steal_before) / took.as_secs_f64() / cores() as f64 * 100.0;
     println!("== saturation: closed loop on {connections} keep-alive connections for {duration:?}");
-    println!("   {} requests in {:.2} s = {:.0} requests/s, 0 failures", latencies.len(), took.as_secs_f64(), latencies.len() as f64 / took.as_secs_f64());
+    println!(
+        "   {} requests in {:.2} s = {:.0} requests/s, 0 failures",
+        latencies.len(),
+        took.as_secs_f64(),
+        latencies.len() as f64 / took.as_secs_f64()
+    );
+    println!("   CPU stolen by the hypervisor during the run: {steal_pct:.1}%");
     print_latencies("   client", &mut latencies);
     if let (Some(pid), Some(before)) = (target.pid, cpu_before) {
         let cpu = cpu_seconds(pid)? - before;
-        println!("   server CPU {:.1} µs per request ({:.0}% of the machine's {} cores)", cpu / latencies.len() as f64 * 1e6, cpu / took.as_secs_f64() * 100.0 / cores() as f64, cores());
+        println!(
+            "   server CPU {:.1} µs per request ({:.0}% of the machine's {} cores)",
+            cpu / latencies.len() as f64 * 1e6,
+            cpu / took.as_secs_f64() * 100.0 / cores() as f64,
+            cores()
+        );
     }
     Ok(())
 }
@@ -387,11 +518,17 @@ async fn scrape(target: &Target) -> Result<Histogram> {
     let text = client.get("/metrics").await?.text();
     let mut buckets = Vec::new();
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix("straddle_webhook_request_duration_seconds_bucket{le=\"") else {
+        let Some(rest) =
+            line.strip_prefix("straddle_webhook_request_duration_seconds_bucket{le=\"")
+        else {
             continue;
         };
         let (le, count) = rest.split_once("\"} ").context("bucket line")?;
-        let le = if le == "+Inf" { f64::INFINITY } else { le.parse()? };
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse()?
+        };
         buckets.push((le, count.split_whitespace().next().unwrap_or("0").parse()?));
     }
     Ok(buckets)
@@ -403,7 +540,10 @@ async fn scrape(target: &Target) -> Result<Histogram> {
 /// TLS, HTTP and the loopback to the server's).
 fn compare_histogram(before: &Histogram, after: &Histogram, client: &[Duration]) {
     let count = after.last().map_or(0.0, |b| b.1) - before.last().map_or(0.0, |b| b.1);
-    println!("   server /metrics (request_duration_seconds over the same requests): count {count:.0} (client sent {})", client.len());
+    println!(
+        "   server /metrics (request_duration_seconds over the same requests): count {count:.0} (client sent {})",
+        client.len()
+    );
     let quantile_bound = |q: f64| {
         let want = q * count;
         after
@@ -424,23 +564,49 @@ fn compare_histogram(before: &Histogram, after: &Histogram, client: &[Duration])
             continue;
         }
         let server = (a - b) / count;
-        let within = client.partition_point(|d| d.as_secs_f64() <= *le) as f64 / client.len() as f64;
-        table.push_str(&format!(" {}:{:.1}/{:.1}", le * 1e3, server * 100.0, within * 100.0));
+        let within =
+            client.partition_point(|d| d.as_secs_f64() <= *le) as f64 / client.len() as f64;
+        table.push_str(&format!(
+            " {}:{:.1}/{:.1}",
+            le * 1e3,
+            server * 100.0,
+            within * 100.0
+        ));
         agree &= server + 1e-9 >= within;
     }
     println!("{table}");
     println!(
         "   agreement: counts {}, server time <= client time in every bucket: {}",
-        if count as usize == client.len() { "equal" } else { "DIFFER" },
+        if count as usize == client.len() {
+            "equal"
+        } else {
+            "DIFFER"
+        },
         if agree { "yes" } else { "NO" }
     );
+}
+
+/// Seconds of CPU time stolen by the hypervisor, all CPUs (`/proc/stat`).
+fn steal() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let cpu = stat.lines().next().context("/proc/stat")?;
+    let steal: f64 = cpu.split_whitespace().nth(8).context("steal")?.parse()?;
+    Ok(steal / 100.0)
 }
 
 fn rss(pid: u32) -> Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |name: &str| -> Result<u64> {
-        let line = status.lines().find(|l| l.starts_with(name)).context("no such field")?;
-        Ok(line.split_whitespace().nth(1).context("value")?.parse::<u64>()? * 1024)
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .context("no such field")?;
+        Ok(line
+            .split_whitespace()
+            .nth(1)
+            .context("value")?
+            .parse::<u64>()?
+            * 1024)
     };
     Ok((field("VmRSS:")?, field("VmHWM:")?))
 }

@@ -3,16 +3,18 @@
 //!
 //! Pure CPU work with no I/O; the server runs it on a blocking thread.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use base64::Engine as _;
-use kube::core::DynamicObject;
 use kube::core::admission::{
-    AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND,
-    Operation as KubeOperation,
+    AdmissionRequest, AdmissionResponse, META_API_VERSION_V1, META_KIND, Operation as KubeOperation,
 };
+use kube::core::{DynamicResourceScope, ObjectMeta, Resource, TypeMeta};
 use serde::Deserialize;
+use serde::de::{Deserializer, Error as _};
 use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::value::RawValue;
 use straddle_policy_host::{HostError, Operation, Policy, Request, Verdict};
 
 use crate::config::OnPolicyError;
@@ -54,32 +56,121 @@ pub struct Summary {
     pub message: Option<String>,
 }
 
+/// The object under review, exactly as the API server sent it.
+///
+/// kube's [`AdmissionRequest<T>`] takes any [`Resource`]. With
+/// `DynamicObject` every object would be rebuilt as a `serde_json::Value`
+/// and serialized again for the policy, which was most of a review's CPU
+/// time; the policy wants the JSON text anyway. This keeps the raw text and
+/// reads only `metadata.name` and `metadata.namespace` (so `meta()` holds
+/// just those two).
+#[derive(Clone, Debug)]
+pub struct RawObject {
+    json: Box<RawValue>,
+    meta: ObjectMeta,
+}
+
+impl RawObject {
+    /// The object's JSON text.
+    pub fn json(&self) -> &str {
+        self.json.get()
+    }
+}
+
+impl<'de> Deserialize<'de> for RawObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Shape {
+            #[serde(default)]
+            metadata: Names,
+        }
+        #[derive(Deserialize, Default)]
+        struct Names {
+            name: Option<String>,
+            namespace: Option<String>,
+        }
+        let json = Box::<RawValue>::deserialize(deserializer)?;
+        let shape: Shape = serde_json::from_str(json.get()).map_err(D::Error::custom)?;
+        Ok(RawObject {
+            json,
+            meta: ObjectMeta {
+                name: shape.metadata.name,
+                namespace: shape.metadata.namespace,
+                ..ObjectMeta::default()
+            },
+        })
+    }
+}
+
+impl Serialize for RawObject {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.json.serialize(serializer)
+    }
+}
+
+impl Resource for RawObject {
+    type DynamicType = ();
+    type Scope = DynamicResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("")
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("")
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("")
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("")
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.meta
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.meta
+    }
+}
+
+/// An AdmissionReview as sent to a webhook. kube's `AdmissionReview<T>`
+/// flattens its `TypeMeta`, which makes serde buffer the whole body (and
+/// rules out raw values); the request itself is kube's.
+#[derive(Deserialize)]
+struct IncomingReview {
+    #[serde(rename = "apiVersion", default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    request: Option<AdmissionRequest<RawObject>>,
+}
+
 /// Decides one request body.
 pub fn handle(ctx: &Context<'_>, body: &[u8]) -> Reply {
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
+    let review: IncomingReview = match serde_json::from_slice(body) {
         Ok(review) => review,
         Err(e) => return unreadable(ctx, body, &e),
     };
-    if review.types.api_version != META_API_VERSION_V1 || review.types.kind != META_KIND {
+    if review.api_version != META_API_VERSION_V1 || review.kind != META_KIND {
         return Reply::Refused {
             status: 400,
             reason: "wrong_type",
             message: format!(
                 "expected apiVersion {META_API_VERSION_V1:?} kind {META_KIND:?}, got apiVersion {:?} \
                  kind {:?}; register the webhook with admissionReviewVersions: [\"v1\"]",
-                review.types.api_version, review.types.kind
+                review.api_version, review.kind
             ),
         };
     }
-    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
-        Ok(request) => request,
-        Err(_) => {
-            return Reply::Refused {
-                status: 400,
-                reason: "no_request",
-                message: "the AdmissionReview has no request".into(),
-            };
-        }
+    let Some(mut request) = review.request else {
+        return Reply::Refused {
+            status: 400,
+            reason: "no_request",
+            message: "the AdmissionReview has no request".into(),
+        };
+    };
+    request.types = TypeMeta {
+        api_version: review.api_version,
+        kind: review.kind,
     };
     if request.uid.is_empty() {
         return Reply::Refused {
@@ -91,14 +182,14 @@ pub fn handle(ctx: &Context<'_>, body: &[u8]) -> Reply {
     decide(ctx, &request)
 }
 
-fn decide(ctx: &Context<'_>, req: &AdmissionRequest<DynamicObject>) -> Reply {
+fn decide(ctx: &Context<'_>, req: &AdmissionRequest<RawObject>) -> Reply {
     let (operation, op_label) = match req.operation {
         KubeOperation::Create => (Operation::Create, "CREATE"),
         KubeOperation::Update => (Operation::Update, "UPDATE"),
         KubeOperation::Delete => (Operation::Delete, "DELETE"),
         KubeOperation::Connect => (Operation::Connect, "CONNECT"),
     };
-    let object_meta = req.object.as_ref().map(|o| &o.metadata);
+    let object_meta = req.object.as_ref().map(|o| o.meta());
     let mut summary = Summary {
         uid: req.uid.clone(),
         kind: req.kind.kind.clone(),
@@ -133,17 +224,7 @@ fn decide(ctx: &Context<'_>, req: &AdmissionRequest<DynamicObject>) -> Reply {
     };
     let object = match (&req.object, operation) {
         _ if !in_scope => None,
-        (Some(object), _) => match serde_json::to_string(object) {
-            Ok(json) => Some(json),
-            Err(e) => {
-                return finish(
-                    ctx,
-                    response.deny(format!("cannot re-encode request.object: {e}")),
-                    summary,
-                    "deny",
-                );
-            }
-        },
+        (Some(object), _) => Some(object.json()),
         (None, Operation::Create | Operation::Update) => {
             let message = format!(
                 "request.object is missing: a {op_label} review must carry the object being admitted"
@@ -158,7 +239,7 @@ fn decide(ctx: &Context<'_>, req: &AdmissionRequest<DynamicObject>) -> Reply {
         return finish(ctx, response, summary, "allow");
     };
     let old_object = match (&req.old_object, operation) {
-        (Some(old), Operation::Update) => serde_json::to_string(old).ok(),
+        (Some(old), Operation::Update) => Some(old.json()),
         _ => None,
     };
 
@@ -169,8 +250,8 @@ fn decide(ctx: &Context<'_>, req: &AdmissionRequest<DynamicObject>) -> Reply {
         kind: &req.kind.kind,
         namespace: &summary.namespace,
         name: &summary.name,
-        object: &object,
-        old_object: old_object.as_deref(),
+        object,
+        old_object,
     });
     ctx.metrics
         .review_duration
@@ -261,19 +342,15 @@ fn unreadable(ctx: &Context<'_>, body: &[u8], error: &serde_json::Error) -> Repl
         }) if api_version == META_API_VERSION_V1 && kind == META_KIND && !uid.is_empty() => {
             let mut response = AdmissionResponse::invalid(&message);
             response.uid = uid.clone();
-            let summary = Summary {
-                uid,
-                kind: String::new(),
-                operation: "UNKNOWN",
-                message: Some(message),
-                ..Summary::default()
-            };
             ctx.metrics.rejected("unreadable_review");
             Reply::Review {
                 body: encode(&response),
                 summary: Summary {
+                    uid,
+                    operation: "UNKNOWN",
                     verdict: "deny",
-                    ..summary
+                    message: Some(message),
+                    ..Summary::default()
                 },
             }
         }

@@ -94,6 +94,14 @@ pub struct Config {
     #[arg(long, env = "STRADDLE_POLICY_MEMORY_MIB", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub policy_memory_mib: u32,
 
+    /// KiB of each pooled instance memory kept resident between reviews
+    /// (only the pages a review dirtied are reset, found with Linux 6.7+
+    /// `PAGEMAP_SCAN`) instead of being returned to the OS. Returning memory
+    /// costs a page-table update with a TLB shootdown across the process's
+    /// CPUs per review; 0 returns everything.
+    #[arg(long, env = "STRADDLE_KEEP_RESIDENT_KIB", default_value_t = 2048)]
+    pub keep_resident_kib: usize,
+
     /// Reviews that may run at the same time (each on a blocking thread with
     /// its own pooled instance). Further requests wait up to --queue-timeout.
     #[arg(long, env = "STRADDLE_MAX_CONCURRENT_REVIEWS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]

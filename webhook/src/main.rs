@@ -52,9 +52,9 @@ fn init_logging(config: &Config) -> Result<()> {
 }
 
 fn run(config: Config, started: Instant) -> Result<()> {
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // One async worker per CPU (`TOKIO_WORKER_THREADS` overrides); reviews
+    // run on blocking threads, at most --max-concurrent-reviews at a time.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
         .max_blocking_threads(config.max_concurrent_reviews as usize + 4)
         .thread_name("straddle-webhook")
         .enable_all()

@@ -118,7 +118,7 @@ impl Metrics {
         );
         registry.register(
             "rejected_requests",
-            "Requests to /mutate refused without a verdict (HTTP 4xx/5xx), by reason",
+            "Requests to /mutate answered without a policy verdict (HTTP 4xx/5xx, or a denial of an unreadable review), by reason",
             m.rejected_requests.clone(),
         );
         registry.register_with_unit(

@@ -72,12 +72,19 @@ impl Server {
     /// a policy that does not list `--cluster`.
     pub async fn bind(config: Config) -> Result<Server> {
         let slots = config.max_concurrent_reviews;
+        // `..default()` keeps this compiling when the host gains settings.
+        #[allow(clippy::needless_update)]
         let runtime = RuntimeConfig {
             memory_limit_bytes: (config.policy_memory_mib as usize) << 20,
             deadline: config.policy_timeout,
+            // The ticker wakes up once per tick; a fiftieth of the deadline
+            // is precise enough and keeps it from waking every millisecond.
+            epoch_tick: (config.policy_timeout / 50)
+                .clamp(Duration::from_millis(1), Duration::from_millis(10)),
             // Two extra instance slots for validating a new module while
             // every request slot is busy.
             max_concurrent_reviews: slots + 2,
+            keep_resident_bytes: config.keep_resident_kib << 10,
             ..RuntimeConfig::default()
         };
         let loader = Arc::new(Loader::new(
@@ -376,7 +383,7 @@ async fn review(app: &Arc<App>, request: Request) -> Response {
         }
     };
     let worker = app.clone();
-    let decided = tokio::task::spawn_blocking(move || {
+    let work = move || {
         let _permit = permit;
         let started = Instant::now();
         let reply = admission::handle(
@@ -392,8 +399,8 @@ async fn review(app: &Arc<App>, request: Request) -> Response {
             log_review(summary, started.elapsed());
         }
         reply
-    })
-    .await;
+    };
+    let decided = tokio::task::spawn_blocking(work).await;
     match decided {
         Ok(Reply::Review { body, .. }) => {
             let mut response = Response::new(Body::from(body));

@@ -204,7 +204,7 @@ fn corpus() -> Vec<Case> {
         post(
             "empty object",
             b"{}".to_vec(),
-            Expect::Status(400, "missing field"),
+            Expect::Status(400, "got apiVersion \"\" kind \"\""),
         ),
         post(
             "truncated",

@@ -22,6 +22,7 @@ struct Process {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     ready: mpsc::UnboundedReceiver<Value>,
+    reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Starts the binary with JSON logs on `dir`'s files and `extra` flags.
@@ -51,7 +52,7 @@ fn spawn(dir: &Path, cluster: &str, extra: &[&str]) -> Process {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let (tx, ready) = mpsc::unbounded_channel();
     let collected = lines.clone();
-    tokio::spawn(async move {
+    let reader = tokio::spawn(async move {
         let mut reader = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = reader.next_line().await {
             if let Ok(event) = serde_json::from_str::<Value>(&line)
@@ -66,6 +67,7 @@ fn spawn(dir: &Path, cluster: &str, extra: &[&str]) -> Process {
         child,
         lines,
         ready,
+        reader: Some(reader),
     }
 }
 
@@ -78,11 +80,16 @@ impl Process {
         (event["listen"].as_str().unwrap().parse().unwrap(), event)
     }
 
+    /// Waits for the process to exit and for its log to be read to the end.
     async fn exit(&mut self) -> std::process::ExitStatus {
-        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .expect("the process exits")
-            .unwrap()
+            .unwrap();
+        if let Some(reader) = self.reader.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), reader).await;
+        }
+        status
     }
 
     fn signal(&self, signal: &str) {

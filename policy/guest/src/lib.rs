@@ -121,9 +121,7 @@ impl Guest for Component {
     }
 
     fn describe() -> Bundle {
-        let info = valid_plan()
-            .ok()
-            .and_then(|plan| plan.bundle().ok());
+        let info = valid_plan().ok().and_then(|plan| plan.bundle().ok());
         match info {
             Some(info) => Bundle {
                 name: info.name.into_owned(),
