@@ -63,6 +63,7 @@ struct Args {
     /// Restarts measured for the ready time.
     #[arg(long, default_value_t = 5)]
     restarts: usize,
+    /// Skip the saturation phase.
     #[arg(long)]
     skip_saturation: bool,
     /// Load an already running server instead of starting one.

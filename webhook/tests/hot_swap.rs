@@ -411,3 +411,53 @@ async fn certificate_rotation_under_load() {
     );
     server.stop().await;
 }
+
+/// A review that started on the old module finishes on it, while requests
+/// that arrive after the swap get the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_requests_finish_on_the_module_they_started_with() {
+    // The old module spins on StatefulSets until the 2 s deadline, then the
+    // webhook fails open: a slow request with a recognisable answer.
+    let old = misbehaving(&compile(CP_TWO), Misbehaviour::Loop, true);
+    let new = compile(CP_TWO);
+    let mut setup = Setup::new("in-flight", CLUSTER, &old);
+    setup.config.policy_timeout = Duration::from_secs(2);
+    setup.config.on_policy_error = straddle_webhook::OnPolicyError::Allow;
+    let server = setup.start().await;
+    let sts = objects()
+        .into_iter()
+        .find(|o| o["kind"] == "StatefulSet")
+        .unwrap();
+    let review = review_for(&sts, "confluent", "CREATE", "slow");
+
+    let mut slow = server.client().await;
+    let slow_review = review.clone();
+    let in_flight = tokio::spawn(async move { slow.review(&slow_review).await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    replace_file(&server.policy_path(), &new);
+    let digest = straddle_webhook::reload::sha256(&new);
+    let mut client = server.client().await;
+    wait_for("the new module", Duration::from_secs(30), async || {
+        client
+            .get("/readyz")
+            .await
+            .unwrap()
+            .text()
+            .contains(&digest)
+    })
+    .await;
+    assert!(
+        !in_flight.is_finished(),
+        "the slow review ended before the swap"
+    );
+    let now = client.review(&review).await.unwrap();
+    assert!(now["patch"].is_string(), "the new module patches: {now}");
+    let then = in_flight.await.unwrap();
+    assert_eq!(then["allowed"], true, "{then}");
+    assert!(then.get("patch").is_none(), "{then}");
+    assert!(
+        then["warnings"][0].as_str().unwrap().contains("timeout"),
+        "{then}"
+    );
+    server.stop().await;
+}

@@ -73,7 +73,7 @@ pub struct RuntimeConfig {
     pub memory_limit_bytes: usize,
     /// Wall-clock time one review (instantiate + call) may take. The check
     /// runs every `epoch_tick`, so a review is stopped between `deadline` and
-    /// `deadline + epoch_tick` after it starts. Default 20 ms.
+    /// `deadline + epoch_tick` after it starts. Default 250 ms: wall-clock time, which includes time the thread is not scheduled, so a tight value fails healthy reviews on a busy node.
     pub deadline: Duration,
     /// How often the ticker thread advances the engine's epoch. Default 1 ms.
     pub epoch_tick: Duration,
@@ -92,7 +92,7 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             memory_limit_bytes: 16 << 20,
-            deadline: Duration::from_millis(20),
+            deadline: Duration::from_millis(250),
             epoch_tick: Duration::from_millis(1),
             max_concurrent_reviews: 64,
             keep_resident_bytes: 0,
