@@ -225,6 +225,26 @@ fn headless(out: &mut Vec<PlannedObject>, group: &RoleGroup, cluster: usize) {
     );
 }
 
+/// The rule of a role's StatefulSet and of its headless Service.
+fn statefulset_and_headless(
+    out: &mut Vec<PlannedObject>,
+    g: &RoleGroup,
+    cluster: usize,
+    checks: Vec<Check<'static>>,
+    ops: Vec<Op<'static>>,
+) {
+    push(
+        out,
+        cluster,
+        ObjectKind::StatefulSet,
+        g,
+        &g.statefulset,
+        checks,
+        ops,
+    );
+    headless(out, g, cluster);
+}
+
 /// `ZOOKEEPER_SERVERS` etc. as cp-zookeeper reads them: positional, `;`-separated.
 pub struct ZkStrings {
     pub servers: String,
@@ -294,16 +314,7 @@ fn zookeeper(topo: &Topology, zk: &Ensemble, cluster: usize, out: &mut Vec<Plann
         set,
         remove,
     });
-    push(
-        out,
-        cluster,
-        ObjectKind::StatefulSet,
-        g,
-        &g.statefulset,
-        checks,
-        ops,
-    );
-    headless(out, g, cluster);
+    statefulset_and_headless(out, g, cluster, checks, ops);
 }
 
 fn cp_kafka(
@@ -362,16 +373,7 @@ fn cp_kafka(
         set,
         remove,
     });
-    push(
-        out,
-        cluster,
-        ObjectKind::StatefulSet,
-        g,
-        &g.statefulset,
-        checks,
-        ops,
-    );
-    headless(out, g, cluster);
+    statefulset_and_headless(out, g, cluster, checks, ops);
 }
 
 /// KRaft quorum strings, identical in every cluster.

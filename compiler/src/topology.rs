@@ -563,7 +563,6 @@ impl Ctx<'_> {
         if errs.len() > before {
             return None;
         }
-        group.slices.iter_mut().for_each(|s| s.block = s.replicas);
         Some(Ensemble {
             group,
             quorum: q.kind,
