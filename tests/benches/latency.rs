@@ -4,6 +4,11 @@
 //! Prints p50 / p99 / max per case, and the native engine for comparison.
 //!
 //! `cargo bench -p straddle-tests --bench latency` (add `-- --quick` for fewer rounds).
+//!
+//! Knobs: `STRADDLE_KEEP_RESIDENT_KIB` overrides the host's kept-resident
+//! memory; `STRADDLE_LATENCY_PROFILE_ROUNDS=N` runs only N reviews of the first
+//! case (wasm, or native with `STRADDLE_LATENCY_PROFILE_NATIVE=1`) and exits,
+//! for `perf record -e cpu-clock`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -79,7 +84,14 @@ fn percentiles(mut samples: Vec<Duration>) -> (f64, f64, f64) {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let rounds = if quick { 2_000 } else { 20_000 };
-    let runtime = Runtime::new(RuntimeConfig::default()).expect("wasmtime engine");
+    let mut config = RuntimeConfig::default();
+    if let Some(kib) = std::env::var("STRADDLE_KEEP_RESIDENT_KIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        config.keep_resident_bytes = kib << 10;
+    }
+    let runtime = Runtime::new(config).expect("wasmtime engine");
     println!(
         "{:<24} {:>9} {:>9} {:>9}   {:>11} {:>11}   {:>9} {:>8}",
         "case", "wasm p50", "p99", "max", "native p50", "native p99", "plan", "object"
@@ -111,6 +123,18 @@ fn main() {
         );
         for _ in 0..200 {
             assert_eq!(policy.review(&req).unwrap(), expected);
+        }
+        if let Ok(n) = std::env::var("STRADDLE_LATENCY_PROFILE_ROUNDS") {
+            // A wasm-only loop on the first case, for `perf record`.
+            let native = std::env::var_os("STRADDLE_LATENCY_PROFILE_NATIVE").is_some();
+            for _ in 0..n.parse::<usize>().unwrap() {
+                if native {
+                    std::hint::black_box(straddle_policy::review(&plan, &req));
+                } else {
+                    std::hint::black_box(policy.review(&req).unwrap());
+                }
+            }
+            return;
         }
         let mut wasm = Vec::with_capacity(rounds);
         for _ in 0..rounds {

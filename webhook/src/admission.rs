@@ -61,13 +61,21 @@ pub struct Summary {
 /// kube's [`AdmissionRequest<T>`] takes any [`Resource`]. With
 /// `DynamicObject` every object would be rebuilt as a `serde_json::Value`
 /// and serialized again for the policy, which was most of a review's CPU
-/// time; the policy wants the JSON text anyway. This keeps the raw text and
-/// reads only `metadata.name` and `metadata.namespace` (so `meta()` holds
-/// just those two).
+/// time; the policy wants the JSON text anyway. This keeps the raw text,
+/// checked to be a JSON object, and nothing else: `meta()` is empty. The
+/// request names the object already; [`RawObject::names`] reads the
+/// object's own `metadata` only when it does not (e.g. `generateName`).
 #[derive(Clone, Debug)]
 pub struct RawObject {
     json: Box<RawValue>,
     meta: ObjectMeta,
+}
+
+/// `metadata.name` and `metadata.namespace` of an object.
+#[derive(Deserialize, Default)]
+pub struct Names {
+    pub name: Option<String>,
+    pub namespace: Option<String>,
 }
 
 impl RawObject {
@@ -75,29 +83,29 @@ impl RawObject {
     pub fn json(&self) -> &str {
         self.json.get()
     }
-}
 
-impl<'de> Deserialize<'de> for RawObject {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+    /// The object's own name and namespace (a second read of its text).
+    pub fn names(&self) -> Names {
         #[derive(Deserialize)]
         struct Shape {
             #[serde(default)]
             metadata: Names,
         }
-        #[derive(Deserialize, Default)]
-        struct Names {
-            name: Option<String>,
-            namespace: Option<String>,
-        }
+        serde_json::from_str::<Shape>(self.json.get())
+            .map(|shape| shape.metadata)
+            .unwrap_or_default()
+    }
+}
+
+impl<'de> Deserialize<'de> for RawObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let json = Box::<RawValue>::deserialize(deserializer)?;
-        let shape: Shape = serde_json::from_str(json.get()).map_err(D::Error::custom)?;
+        if !json.get().starts_with('{') {
+            return Err(D::Error::custom("the object is not a JSON object"));
+        }
         Ok(RawObject {
             json,
-            meta: ObjectMeta {
-                name: shape.metadata.name,
-                namespace: shape.metadata.namespace,
-                ..ObjectMeta::default()
-            },
+            meta: ObjectMeta::default(),
         })
     }
 }
@@ -189,17 +197,22 @@ fn decide(ctx: &Context<'_>, req: &AdmissionRequest<RawObject>) -> Reply {
         KubeOperation::Delete => (Operation::Delete, "DELETE"),
         KubeOperation::Connect => (Operation::Connect, "CONNECT"),
     };
-    let object_meta = req.object.as_ref().map(|o| o.meta());
+    // Only a request that leaves out the name or namespace costs a second
+    // read of the object.
+    let object_names = match (&req.object, req.name.is_empty() || req.namespace.is_none()) {
+        (Some(object), true) => object.names(),
+        _ => Names::default(),
+    };
     let mut summary = Summary {
         uid: req.uid.clone(),
         kind: req.kind.kind.clone(),
         namespace: req
             .namespace
             .clone()
-            .or_else(|| object_meta.and_then(|m| m.namespace.clone()))
+            .or(object_names.namespace)
             .unwrap_or_default(),
         name: if req.name.is_empty() {
-            object_meta.and_then(|m| m.name.clone()).unwrap_or_default()
+            object_names.name.unwrap_or_default()
         } else {
             req.name.clone()
         },

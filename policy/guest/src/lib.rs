@@ -72,7 +72,8 @@ fn plan_bytes() -> Result<&'static [u8], &'static str> {
         return Err("the plan descriptor points outside linear memory");
     }
     // SAFETY: non-null and inside linear memory (checked above); the embedded
-    // segment is never handed out by the allocator, which only grows memory.
+    // segment is never handed out by the allocator (it serves its own `.bss`
+    // arena and memory it grows).
     Ok(unsafe { core::slice::from_raw_parts(ptr as usize as *const u8, len as usize) })
 }
 
@@ -82,13 +83,75 @@ fn valid_plan() -> Result<Plan<'static>, String> {
     Plan::parse(bytes).map_err(|e| e.to_string())
 }
 
-// Every review runs in a fresh instance that is dropped afterwards, so the
-// allocator only needs to be small and fast; the guest is single-threaded.
 #[cfg(target_arch = "wasm32")]
 #[global_allocator]
-// SAFETY: wasm32-unknown-unknown without the atomics feature has one thread.
-static ALLOCATOR: lol_alloc::AssumeSingleThreaded<lol_alloc::FreeListAllocator> =
-    unsafe { lol_alloc::AssumeSingleThreaded::new(lol_alloc::FreeListAllocator::new()) };
+static ALLOCATOR: talc::cell::TalcSyncCell<arena::ArenaThenGrow, talc::wasm::WasmBinning> =
+    talc::cell::TalcSyncCell::new_wasm(arena::ArenaThenGrow::new());
+
+/// Where the heap comes from. Every review runs in a fresh instance, so what
+/// matters is the cost of one instance's life: a Rust allocator that starts
+/// with `memory.grow` makes the host change page protection on the way in and
+/// again when the pooled memory is reset (a cross-CPU TLB flush each time).
+/// The arena below is zero-initialised `.bss`: part of the module's initial
+/// memory, already accessible, and only the pages a review touches are ever
+/// faulted in and reset. Reviews of very large objects grow memory as usual.
+#[cfg(target_arch = "wasm32")]
+mod arena {
+    use core::alloc::Layout;
+    use core::mem::MaybeUninit;
+
+    use talc::base::Talc;
+    use talc::base::binning::Binning;
+    use talc::source::Source;
+
+    /// Enough for objects of a few hundred KiB (a chart's StatefulSet is
+    /// 5-20 KB and a review allocates a small multiple of it).
+    const ARENA_BYTES: usize = 2 << 20;
+    const PAGE_BYTES: usize = 64 << 10;
+    /// Covers talc's per-heap and per-chunk bookkeeping when sizing a grow.
+    const GROW_SLACK: usize = 1 << 10;
+
+    static mut ARENA: [MaybeUninit<u8>; ARENA_BYTES] = [MaybeUninit::uninit(); ARENA_BYTES];
+
+    #[derive(Debug)]
+    pub struct ArenaThenGrow {
+        arena_claimed: bool,
+    }
+
+    impl ArenaThenGrow {
+        pub const fn new() -> Self {
+            ArenaThenGrow {
+                arena_claimed: false,
+            }
+        }
+    }
+
+    // SAFETY: `acquire` never allocates; the arena is handed to talc once and
+    // nothing else in the module touches it; grown pages are fresh memory.
+    unsafe impl Source for ArenaThenGrow {
+        fn acquire<B: Binning>(talc: &mut Talc<Self, B>, layout: Layout) -> Result<(), ()> {
+            if !talc.source.arena_claimed {
+                talc.source.arena_claimed = true;
+                let base = (&raw mut ARENA).cast::<u8>();
+                // SAFETY: a static region owned by the allocator from now on.
+                return unsafe { talc.claim(base, ARENA_BYTES) }.map(drop).ok_or(());
+            }
+            let bytes = layout
+                .size()
+                .checked_add(layout.align() + GROW_SLACK)
+                .ok_or(())?;
+            let pages = bytes.div_ceil(PAGE_BYTES);
+            let previous = core::arch::wasm32::memory_grow::<0>(pages);
+            if previous == usize::MAX {
+                return Err(());
+            }
+            // SAFETY: pages just added to linear memory, used by nothing else.
+            unsafe { talc.claim((previous * PAGE_BYTES) as *mut u8, pages * PAGE_BYTES) }
+                .map(drop)
+                .ok_or(())
+        }
+    }
+}
 
 struct Component;
 

@@ -81,10 +81,13 @@ pub struct RuntimeConfig {
     /// one more gets [`HostError::Busy`]. Each slot reserves address space
     /// (about 4 GiB of virtual memory, not RAM). Default 64.
     pub max_concurrent_reviews: u32,
-    /// Bytes of each pooled linear memory reset with `memset` rather than
-    /// returned to the OS between reviews. Default 0: with this guest,
-    /// 1 MiB made fresh reviews slower (p50 ~53 -> ~86-120 us in
-    /// `benches/review.rs`), since a review dirties only a few pages.
+    /// Bytes at the start of each pooled linear memory kept mapped between
+    /// reviews and reset in place (only the pages a review dirtied, found
+    /// with Linux 6.7+ `PAGEMAP_SCAN`, else a `memset`) instead of being
+    /// returned to the OS and faulted in again. Default 2 MiB: the guest's
+    /// stack, data and the start of its heap arena, which is all a review
+    /// of a chart object touches (p50 ~136 -> ~73 us in `tests/benches/latency.rs`
+    /// on a loaded 2-core VM; page faults per review ~15 -> ~1).
     pub keep_resident_bytes: usize,
 }
 
@@ -95,7 +98,7 @@ impl Default for RuntimeConfig {
             deadline: Duration::from_millis(250),
             epoch_tick: Duration::from_millis(1),
             max_concurrent_reviews: 64,
-            keep_resident_bytes: 0,
+            keep_resident_bytes: 2 << 20,
         }
     }
 }
@@ -191,12 +194,7 @@ impl Runtime {
         let engine = anyhow_result(Engine::new(&wasm)).context("creating the wasmtime engine")?;
 
         let tick = config.epoch_tick;
-        let deadline_ticks = config
-            .deadline
-            .as_nanos()
-            .div_ceil(tick.as_nanos())
-            .clamp(1, u128::from(u64::MAX / 2)) as u64
-            + 1;
+        let deadline_ticks = ticks(config.deadline, tick);
         let (stop, stopped) = mpsc::channel::<()>();
         let ticking = engine.clone();
         let thread = std::thread::Builder::new()
@@ -276,7 +274,14 @@ impl Runtime {
             .context("the module imports something; a policy module must import nothing")?;
         let pre = anyhow_result(bindings::PolicyPre::new(pre))
             .context("the module does not export `straddle:policy/review@0.1.0`")?;
-        let bundle = run_fresh(&self.shared, &pre, |store, instance| {
+        // Loading is not on a request's path, and its first instance in a
+        // fresh pool slot is slower than a review: give `describe()` at
+        // least a second, so a tight review deadline cannot refuse a module.
+        let describe_ticks = self
+            .shared
+            .deadline_ticks
+            .max(ticks(Duration::from_secs(1), self.shared.config.epoch_tick));
+        let bundle = run_fresh(&self.shared, &pre, describe_ticks, |store, instance| {
             instance.straddle_policy_review().call_describe(store)
         })
         .context("calling describe() on the policy module")?;
@@ -351,9 +356,13 @@ impl Policy {
             object: req.object.to_owned(),
             old_object: req.old_object.map(str::to_owned),
         };
-        let verdict = run_fresh(&self.inner.shared, &self.inner.pre, |store, instance| {
-            instance.straddle_policy_review().call_review(store, &req)
-        })?;
+        let shared = &self.inner.shared;
+        let verdict = run_fresh(
+            shared,
+            &self.inner.pre,
+            shared.deadline_ticks,
+            |store, instance| instance.straddle_policy_review().call_review(store, &req),
+        )?;
         Ok(match verdict {
             wit::Verdict::Allow => Verdict::Allow,
             wit::Verdict::Patch(patch) => Verdict::Patch(patch),
@@ -366,6 +375,7 @@ impl Policy {
 fn run_fresh<R>(
     shared: &Shared,
     pre: &bindings::PolicyPre<Limits>,
+    deadline_ticks: u64,
     call: impl FnOnce(&mut Store<Limits>, &bindings::Policy) -> wasmtime::Result<R>,
 ) -> Result<R, HostError> {
     let mut store = Store::new(
@@ -376,7 +386,7 @@ fn run_fresh<R>(
         },
     );
     store.limiter(|limits| limits as &mut dyn ResourceLimiter);
-    store.set_epoch_deadline(shared.deadline_ticks);
+    store.set_epoch_deadline(deadline_ticks);
     store.epoch_deadline_trap();
     let result = pre
         .instantiate(&mut store)
@@ -453,6 +463,16 @@ impl ResourceLimiter for Limits {
     fn memories(&self) -> usize {
         2
     }
+}
+
+/// Epoch ticks that cover `duration` at one tick per `tick`: one more than
+/// the quotient, as the first tick can come at once.
+fn ticks(duration: Duration, tick: Duration) -> u64 {
+    duration
+        .as_nanos()
+        .div_ceil(tick.as_nanos())
+        .clamp(1, u128::from(u64::MAX / 2)) as u64
+        + 1
 }
 
 /// `wasmtime::Error` is not a `std::error::Error`; anyhow's `Context` needs one.
