@@ -52,15 +52,23 @@ fn init_logging(config: &Config) -> Result<()> {
 }
 
 fn run(config: Config, started: Instant) -> Result<()> {
-    // One async worker per CPU (`TOKIO_WORKER_THREADS` overrides); reviews
-    // run on blocking threads, at most --max-concurrent-reviews at a time.
+    // TLS and HTTP on --io-threads async workers; reviews on blocking
+    // threads, at most --max-concurrent-reviews at a time.
+    let io_threads = config.io_threads.map(usize::from).unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, |cpus| cpus.get().div_ceil(2))
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(io_threads)
         .max_blocking_threads(config.max_concurrent_reviews as usize + 4)
         .thread_name("straddle-webhook")
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        // Listen for signals before anything can report ready: one that
+        // arrives before the shutdown future is first polled would otherwise
+        // kill the process with the default action, without draining.
+        let shutdown = shutdown_signal();
         let server = Server::bind(config).await?;
         info!(
             listen = %server.local_addr(),
@@ -69,23 +77,28 @@ fn run(config: Config, started: Instant) -> Result<()> {
             version = env!("CARGO_PKG_VERSION"),
             "ready"
         );
-        server.run(shutdown_signal()).await
+        server.run(shutdown).await
     })
 }
 
-/// SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
+/// SIGTERM (Kubernetes) or SIGINT (Ctrl-C). The handlers are installed when
+/// this is called, not when the future is first polled.
+fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => info!("SIGTERM received"),
-                _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => info!("SIGTERM received"),
+                    _ = int.recv() => info!("SIGINT received"),
+                }
             }
-        }
-        Err(e) => {
-            error!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
-            let _ = tokio::signal::ctrl_c().await;
+            (Err(e), _) | (_, Err(e)) => {
+                error!(error = %e, "cannot listen for SIGTERM/SIGINT; stopping only when killed");
+                std::future::pending::<()>().await;
+            }
         }
     }
 }
