@@ -241,7 +241,7 @@ fn every_step_of_the_plan_matches_zookeeper_quorum_rules() {
             let mut step_quorum = true;
             let mut step_overlap = true;
             for a in &step.zookeeper {
-                actions += 1;
+                actions += a.servers.len();
                 let mut during = running.clone();
                 if a.action != "start" {
                     for id in &a.servers {
