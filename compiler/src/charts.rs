@@ -257,10 +257,14 @@ pub fn headless_ops(group: &RoleGroup) -> Vec<Op<'static>> {
             // Endpoint mirrors are ClusterIP Services that forward only the
             // declared ports; cp-zookeeper's headless Service lacks the client
             // port that Kafka brokers in other clusters dial.
-            ops.extend(ports(group).into_iter().map(|(name, port)| Op::ServicePort {
-                name: s(name),
-                port,
-            }));
+            ops.extend(
+                ports(group)
+                    .into_iter()
+                    .map(|(name, port)| Op::ServicePort {
+                        name: s(name),
+                        port,
+                    }),
+            );
         }
         NetworkingMode::Mcs | NetworkingMode::ExternalDns | NetworkingMode::Nodeport => {}
     }

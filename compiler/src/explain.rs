@@ -9,8 +9,8 @@ use crate::compile::Checked;
 use crate::diag::Severity;
 use crate::quorum::Survivability;
 use crate::spec::{NetworkingMode, QuorumType};
-use straddle_policy::plan::Op;
 use crate::topology::{RoleGroup, Topology};
+use straddle_policy::plan::Op;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -235,7 +235,12 @@ fn service_settings(topo: &Topology) -> Vec<String> {
             }
         }
         if !parts.is_empty() {
-            out.push(format!("{}/{}: {}", g.namespace, g.headless, parts.join(", ")));
+            out.push(format!(
+                "{}/{}: {}",
+                g.namespace,
+                g.headless,
+                parts.join(", ")
+            ));
         }
     }
     out

@@ -45,9 +45,7 @@ impl Stage {
                 .and_then(|n| n.parse().ok())
                 .map(Stage::FirstClusters)
                 .ok_or_else(|| {
-                    format!(
-                        "unknown stage {text:?}: use first-cluster, first-clusters=N or final"
-                    )
+                    format!("unknown stage {text:?}: use first-cluster, first-clusters=N or final")
                 }),
         }
     }
@@ -148,7 +146,11 @@ pub fn quorums_overlap(a: &ZkConfig, b: &ZkConfig) -> bool {
             .filter(|(i, _)| mask & (1 << i) != 0)
             .map(|(_, &id)| id)
             .collect();
-        let rest: BTreeSet<u32> = ids.iter().filter(|id| !side.contains(id)).copied().collect();
+        let rest: BTreeSet<u32> = ids
+            .iter()
+            .filter(|id| !side.contains(id))
+            .copied()
+            .collect();
         !(a.has_quorum(&side) && b.has_quorum(&rest))
     })
 }
@@ -708,12 +710,7 @@ impl<'a> Planner<'a> {
             .iter()
             .map(|&s| {
                 let p = self.policy(s);
-                format!(
-                    "{} ({}): weights {}",
-                    p.file,
-                    p.digest,
-                    self.weights_of(s)
-                )
+                format!("{} ({}): weights {}", p.file, p.digest, self.weights_of(s))
             })
             .collect();
         self.push(Step {
@@ -767,9 +764,7 @@ impl<'a> Planner<'a> {
         self.push(Step {
             number: 0,
             title: "Create the cross-cluster networking objects".into(),
-            changes: format!(
-                "Adds {what}. Running pods are not touched."
-            ),
+            changes: format!("Adds {what}. Running pods are not touched."),
             commands,
             wait_for: vec![wait.into()],
             zookeeper: vec![],
@@ -783,7 +778,10 @@ impl<'a> Planner<'a> {
     fn freeze(&self, c: usize, sts: &str, digest: &str) -> (Command, String) {
         let patch = r#"{"spec":{"updateStrategy":{"type":"OnDelete","rollingUpdate":null}}}"#;
         (
-            self.kubectl(c, &format!("patch statefulset {sts} --type merge -p '{patch}'")),
+            self.kubectl(
+                c,
+                &format!("patch statefulset {sts} --type merge -p '{patch}'"),
+            ),
             format!(
                 "{sts} in {} carries the annotation straddle.dev/policy-digest={digest} (`kubectl --context {} -n {} get statefulset {sts} -o jsonpath='{{.metadata.annotations.straddle\\.dev/policy-digest}}'`)",
                 self.cluster(c),
@@ -892,7 +890,6 @@ impl<'a> Planner<'a> {
             configs_overlap: Some(overlap),
             keeps_quorum: true,
         });
-
     }
 
     /// The first cluster's brokers restart with the stretch settings (only
@@ -1046,12 +1043,7 @@ impl<'a> Planner<'a> {
         };
         let kept = overlap && actions.iter().all(|a| a.quorum_during && a.quorum_after);
         let voting: Vec<&str> = (0..self.topo.clusters.len())
-            .filter(|&c| {
-                self.configs[to]
-                    .servers
-                    .iter()
-                    .any(|s| s.1 == c && s.2 > 0)
-            })
+            .filter(|&c| self.configs[to].servers.iter().any(|s| s.1 == c && s.2 > 0))
             .map(|c| self.cluster(c))
             .collect();
         self.push(Step {

@@ -536,12 +536,10 @@ impl Ctx<'_> {
                     "{pod}.{headless}-{cluster_name}.{namespace}.svc.{domain}"
                 )),
             ),
-            // Not a DNS name: the IP of the pod's node, read at container start.
+            // Not a DNS name: the IP of the pod's node (the chart's
+            // `${HOST_IP}`), known only when the container starts.
             NetworkingMode::Nodeport => (
-                format!(
-                    "$(HOST_IP):{}",
-                    u32::from(n.first_listener_port) + id
-                ),
+                format!("<node-ip>:{}", u32::from(n.first_listener_port) + id),
                 None,
                 None,
             ),
@@ -754,7 +752,10 @@ impl Ctx<'_> {
                 errs.push(
                     Diagnostic::error(
                         "spec.zookeeper.quorum.votingClusters",
-                        format!("{n} voting clusters: with {all} member clusters it must be 1 to {}", all.saturating_sub(1)),
+                        format!(
+                            "{n} voting clusters: with {all} member clusters it must be 1 to {}",
+                            all.saturating_sub(1)
+                        ),
                     )
                     .fix("use stage: final once every cluster votes"),
                 );
@@ -774,7 +775,10 @@ impl Ctx<'_> {
                 errs.push(
                     Diagnostic::error(
                         "spec.zookeeper.quorum.votingClusters",
-                        format!("votingClusters only applies to stage: first-clusters, not {}", q.stage.as_str()),
+                        format!(
+                            "votingClusters only applies to stage: first-clusters, not {}",
+                            q.stage.as_str()
+                        ),
                     )
                     .fix("remove votingClusters, or set stage: first-clusters"),
                 );
@@ -986,7 +990,10 @@ impl Ctx<'_> {
                 );
             }
         }
-        if let Some(b) = brokers.as_ref().filter(|b| b.mode == NetworkingMode::Nodeport) {
+        if let Some(b) = brokers
+            .as_ref()
+            .filter(|b| b.mode == NetworkingMode::Nodeport)
+        {
             let first = u32::from(self.networking.first_listener_port);
             let (_, end) = b.id_range();
             let last_id = end.saturating_sub(1);

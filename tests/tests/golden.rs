@@ -222,7 +222,10 @@ fn fixtures_through_the_wasm_module() {
             // linkerd: each cluster names remote servers by their mirror
             // (`<svc>-<cluster>`); apart from that, the lists are the same.
             let topo = &c.checked.topology;
-            if topo.networking.uses(straddle_compiler::spec::NetworkingMode::Linkerd) {
+            if topo
+                .networking
+                .uses(straddle_compiler::spec::NetworkingMode::Linkerd)
+            {
                 for (_, values) in &mut per_cluster_shared {
                     for v in values.values_mut() {
                         for g in topo.groups() {

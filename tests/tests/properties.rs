@@ -15,7 +15,9 @@ fn networking(kraft: bool, net: u8) -> &'static str {
         (1, _) => "  networking:\n    mode: external-dns\n    zone: z.example.com\n",
         (2, _) => "  networking:\n    mode: cilium\n",
         (3, false) => "  networking:\n    mode: nodeport\n    quorumMode: linkerd\n",
-        (3, true) => "  networking:\n    mode: external-dns\n    quorumMode: cilium\n    zone: z.example.com\n",
+        (3, true) => {
+            "  networking:\n    mode: external-dns\n    quorumMode: cilium\n    zone: z.example.com\n"
+        }
         (_, false) => "  networking:\n    mode: cilium\n    quorumMode: linkerd\n",
         (_, true) => "  networking:\n    mode: cilium\n    quorumMode: mcs\n",
     }

@@ -83,7 +83,11 @@ impl ZooCfg {
                 continue; // "Groups that have zero weight are discarded"
             }
             counted += 1;
-            let up: u64 = members.iter().filter(|s| live.contains(s)).map(weight).sum();
+            let up: u64 = members
+                .iter()
+                .filter(|s| live.contains(s))
+                .map(weight)
+                .sum();
             if up > total / 2 {
                 majorities += 1;
             }
@@ -108,15 +112,22 @@ fn overlap(a: &ZooCfg, b: &ZooCfg) -> bool {
             .enumerate()
             .map(|(i, &id)| (mask >> i & 1 == 1, id))
             .fold((vec![], vec![]), |(mut x, mut y), (side, id)| {
-                if side { x.push(id) } else { y.push(id) }
+                if side {
+                    x.push(id)
+                } else {
+                    y.push(id)
+                }
                 (x, y)
             });
-        !(a.contains_quorum(&x.into_iter().collect()) && b.contains_quorum(&y.into_iter().collect()))
+        !(a.contains_quorum(&x.into_iter().collect())
+            && b.contains_quorum(&y.into_iter().collect()))
     })
 }
 
 fn zk_env(doc: &Value) -> BTreeMap<String, String> {
-    let containers = doc["spec"]["template"]["spec"]["containers"].as_array().unwrap();
+    let containers = doc["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
     let c = containers
         .iter()
         .find(|c| c["name"] == ZK_CONTAINER)
@@ -125,7 +136,12 @@ fn zk_env(doc: &Value) -> BTreeMap<String, String> {
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|e| Some((e["name"].as_str()?.to_string(), e["value"].as_str()?.to_string())))
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?.to_string(),
+                e["value"].as_str()?.to_string(),
+            ))
+        })
         .collect()
 }
 
@@ -178,7 +194,9 @@ fn stage_configs(
         .unwrap();
         let sts = outcomes
             .iter()
-            .find(|o| o.after["kind"] == "StatefulSet" && o.after["metadata"]["name"] == ZK_STATEFULSET)
+            .find(|o| {
+                o.after["kind"] == "StatefulSet" && o.after["metadata"]["name"] == ZK_STATEFULSET
+            })
             .unwrap();
         out.insert(c.name.clone(), ZooCfg::from_env(&zk_env(&sts.after)));
     }
@@ -226,9 +244,8 @@ fn every_step_of_the_plan_matches_zookeeper_quorum_rules() {
         for s in &stages {
             configs.insert(s.to_string(), stage_configs(&checked, &docs, s));
         }
-        let config_for = |stage: &str, id: u32| -> ZooCfg {
-            configs[stage][&cluster_of[&id]].clone()
-        };
+        let config_for =
+            |stage: &str, id: u32| -> ZooCfg { configs[stage][&cluster_of[&id]].clone() };
 
         let mut running: BTreeMap<u32, (String, ZooCfg)> = chart
             .servers
@@ -245,7 +262,9 @@ fn every_step_of_the_plan_matches_zookeeper_quorum_rules() {
                 let mut during = running.clone();
                 if a.action != "start" {
                     for id in &a.servers {
-                        let (_, old) = during.remove(id).unwrap_or_else(|| panic!("{what}: {id} is not running"));
+                        let (_, old) = during
+                            .remove(id)
+                            .unwrap_or_else(|| panic!("{what}: {id} is not running"));
                         step_overlap &= overlap(&old, &config_for(&a.config, *id));
                     }
                 } else {
@@ -264,12 +283,18 @@ fn every_step_of_the_plan_matches_zookeeper_quorum_rules() {
                     a.pods
                 );
                 let q_during = quorum(&during);
-                assert_eq!(a.quorum_during, q_during, "{what}: quorum during {:?}", a.pods);
+                assert_eq!(
+                    a.quorum_during, q_during,
+                    "{what}: quorum during {:?}",
+                    a.pods
+                );
                 for id in &a.servers {
                     running.insert(*id, (a.config.clone(), config_for(&a.config, *id)));
                 }
-                let after: Vec<(u32, String)> =
-                    running.iter().map(|(id, (n, _))| (*id, n.clone())).collect();
+                let after: Vec<(u32, String)> = running
+                    .iter()
+                    .map(|(id, (n, _))| (*id, n.clone()))
+                    .collect();
                 assert_eq!(a.running_after, after, "{what}: running after {:?}", a.pods);
                 let q_after = quorum(&running);
                 assert_eq!(a.quorum_after, q_after, "{what}: quorum after {:?}", a.pods);
@@ -284,7 +309,11 @@ fn every_step_of_the_plan_matches_zookeeper_quorum_rules() {
                 "{what}: keeps quorum"
             );
         }
-        assert!(actions >= zk.group.nodes.len(), "{}: too few actions", case.spec);
+        assert!(
+            actions >= zk.group.nodes.len(),
+            "{}: too few actions",
+            case.spec
+        );
         // The end state is the spec: every server runs the final configuration.
         let last = *stages.last().unwrap();
         assert_eq!(running.len(), zk.group.nodes.len(), "{}", case.spec);
@@ -315,11 +344,15 @@ fn plan_refuses_what_it_cannot_do() {
     let checked = check("two", &text).unwrap();
     let digest_of = |t: &straddle_compiler::topology::Topology| compile::plan(t).1;
     let err = rollout::plan(&checked.topology, "two", "cluster-1", &digest_of).unwrap_err();
-    assert!(err.0.contains("must be the first entry of spec.clusters"), "{err}");
+    assert!(
+        err.0.contains("must be the first entry of spec.clusters"),
+        "{err}"
+    );
     let err = rollout::plan(&checked.topology, "two", "nowhere", &digest_of).unwrap_err();
     assert!(err.0.contains("not in spec.clusters"), "{err}");
     let text =
-        std::fs::read_to_string(root().join("../examples/bitnami-kraft-three-clusters.yaml")).unwrap();
+        std::fs::read_to_string(root().join("../examples/bitnami-kraft-three-clusters.yaml"))
+            .unwrap();
     let checked = check("kraft", &text).unwrap();
     let err = rollout::plan(&checked.topology, "kraft", "east", &digest_of).unwrap_err();
     assert!(err.0.contains("KRaft"), "{err}");
@@ -331,8 +364,17 @@ fn plan_text_is_golden() {
     for case in CASES {
         let (_, plan) = make_plan(case.spec, case.from);
         let text = rollout::to_text(&plan);
-        assert_eq!(text.contains("CANNOT keep a quorum"), !case.outage_free, "{}", case.spec);
-        let stem = Path::new(case.spec).file_stem().unwrap().to_string_lossy().to_string();
+        assert_eq!(
+            text.contains("CANNOT keep a quorum"),
+            !case.outage_free,
+            "{}",
+            case.spec
+        );
+        let stem = Path::new(case.spec)
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
         let path = root().join(format!("golden/plan/{stem}.txt"));
         if std::env::var_os("STRADDLE_BLESS").is_some() {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -341,6 +383,11 @@ fn plan_text_is_golden() {
         }
         let want = std::fs::read_to_string(&path)
             .unwrap_or_else(|_| panic!("missing {}; run with STRADDLE_BLESS=1", path.display()));
-        assert_eq!(want, text, "{} differs from the golden file", path.display());
+        assert_eq!(
+            want,
+            text,
+            "{} differs from the golden file",
+            path.display()
+        );
     }
 }

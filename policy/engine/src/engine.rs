@@ -633,8 +633,14 @@ mod tests {
             let v = review(&p, &req("west", "Service", "zk-headless", object));
             let after = apply(object, &v);
             let doc: serde_json::Value = serde_json::from_str(&after).unwrap();
-            assert_eq!(doc["metadata"]["labels"]["mirror.linkerd.io/exported"], "remote-discovery");
-            assert_eq!(doc["metadata"]["annotations"]["service.cilium.io/global"], "true");
+            assert_eq!(
+                doc["metadata"]["labels"]["mirror.linkerd.io/exported"],
+                "remote-discovery"
+            );
+            assert_eq!(
+                doc["metadata"]["annotations"]["service.cilium.io/global"],
+                "true"
+            );
             let ports: Vec<i64> = doc["spec"]["ports"]
                 .as_array()
                 .unwrap()
@@ -642,7 +648,11 @@ mod tests {
                 .map(|p| p["port"].as_i64().unwrap())
                 .collect();
             assert!(ports.contains(&2181) && ports.contains(&2888), "{after}");
-            assert_eq!(ports.len(), 2, "a declared port is not added twice: {after}");
+            assert_eq!(
+                ports.len(),
+                2,
+                "a declared port is not added twice: {after}"
+            );
             if let Some(name) = doc["metadata"]["labels"]["app"].as_str() {
                 assert_eq!(name, "zk", "other labels are kept");
             }
