@@ -793,7 +793,7 @@ impl<'a> Planner<'a> {
 
     fn zk_ready(&self, pods: &[String], _c: usize) -> String {
         format!(
-            "{} serve(s) again before anything else restarts: `srvr` prints `Mode: follower` or `Mode: leader`",
+            "{} serve again before anything else restarts: `srvr` prints `Mode: follower` or `Mode: leader`",
             pods.join(", ")
         )
     }
