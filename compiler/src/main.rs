@@ -215,10 +215,14 @@ fn run(command: Command) -> Result<ExitCode> {
                     known.join(", ")
                 );
             };
-            print!(
-                "{}",
-                manifest::to_yaml(&render::companions(&c.topology, ci))?
-            );
+            let objects = render::companions(&c.topology, ci);
+            if objects.is_empty() {
+                eprintln!(
+                    "{cluster} needs no companion objects: {} is configured on the chart's own Services by the policy",
+                    c.topology.networking.mode.as_str()
+                );
+            }
+            print!("{}", manifest::to_yaml(&objects)?);
         }
         Command::Plan {
             spec,

@@ -728,6 +728,10 @@ impl<'a> Planner<'a> {
         });
         let mut commands = Vec::new();
         for c in 0..self.topo.clusters.len() {
+            // `kubectl apply` refuses empty input: skip clusters with nothing.
+            if crate::render::companions(self.topo, c).is_empty() {
+                continue;
+            }
             commands.push(Command {
                 cluster: Some(self.cluster(c).to_string()),
                 run: format!(
@@ -743,7 +747,7 @@ impl<'a> Planner<'a> {
             }
             crate::spec::NetworkingMode::Nodeport => "per-broker NodePort Services",
             crate::spec::NetworkingMode::Cilium | crate::spec::NetworkingMode::Linkerd => {
-                "no objects for the quorum (the mesh is configured on the chart's headless Services by the policy); NodePort Services if brokers use nodeport"
+                "the brokers' NodePort Services (the quorum's mesh is configured on the chart's headless Services by the policy)"
             }
         };
         let wait = match self.zk.group.mode {
@@ -760,6 +764,11 @@ impl<'a> Planner<'a> {
                 "every cluster is linked to every other one with the link named after the spec's cluster name (`linkerd multicluster check`)"
             }
             crate::spec::NetworkingMode::Nodeport => "the Services exist",
+        };
+        let what = if commands.is_empty() {
+            "no objects: the mesh is configured on the chart's own headless Services, which the policy annotates or labels"
+        } else {
+            what
         };
         self.push(Step {
             number: 0,
