@@ -1222,3 +1222,74 @@ fn wrap(text: &str, indent: usize) -> String {
     }
     lines.join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(quorum: &'static str, servers: &[(u32, usize, u32)]) -> ZkConfig {
+        ZkConfig {
+            name: "t".into(),
+            quorum,
+            servers: servers.to_vec(),
+        }
+    }
+
+    #[test]
+    fn stages_parse_and_print_alike() {
+        for text in ["first-cluster", "first-clusters=2", "final"] {
+            assert_eq!(Stage::parse(text).unwrap().arg(), text);
+        }
+        assert!(Stage::parse("first-clusters=x").is_err());
+        assert!(
+            Stage::parse("second")
+                .unwrap_err()
+                .contains("first-clusters=N")
+        );
+    }
+
+    #[test]
+    fn overlap_follows_quorum_sizes() {
+        let three = config("majority", &[(1, 0, 1), (2, 0, 1), (3, 0, 1)]);
+        let four = config("majority", &[(1, 0, 1), (2, 0, 1), (3, 0, 1), (4, 1, 1)]);
+        let six = config(
+            "majority",
+            &[
+                (1, 0, 1),
+                (2, 0, 1),
+                (3, 0, 1),
+                (4, 1, 1),
+                (5, 1, 1),
+                (6, 1, 1),
+            ],
+        );
+        // 2 of 3 and 3 of 4 always meet; 2 of 3 and 4 of 6 need not.
+        assert!(quorums_overlap(&three, &four));
+        assert!(!quorums_overlap(&three, &six));
+        // Hierarchical first-cluster (others weight 0) vs final, two groups.
+        let first = config(
+            "hierarchical",
+            &[
+                (1, 0, 1),
+                (2, 0, 1),
+                (3, 0, 1),
+                (4, 1, 0),
+                (5, 1, 0),
+                (6, 1, 0),
+            ],
+        );
+        let last = config(
+            "hierarchical",
+            &[
+                (1, 0, 1),
+                (2, 0, 1),
+                (3, 0, 1),
+                (4, 1, 1),
+                (5, 1, 1),
+                (6, 1, 1),
+            ],
+        );
+        assert!(quorums_overlap(&three, &first));
+        assert!(quorums_overlap(&first, &last));
+    }
+}
