@@ -21,6 +21,16 @@ use crate::spec::{Chart, NetworkingMode};
 use crate::topology::{Ensemble, Kafka, Role, RoleGroup, Topology};
 
 pub const DIGEST_ANNOTATION: &str = "straddle.dev/policy-digest";
+/// Cilium ClusterMesh: the Service is merged with its namesakes in the other clusters.
+pub const CILIUM_GLOBAL: &str = "service.cilium.io/global";
+/// Cilium ClusterMesh: this cluster's endpoints are offered to the others.
+pub const CILIUM_SHARED: &str = "service.cilium.io/shared";
+/// Cilium ClusterMesh: remote EndpointSlices (with pod hostnames) are synced
+/// into this cluster, which is what makes remote per-pod names resolve.
+pub const CILIUM_SYNC_ENDPOINT_SLICES: &str = "service.cilium.io/global-sync-endpoint-slices";
+/// Linkerd multicluster: the Service is mirrored into linked clusters
+/// (`true` = through the gateway, the mode Linkerd documents for StatefulSets).
+pub const LINKERD_EXPORTED: &str = "mirror.linkerd.io/exported";
 pub const STRETCH_ANNOTATION: &str = "straddle.dev/stretch";
 
 pub const ZK_CLIENT_PORT: u16 = 2181;
@@ -212,7 +222,8 @@ fn push(
 }
 
 /// Headless Services must publish not-ready pods: a quorum member has to be
-/// resolvable before it is ready, or the ensemble can never form.
+/// resolvable before it is ready, or the ensemble can never form. Meshes that
+/// are configured on the Service itself get their annotations or labels here.
 fn headless(out: &mut Vec<PlannedObject>, group: &RoleGroup, cluster: usize) {
     push(
         out,
@@ -221,8 +232,43 @@ fn headless(out: &mut Vec<PlannedObject>, group: &RoleGroup, cluster: usize) {
         group,
         &group.headless,
         vec![],
-        vec![Op::PublishNotReadyAddresses(true)],
+        headless_ops(group),
     );
+}
+
+/// The end values of a role's headless Service.
+pub fn headless_ops(group: &RoleGroup) -> Vec<Op<'static>> {
+    let mut ops = vec![Op::PublishNotReadyAddresses(true)];
+    let annotation = |k: &str, v: &str| Op::Annotation {
+        key: s(k),
+        value: s(v),
+    };
+    match group.mode {
+        NetworkingMode::Cilium => ops.extend([
+            annotation(CILIUM_GLOBAL, "true"),
+            annotation(CILIUM_SHARED, "true"),
+            annotation(CILIUM_SYNC_ENDPOINT_SLICES, "true"),
+        ]),
+        NetworkingMode::Linkerd => {
+            ops.push(Op::Label {
+                key: s(LINKERD_EXPORTED),
+                value: s("true"),
+            });
+            // Endpoint mirrors are ClusterIP Services that forward only the
+            // declared ports; cp-zookeeper's headless Service lacks the client
+            // port that Kafka brokers in other clusters dial.
+            ops.extend(
+                ports(group)
+                    .into_iter()
+                    .map(|(name, port)| Op::ServicePort {
+                        name: s(name),
+                        port,
+                    }),
+            );
+        }
+        NetworkingMode::Mcs | NetworkingMode::ExternalDns | NetworkingMode::Nodeport => {}
+    }
+    ops
 }
 
 /// The rule of a role's StatefulSet and of its headless Service.
@@ -253,16 +299,18 @@ pub struct ZkStrings {
     pub connect: String,
 }
 
-pub fn zk_strings(zk: &Ensemble, n_clusters: usize) -> ZkStrings {
+/// The strings as cluster `viewer` sees them: identical in every cluster,
+/// except with `linkerd`, where remote servers go by their mirror names.
+pub fn zk_strings(zk: &Ensemble, n_clusters: usize, viewer: usize) -> ZkStrings {
     let nodes = &zk.group.nodes;
     let servers = nodes
         .iter()
-        .map(|n| format!("{}:{ZK_SERVER_PORT}:{ZK_ELECTION_PORT}", n.zk_host()))
+        .map(|n| format!("{}:{ZK_SERVER_PORT}:{ZK_ELECTION_PORT}", n.zk_host(viewer)))
         .collect::<Vec<_>>()
         .join(";");
     let connect = nodes
         .iter()
-        .map(|n| format!("{}:{ZK_CLIENT_PORT}", n.zk_host()))
+        .map(|n| format!("{}:{ZK_CLIENT_PORT}", n.zk_host(viewer)))
         .collect::<Vec<_>>()
         .join(",");
     let (groups, weights) = match zk.quorum {
@@ -297,7 +345,7 @@ pub fn zk_strings(zk: &Ensemble, n_clusters: usize) -> ZkStrings {
 
 fn zookeeper(topo: &Topology, zk: &Ensemble, cluster: usize, out: &mut Vec<PlannedObject>) {
     let g = &zk.group;
-    let strings = zk_strings(zk, topo.clusters.len());
+    let strings = zk_strings(zk, topo.clusters.len(), cluster);
     let (checks, mut ops) = statefulset_base(g, cluster, &topo.clusters[cluster].name);
     let mut set = vec![literal("ZOOKEEPER_SERVERS", strings.servers)];
     let mut remove = vec![];
@@ -329,15 +377,16 @@ fn cp_kafka(
         .zookeeper
         .as_ref()
         .expect("ZooKeeper-mode Kafka is validated to have a ZooKeeper");
-    let zk_connect = zk_strings(zk, topo.clusters.len()).connect;
+    let zk_connect = zk_strings(zk, topo.clusters.len(), cluster).connect;
     let c = &topo.clusters[cluster];
     let mut set = vec![
         literal("KAFKA_ZOOKEEPER_CONNECT", zk_connect),
         literal("KAFKA_BROKER_RACK", c.rack.clone()),
     ];
     let mut remove = vec![];
-    // The command advertises PLAINTEXT://${POD_NAME}.<headless>.${POD_NAMESPACE}:9092.
-    match topo.networking.mode {
+    // The command advertises PLAINTEXT://${POD_NAME}.<headless>.${POD_NAMESPACE}:9092
+    // and EXTERNAL://${HOST_IP}:$((firstListenerPort + broker id)).
+    match g.mode {
         NetworkingMode::Mcs => {
             set.push(field_ref(
                 STRADDLE_POD_NAME,
@@ -361,6 +410,28 @@ fn cp_kafka(
             ));
             remove.push(s(STRADDLE_POD_NAME));
         }
+        // The native name, fully qualified (Linkerd never reaches here: it
+        // is refused for brokers).
+        NetworkingMode::Cilium | NetworkingMode::Linkerd => {
+            set.push(field_ref("POD_NAME", "metadata.name", None));
+            set.push(literal(
+                "POD_NAMESPACE",
+                format!("{}.svc.{}", g.namespace, topo.networking.cluster_domain),
+            ));
+            remove.push(s(STRADDLE_POD_NAME));
+        }
+        // Brokers replicate over the EXTERNAL listener (node IP + NodePort);
+        // PLAINTEXT keeps the chart's in-cluster name for local clients.
+        NetworkingMode::Nodeport => {
+            set.push(field_ref("POD_NAME", "metadata.name", None));
+            set.push(field_ref("POD_NAMESPACE", "metadata.namespace", None));
+            set.push(field_ref("HOST_IP", "status.hostIP", None));
+            set.push(literal("KAFKA_INTER_BROKER_LISTENER_NAME", "EXTERNAL"));
+            remove.push(s(STRADDLE_POD_NAME));
+        }
+    }
+    if g.mode != NetworkingMode::Nodeport {
+        remove.push(s("KAFKA_INTER_BROKER_LISTENER_NAME"));
     }
     if k.follower_fetching {
         set.push(literal("KAFKA_REPLICA_SELECTOR_CLASS", RACK_AWARE_SELECTOR));
@@ -413,12 +484,16 @@ fn bitnami_kafka(
     let (checks, mut ops) = statefulset_base(g, cluster, &topo.clusters[cluster].name);
     // The init script advertises
     // ${MY_POD_NAME}.${KAFKA_FULLNAME}-${POD_ROLE}-headless.${MY_POD_NAMESPACE}.svc.${CLUSTER_DOMAIN}.
-    let (fullname, domain) = match topo.networking.mode {
+    let (fullname, domain) = match g.mode {
         NetworkingMode::Mcs => (
             format!("{}.{}", c.name, g.fullname),
             "clusterset.local".to_string(),
         ),
         NetworkingMode::ExternalDns => (g.fullname.clone(), topo.networking.zone.clone()),
+        // The chart's own name (nodeport and linkerd are refused for bitnami).
+        NetworkingMode::Cilium | NetworkingMode::Linkerd | NetworkingMode::Nodeport => {
+            (g.fullname.clone(), topo.networking.cluster_domain.clone())
+        }
     };
     ops.push(Op::Env {
         container: s(BITNAMI_INIT),

@@ -168,14 +168,19 @@ fn survivability_findings(
         }
     }
     if let Some(zk) = &topo.zookeeper
-        && zk.stage == crate::spec::RolloutStage::FirstCluster
+        && zk.stage != crate::spec::RolloutStage::Final
     {
+        let voting: Vec<&str> = topo.clusters[..zk.voting_clusters]
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
         out.push(
             Diagnostic::warning(
                 "spec.zookeeper.quorum.stage",
                 format!(
-                    "rollout stage first-cluster: only {}'s servers vote; set stage: final once every cluster's servers follow the leader",
-                    topo.clusters[0].name
+                    "rollout stage {}: only the servers of {} vote; move on (see `straddle plan`) once every cluster's servers follow the leader",
+                    zk.stage.as_str(),
+                    voting.join(", ")
                 ),
             ),
         );

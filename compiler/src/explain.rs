@@ -10,6 +10,7 @@ use crate::diag::Severity;
 use crate::quorum::Survivability;
 use crate::spec::{NetworkingMode, QuorumType};
 use crate::topology::{RoleGroup, Topology};
+use straddle_policy::plan::Op;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -30,8 +31,14 @@ pub struct Explanation {
 #[serde(rename_all = "camelCase")]
 pub struct NetworkingView {
     pub mode: &'static str,
+    /// ZooKeeper servers and KRaft controllers, when it differs from `mode`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quorum_mode: Option<&'static str>,
     pub zone: String,
     pub cluster_domain: String,
+    /// What the policy sets on headless Services, per role, for the mesh.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub service_settings: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -63,6 +70,9 @@ pub struct NodeView {
     pub address: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_cluster_alias: Option<String>,
+    /// `linkerd`: the name the other clusters use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
 }
@@ -77,6 +87,18 @@ pub struct ZooKeeperView {
     pub groups: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weights: Option<String>,
+    pub connect: String,
+    /// `linkerd`: the lists differ per cluster (remote servers by mirror
+    /// name); `servers`/`connect` above are the first cluster's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub per_cluster: Vec<ZkClusterView>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ZkClusterView {
+    pub cluster: String,
+    pub servers: String,
     pub connect: String,
 }
 
@@ -111,6 +133,7 @@ fn role_view(topo: &Topology, g: &RoleGroup, cluster: usize) -> RoleView {
                 id: n.id,
                 address: n.address.clone(),
                 in_cluster_alias: n.alias.clone(),
+                mirror: n.mirror.clone(),
                 weight: weighted.map(|z| z.staged_weight(n)),
             })
             .collect(),
@@ -135,20 +158,32 @@ pub fn explain(checked: &Checked, digest: &str) -> Explanation {
             groups,
             weights,
             connect,
-        } = charts::zk_strings(zk, topo.clusters.len());
+        } = charts::zk_strings(zk, topo.clusters.len(), 0);
+        let per_cluster = if zk.group.mode == NetworkingMode::Linkerd {
+            (0..topo.clusters.len())
+                .map(|ci| {
+                    let s = charts::zk_strings(zk, topo.clusters.len(), ci);
+                    ZkClusterView {
+                        cluster: topo.clusters[ci].name.clone(),
+                        servers: s.servers,
+                        connect: s.connect,
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         ZooKeeperView {
             quorum: match zk.quorum {
                 QuorumType::Majority => "majority",
                 QuorumType::Hierarchical => "hierarchical",
             },
-            stage: match zk.stage {
-                crate::spec::RolloutStage::FirstCluster => "first-cluster",
-                crate::spec::RolloutStage::Final => "final",
-            },
+            stage: zk.stage.as_str(),
             servers,
             groups,
             weights,
             connect,
+            per_cluster,
         }
     });
     let kraft = topo.kafka.as_ref().and_then(|k| {
@@ -162,12 +197,12 @@ pub fn explain(checked: &Checked, digest: &str) -> Explanation {
         name: topo.name.clone(),
         digest: digest.to_string(),
         networking: NetworkingView {
-            mode: match topo.networking.mode {
-                NetworkingMode::Mcs => "mcs",
-                NetworkingMode::ExternalDns => "external-dns",
-            },
+            mode: topo.networking.mode.as_str(),
+            quorum_mode: (topo.networking.quorum_mode != topo.networking.mode)
+                .then(|| topo.networking.quorum_mode.as_str()),
             zone: topo.networking.zone.clone(),
             cluster_domain: topo.networking.cluster_domain.clone(),
+            service_settings: service_settings(topo),
         },
         clusters,
         zookeeper,
@@ -183,6 +218,34 @@ pub fn explain(checked: &Checked, digest: &str) -> Explanation {
     }
 }
 
+/// One line per headless Service that a mesh configures through the Service
+/// itself (annotations, labels, extra ports).
+fn service_settings(topo: &Topology) -> Vec<String> {
+    let mut out = Vec::new();
+    for g in topo.groups() {
+        let mut parts = Vec::new();
+        for op in charts::headless_ops(g) {
+            match op {
+                Op::Annotation { key, value } => parts.push(format!("annotation {key}={value}")),
+                Op::Label { key, value } => parts.push(format!("label {key}={value}")),
+                Op::ServicePort { name, port } => {
+                    parts.push(format!("port {name}/{port} (added when missing)"))
+                }
+                _ => {}
+            }
+        }
+        if !parts.is_empty() {
+            out.push(format!(
+                "{}/{}: {}",
+                g.namespace,
+                g.headless,
+                parts.join(", ")
+            ));
+        }
+    }
+    out
+}
+
 fn yes_no(b: bool) -> &'static str {
     if b { "keeps quorum" } else { "LOSES QUORUM" }
 }
@@ -191,19 +254,27 @@ fn yes_no(b: bool) -> &'static str {
 pub fn to_text(e: &Explanation) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "stretch {}  ({})", e.name, e.digest);
+    let n = &e.networking;
+    let uses_external_dns = n.mode == "external-dns" || n.quorum_mode == Some("external-dns");
     let _ = writeln!(
         o,
-        "networking: {}{}",
-        e.networking.mode,
-        if e.networking.mode == "external-dns" {
+        "networking: {}{}{}",
+        n.mode,
+        n.quorum_mode
+            .map(|q| format!(" (brokers), {q} (quorum)"))
+            .unwrap_or_default(),
+        if uses_external_dns {
             format!(
                 " (zone {}, in-cluster aliases under {})",
-                e.networking.zone, e.networking.cluster_domain
+                n.zone, n.cluster_domain
             )
         } else {
             String::new()
         }
     );
+    for line in &n.service_settings {
+        let _ = writeln!(o, "  {line}");
+    }
     for c in &e.clusters {
         let _ = writeln!(o, "\ncluster {} (rack {})", c.name, c.rack);
         for r in &c.roles {
@@ -227,6 +298,9 @@ pub fn to_text(e: &Explanation) -> String {
                 if let Some(alias) = &n.in_cluster_alias {
                     let _ = writeln!(o, "         {:<28} in-cluster alias {alias}", "");
                 }
+                if let Some(mirror) = &n.mirror {
+                    let _ = writeln!(o, "         {:<28} from other clusters {mirror}", "");
+                }
             }
         }
     }
@@ -238,6 +312,11 @@ pub fn to_text(e: &Explanation) -> String {
             let _ = writeln!(o, "  ZOOKEEPER_WEIGHTS = {w}");
         }
         let _ = writeln!(o, "  zookeeper.connect = {}", z.connect);
+        for c in &z.per_cluster {
+            let _ = writeln!(o, "  as seen from {}:", c.cluster);
+            let _ = writeln!(o, "    ZOOKEEPER_SERVERS = {}", c.servers);
+            let _ = writeln!(o, "    zookeeper.connect = {}", c.connect);
+        }
     }
     if let Some(k) = &e.kraft {
         let _ = writeln!(o, "\nkraft: cluster id {}", k.cluster_id);

@@ -11,6 +11,7 @@ pub mod manifest;
 pub mod preview;
 pub mod quorum;
 pub mod render;
+pub mod rollout;
 pub mod spec;
 pub mod topology;
 

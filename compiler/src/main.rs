@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
-use straddle_compiler::{compile, explain, manifest, preview, render, spec};
+use straddle_compiler::{compile, explain, manifest, preview, render, rollout, spec};
 use straddle_policy::Operation;
 use straddle_policy_host::{Runtime, RuntimeConfig};
 
@@ -50,6 +50,10 @@ enum Command {
         spec: PathBuf,
         #[arg(long, short = 'o', default_value = "policy.wasm")]
         output: PathBuf,
+        /// Compile the ZooKeeper weights of a rollout stage instead of the
+        /// spec's: first-cluster, first-clusters=N or final (see `straddle plan`).
+        #[arg(long)]
+        stage: Option<String>,
     },
     /// Run a policy module on manifests exactly as the webhook will, and print the result.
     Mutate {
@@ -77,6 +81,16 @@ enum Command {
         spec: PathBuf,
         #[arg(long)]
         cluster: String,
+    },
+    /// Print the ordered steps that grow an existing single-cluster install
+    /// into the stretch, with the quorum at every step.
+    Plan {
+        spec: PathBuf,
+        /// The cluster that runs ZooKeeper (and Kafka) today.
+        #[arg(long)]
+        from_single_cluster: String,
+        #[arg(long, short = 'o', value_enum, default_value = "text")]
+        output: Output,
     },
     /// Print the JSON Schema of the stretch spec.
     Schema,
@@ -143,10 +157,19 @@ fn run(command: Command) -> Result<ExitCode> {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&e)?),
             }
         }
-        Command::Compile { spec, output } => {
-            let Some(c) = load(&spec)? else {
+        Command::Compile {
+            spec,
+            output,
+            stage,
+        } => {
+            let Some(mut c) = load(&spec)? else {
                 return Ok(ExitCode::FAILURE);
             };
+            if let Some(stage) = stage {
+                let stage = rollout::Stage::parse(&stage).map_err(anyhow::Error::msg)?;
+                c.topology = rollout::at_stage(&c.topology, stage)
+                    .map_err(|e| anyhow::anyhow!("--stage: {e}"))?;
+            }
             let (plan, digest) = compile::plan(&c.topology);
             let module = straddle_policy_artifact::embed::embed_plan(
                 straddle_policy_artifact::POLICY_TEMPLATE,
@@ -192,10 +215,34 @@ fn run(command: Command) -> Result<ExitCode> {
                     known.join(", ")
                 );
             };
-            print!(
-                "{}",
-                manifest::to_yaml(&render::companions(&c.topology, ci))?
-            );
+            let objects = render::companions(&c.topology, ci);
+            if objects.is_empty() {
+                eprintln!(
+                    "{cluster} needs no companion objects: {} is configured on the chart's own Services by the policy",
+                    c.topology.networking.mode.as_str()
+                );
+            }
+            print!("{}", manifest::to_yaml(&objects)?);
+        }
+        Command::Plan {
+            spec,
+            from_single_cluster,
+            output,
+        } => {
+            let Some(c) = load(&spec)? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let digest_of = |t: &straddle_compiler::topology::Topology| compile::plan(t).1;
+            let p = rollout::plan(
+                &c.topology,
+                &spec.display().to_string(),
+                &from_single_cluster,
+                &digest_of,
+            )?;
+            match output {
+                Output::Text => print!("{}", rollout::to_text(&p)),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&p)?),
+            }
         }
         Command::Schema => {
             let schema = schemars::schema_for!(spec::StretchCluster);

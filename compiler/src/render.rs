@@ -5,6 +5,12 @@
 //!   annotated with its external-dns hostname) in the node's own cluster, and
 //!   an `ExternalName` Service of the same name pointing at that hostname in
 //!   every other cluster: seed 000's topology without copy-pasted ELB names.
+//! - `nodeport`: per broker of the cluster, a NodePort Service named
+//!   `<pod>-nodeport` exposing `firstListenerPort + id` on every node (the
+//!   chart's own `nodeport.enabled` must stay false: its Services number pods
+//!   from 0 in every cluster and would claim the same NodePorts).
+//! - `cilium` and `linkerd`: nothing; they are configured on the chart's own
+//!   headless Services (annotations, labels, ports), which the policy sets.
 
 use serde_json::{Value, json};
 
@@ -23,7 +29,35 @@ fn labels(topo: &Topology) -> Value {
 pub fn companions(topo: &Topology, cluster: usize) -> Vec<Value> {
     let mut out = Vec::new();
     for g in topo.groups() {
-        match topo.networking.mode {
+        match g.mode {
+            NetworkingMode::Cilium | NetworkingMode::Linkerd => {}
+            NetworkingMode::Nodeport => {
+                let base = u32::from(topo.networking.first_listener_port);
+                for n in g.nodes_in(cluster) {
+                    let port = base + n.id;
+                    out.push(json!({
+                        "apiVersion": "v1",
+                        "kind": "Service",
+                        "metadata": {
+                            "name": format!("{}-nodeport", n.pod),
+                            "namespace": g.namespace,
+                            "labels": labels(topo),
+                        },
+                        "spec": {
+                            "type": "NodePort",
+                            "publishNotReadyAddresses": true,
+                            "selector": {"statefulset.kubernetes.io/pod-name": n.pod},
+                            "ports": [{
+                                "name": "external",
+                                "port": port,
+                                "targetPort": port,
+                                "nodePort": port,
+                                "protocol": "TCP",
+                            }],
+                        },
+                    }));
+                }
+            }
             NetworkingMode::Mcs => {
                 if g.slices[cluster].replicas > 0 {
                     out.push(json!({

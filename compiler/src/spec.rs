@@ -72,12 +72,50 @@ pub enum NetworkingMode {
     /// One LoadBalancer Service per node with an external-dns hostname under
     /// `zone`; other clusters reach it through an `ExternalName` Service.
     ExternalDns,
+    /// Cilium ClusterMesh global services: the headless Services are annotated
+    /// `service.cilium.io/global: "true"`, remote endpoints are synced into
+    /// every cluster, and every node keeps its native name
+    /// `<pod>.<svc>.<ns>.svc.<clusterDomain>` (pod names are globally unique
+    /// because each cluster has its own ordinal block).
+    Cilium,
+    /// Linkerd multicluster (headless mirroring): other clusters reach a node
+    /// as `<pod>.<svc>-<cluster>.<ns>.svc.<clusterDomain>`. Mirror names exist
+    /// only in the *other* clusters, so this works for peer lists that are
+    /// per-server configuration (ZooKeeper), never for Kafka advertised
+    /// listeners: use it as `quorumMode`.
+    Linkerd,
+    /// Kafka brokers only (cp-helm-charts): one NodePort Service per broker;
+    /// each broker advertises `<IP of its node>:<firstListenerPort + id>`
+    /// (the chart's EXTERNAL listener) and brokers replicate over it.
+    Nodeport,
+}
+
+impl NetworkingMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkingMode::Mcs => "mcs",
+            NetworkingMode::ExternalDns => "external-dns",
+            NetworkingMode::Cilium => "cilium",
+            NetworkingMode::Linkerd => "linkerd",
+            NetworkingMode::Nodeport => "nodeport",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Networking {
+    /// How nodes reach each other across clusters: Kafka brokers always, and
+    /// the quorum (ZooKeeper servers, KRaft controllers) unless `quorumMode` is set.
     pub mode: NetworkingMode,
+    /// A different mode for the quorum's peer lists (ZooKeeper servers, KRaft
+    /// controllers), e.g. `linkerd` for ZooKeeper with `nodeport` brokers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum_mode: Option<NetworkingMode>,
+    /// `nodeport` only: the cp-kafka chart's `nodeport.firstListenerPort`; broker
+    /// `id` listens and is exposed on `firstListenerPort + id`. Default 31090.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_listener_port: Option<u16>,
     /// DNS zone for `external-dns` hostnames, e.g. `stretch.example.com`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
@@ -146,9 +184,24 @@ pub enum RolloutStage {
     /// Only the first cluster's servers carry weight; the others join as
     /// weight-0 followers, so the first cluster keeps quorum alone.
     FirstCluster,
+    /// Only the servers of the first `votingClusters` clusters carry weight:
+    /// the step between `first-cluster` and `final` that keeps every quorum of
+    /// the old and the new configuration overlapping when three or more
+    /// clusters vote (see `straddle plan`).
+    FirstClusters,
     /// Every server carries its configured weight.
     #[default]
     Final,
+}
+
+impl RolloutStage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutStage::FirstCluster => "first-cluster",
+            RolloutStage::FirstClusters => "first-clusters",
+            RolloutStage::Final => "final",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -158,6 +211,10 @@ pub struct ZooKeeperQuorum {
     pub kind: QuorumType,
     #[serde(default)]
     pub stage: RolloutStage,
+    /// With `stage: first-clusters`: how many of the first clusters (in
+    /// `spec.clusters` order) vote; the others' servers have weight 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voting_clusters: Option<u32>,
     /// Hierarchical only: server weights per cluster (group), either one
     /// weight for every server of the cluster or one per server in ordinal
     /// order. Weight 0 servers replicate but never vote or lead. Default 1.

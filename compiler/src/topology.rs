@@ -18,6 +18,10 @@ use crate::spec::{
 /// The highest ZooKeeper server id (`myid` must be 1..=255).
 pub const ZK_MAX_ID: u32 = 255;
 const MCS_ZONE: &str = "clusterset.local";
+/// cp-kafka `nodeport.firstListenerPort` default.
+pub const DEFAULT_FIRST_LISTENER_PORT: u16 = 31090;
+/// The top of Kubernetes' default NodePort range (30000-32767).
+const NODE_PORT_MAX: u32 = 32767;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -69,14 +73,20 @@ pub struct Node {
     /// (LoadBalancer at home, ExternalName elsewhere). ZooKeeper peers use it,
     /// so local traffic stays in the cluster.
     pub alias: Option<String>,
+    /// `linkerd` only: the name the *other* clusters use (the mirrored
+    /// headless Service `<svc>-<cluster>`); `address` is the home name.
+    pub mirror: Option<String>,
     /// ZooKeeper hierarchical weight in the final stage.
     pub weight: u32,
 }
 
 impl Node {
-    /// The name ZooKeeper peers and clients use.
-    pub fn zk_host(&self) -> &str {
-        self.alias.as_deref().unwrap_or(&self.address)
+    /// The name ZooKeeper peers and clients in cluster `viewer` use.
+    pub fn zk_host(&self, viewer: usize) -> &str {
+        match &self.mirror {
+            Some(mirror) if viewer != self.cluster => mirror,
+            _ => self.alias.as_deref().unwrap_or(&self.address),
+        }
     }
 }
 
@@ -90,6 +100,8 @@ pub struct RoleGroup {
     pub fullname: String,
     pub statefulset: String,
     pub headless: String,
+    /// How this role's nodes are reached (`networking.mode` or `quorumMode`).
+    pub mode: NetworkingMode,
     /// Spec field of this role, e.g. `spec.kafka.brokers`.
     pub field: String,
     /// bitnami `KAFKA_MIN_ID`; 1 for cp ZooKeeper (id = ordinal + 1), 0 for cp Kafka.
@@ -115,14 +127,27 @@ pub struct Ensemble {
     pub group: RoleGroup,
     pub quorum: QuorumType,
     pub stage: RolloutStage,
+    /// Servers of clusters `0..voting_clusters` carry their weight at this
+    /// stage; the others have weight 0 (all clusters at `final`).
+    pub voting_clusters: usize,
 }
 
 impl Ensemble {
     /// Weights in force at the configured stage.
     pub fn staged_weight(&self, node: &Node) -> u32 {
-        match self.stage {
-            RolloutStage::FirstCluster if node.cluster != 0 => 0,
-            _ => node.weight,
+        if node.cluster < self.voting_clusters {
+            node.weight
+        } else {
+            0
+        }
+    }
+
+    /// The same ensemble at another rollout stage.
+    pub fn at_stage(&self, stage: RolloutStage, voting_clusters: usize) -> Ensemble {
+        Ensemble {
+            stage,
+            voting_clusters,
+            ..self.clone()
         }
     }
 }
@@ -164,9 +189,28 @@ impl Kafka {
 
 #[derive(Debug, Clone)]
 pub struct Networking {
+    /// Brokers (and the quorum unless `quorum_mode` differs).
     pub mode: NetworkingMode,
+    /// ZooKeeper servers and KRaft controllers.
+    pub quorum_mode: NetworkingMode,
     pub zone: String,
     pub cluster_domain: String,
+    pub first_listener_port: u16,
+}
+
+impl Networking {
+    /// The mode of a role: brokers (and combined controllers, which are
+    /// brokers too) use `mode`, quorum-only roles `quorum_mode`.
+    pub fn mode_of(&self, role: Role) -> NetworkingMode {
+        match role {
+            Role::Broker | Role::Controller { combined: true } => self.mode,
+            Role::ZooKeeper | Role::Controller { combined: false } => self.quorum_mode,
+        }
+    }
+
+    pub fn uses(&self, mode: NetworkingMode) -> bool {
+        self.mode == mode || self.quorum_mode == mode
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -253,41 +297,7 @@ pub fn build(doc: &StretchCluster) -> Result<Topology, Vec<Diagnostic>> {
         });
     }
 
-    let zone = match (s.networking.mode, &s.networking.zone) {
-        (NetworkingMode::ExternalDns, None) => {
-            errs.push(
-                Diagnostic::error("spec.networking.zone", "external-dns needs a DNS zone")
-                    .fix("set spec.networking.zone to the zone external-dns manages, e.g. stretch.example.com"),
-            );
-            String::new()
-        }
-        (NetworkingMode::ExternalDns, Some(z)) => {
-            check_dns_name(&mut errs, "spec.networking.zone", z);
-            z.trim_end_matches('.').to_string()
-        }
-        (NetworkingMode::Mcs, Some(_)) => {
-            errs.push(
-                Diagnostic::error(
-                    "spec.networking.zone",
-                    "mcs names are always under clusterset.local; a zone has no effect",
-                )
-                .fix("remove spec.networking.zone, or use mode: external-dns"),
-            );
-            String::new()
-        }
-        (NetworkingMode::Mcs, None) => MCS_ZONE.to_string(),
-    };
-    check_dns_name(
-        &mut errs,
-        "spec.networking.clusterDomain",
-        &s.networking.cluster_domain,
-    );
-    let networking = Networking {
-        mode: s.networking.mode,
-        zone,
-        cluster_domain: s.networking.cluster_domain.clone(),
-    };
-
+    let networking = networking(s, &mut errs);
     if s.zookeeper.is_none() && s.kafka.is_none() {
         errs.push(
             Diagnostic::error("spec", "nothing to stretch")
@@ -335,6 +345,136 @@ pub fn build(doc: &StretchCluster) -> Result<Topology, Vec<Diagnostic>> {
     if errs.is_empty() { Ok(topo) } else { Err(errs) }
 }
 
+/// Checks the networking modes against the roles they must carry, and
+/// resolves defaults. Each refusal says why the mode cannot work for that role.
+fn networking(s: &spec::StretchSpec, errs: &mut Vec<Diagnostic>) -> Networking {
+    use NetworkingMode::{ExternalDns, Linkerd, Mcs, Nodeport};
+    let n = &s.networking;
+    let mode = n.mode;
+    let quorum_mode = n.quorum_mode.unwrap_or(mode);
+    // The field that chose the quorum's mode, for messages.
+    let quorum_field = if n.quorum_mode.is_some() {
+        "spec.networking.quorumMode"
+    } else {
+        "spec.networking.mode"
+    };
+    let kafka = s.kafka.as_ref();
+    let combined = kafka
+        .and_then(|k| k.controllers.as_ref())
+        .is_some_and(|c| c.combined);
+    let has_brokers = kafka.is_some_and(|k| k.brokers.is_some()) || combined;
+    let has_controllers = kafka.is_some_and(|k| k.controllers.is_some() && !combined);
+    let has_zookeeper = s.zookeeper.is_some();
+    let bitnami_brokers = kafka.is_some_and(|k| k.chart == Chart::Bitnami) && has_brokers;
+
+    if mode == Linkerd && has_brokers {
+        errs.push(
+            Diagnostic::error(
+                "spec.networking.mode",
+                "linkerd cannot carry Kafka advertised listeners: a broker advertises one host to every client and broker in every cluster, but a Linkerd mirror name (<pod>.<svc>-<cluster>) exists only in the other clusters, never in the broker's own",
+            )
+            .fix("use linkerd for the quorum only: set spec.networking.quorumMode: linkerd, and mode: cilium, mcs, external-dns or nodeport for the brokers"),
+        );
+    }
+    if quorum_mode == Linkerd && has_controllers {
+        errs.push(
+            Diagnostic::error(
+                quorum_field,
+                "linkerd cannot carry the KRaft controller quorum: the initial-controllers list and each controller's advertised CONTROLLER endpoint are stored in the metadata log and must be the same name in every cluster, but a Linkerd mirror name exists only in the other clusters",
+            )
+            .fix("use linkerd for a ZooKeeper ensemble only; for KRaft controllers use mcs, cilium or external-dns"),
+        );
+    }
+    if quorum_mode == Nodeport && (has_zookeeper || has_controllers) {
+        errs.push(
+            Diagnostic::error(
+                quorum_field,
+                "nodeport cannot carry a quorum: every server's peer list names the other servers in advance, but a NodePort address is the IP of whichever node the pod lands on, known only when it starts",
+            )
+            .fix("set spec.networking.quorumMode to mcs, cilium, external-dns or linkerd (nodeport stays for the brokers)"),
+        );
+    }
+    if mode == Nodeport && bitnami_brokers {
+        errs.push(
+            Diagnostic::error(
+                "spec.networking.mode",
+                "nodeport is only available for cp-helm-charts brokers: bitnami/kafka builds its advertised host from the pod's DNS name in its init script, with no per-node address to switch to",
+            )
+            .fix("use mode: external-dns, mcs or cilium for bitnami/kafka"),
+        );
+    }
+    if mode == Nodeport && !has_brokers {
+        errs.push(
+            Diagnostic::error(
+                "spec.networking.mode",
+                "nodeport only exposes Kafka brokers, and this spec has none",
+            )
+            .fix("use mode: mcs, cilium, external-dns or linkerd"),
+        );
+    }
+    let first_listener_port = match n.first_listener_port {
+        Some(_) if mode != Nodeport => {
+            errs.push(
+                Diagnostic::error(
+                    "spec.networking.firstListenerPort",
+                    "firstListenerPort only applies to mode: nodeport",
+                )
+                .fix("remove spec.networking.firstListenerPort, or set mode: nodeport"),
+            );
+            DEFAULT_FIRST_LISTENER_PORT
+        }
+        Some(p) if u32::from(p) < 30000 || u32::from(p) > NODE_PORT_MAX => {
+            errs.push(
+                Diagnostic::error(
+                    "spec.networking.firstListenerPort",
+                    format!("{p} is outside the NodePort range 30000-{NODE_PORT_MAX}"),
+                )
+                .fix("use the cp-kafka chart's nodeport.firstListenerPort (default 31090)"),
+            );
+            p
+        }
+        Some(p) => p,
+        None => DEFAULT_FIRST_LISTENER_PORT,
+    };
+
+    let uses = |m: NetworkingMode| mode == m || quorum_mode == m;
+    let zone = match (&n.zone, uses(ExternalDns)) {
+        (None, true) => {
+            errs.push(
+                Diagnostic::error("spec.networking.zone", "external-dns needs a DNS zone")
+                    .fix("set spec.networking.zone to the zone external-dns manages, e.g. stretch.example.com"),
+            );
+            String::new()
+        }
+        (Some(z), true) => {
+            check_dns_name(errs, "spec.networking.zone", z);
+            z.trim_end_matches('.').to_string()
+        }
+        (Some(_), false) => {
+            let why = if uses(Mcs) {
+                "mcs names are always under clusterset.local; a zone has no effect"
+            } else {
+                "only external-dns names live in a zone; a zone has no effect here"
+            };
+            errs.push(
+                Diagnostic::error("spec.networking.zone", why)
+                    .fix("remove spec.networking.zone, or use mode: external-dns"),
+            );
+            String::new()
+        }
+        (None, false) if uses(Mcs) => MCS_ZONE.to_string(),
+        (None, false) => String::new(),
+    };
+    check_dns_name(errs, "spec.networking.clusterDomain", &n.cluster_domain);
+    Networking {
+        mode,
+        quorum_mode,
+        zone,
+        cluster_domain: n.cluster_domain.clone(),
+        first_listener_port,
+    }
+}
+
 struct Ctx<'a> {
     clusters: &'a [Cluster],
     networking: &'a Networking,
@@ -358,25 +498,50 @@ impl Ctx<'_> {
             .collect()
     }
 
+    /// (address, in-cluster alias, mirror name) of a node reached through `mode`.
     fn address(
         &self,
+        mode: NetworkingMode,
         pod: &str,
+        id: u32,
         cluster: usize,
         headless: &str,
         namespace: &str,
-    ) -> (String, Option<String>) {
+    ) -> (String, Option<String>, Option<String>) {
         let n = self.networking;
-        match n.mode {
+        let domain = &n.cluster_domain;
+        let cluster_name = &self.clusters[cluster].name;
+        match mode {
             NetworkingMode::Mcs => (
-                format!(
-                    "{pod}.{}.{headless}.{namespace}.svc.{MCS_ZONE}",
-                    self.clusters[cluster].name
-                ),
+                format!("{pod}.{cluster_name}.{headless}.{namespace}.svc.{MCS_ZONE}"),
+                None,
                 None,
             ),
             NetworkingMode::ExternalDns => (
                 format!("{pod}.{headless}.{namespace}.svc.{}", n.zone),
-                Some(format!("{pod}.{namespace}.svc.{}", n.cluster_domain)),
+                Some(format!("{pod}.{namespace}.svc.{domain}")),
+                None,
+            ),
+            // Remote EndpointSlices (with hostnames) are synced into every
+            // cluster, so the native per-pod name resolves everywhere.
+            NetworkingMode::Cilium => (
+                format!("{pod}.{headless}.{namespace}.svc.{domain}"),
+                None,
+                None,
+            ),
+            NetworkingMode::Linkerd => (
+                format!("{pod}.{headless}.{namespace}.svc.{domain}"),
+                None,
+                Some(format!(
+                    "{pod}.{headless}-{cluster_name}.{namespace}.svc.{domain}"
+                )),
+            ),
+            // Not a DNS name: the IP of the pod's node (the chart's
+            // `${HOST_IP}`), known only when the container starts.
+            NetworkingMode::Nodeport => (
+                format!("<node-ip>:{}", u32::from(n.first_listener_port) + id),
+                None,
+                None,
             ),
         }
     }
@@ -395,6 +560,7 @@ impl Ctx<'_> {
         block: Option<u32>,
     ) -> RoleGroup {
         let (statefulset, headless) = charts::statefulset_names(chart, role, fullname);
+        let mode = self.networking.mode_of(role);
         let mut slices = Vec::new();
         let mut nodes = Vec::new();
         let mut next_start = 0;
@@ -408,14 +574,17 @@ impl Ctx<'_> {
             });
             for ordinal in next_start..next_start + n {
                 let pod = format!("{statefulset}-{ordinal}");
-                let (address, alias) = self.address(&pod, cluster, &headless, namespace);
+                let id = ordinal + min_id;
+                let (address, alias, mirror) =
+                    self.address(mode, &pod, id, cluster, &headless, namespace);
                 nodes.push(Node {
                     cluster,
                     ordinal,
-                    id: ordinal + min_id,
+                    id,
                     pod,
                     address,
                     alias,
+                    mirror,
                     weight: 1,
                 });
             }
@@ -428,6 +597,7 @@ impl Ctx<'_> {
             fullname: fullname.to_string(),
             statefulset,
             headless,
+            mode,
             field: field.to_string(),
             min_id,
             slices,
@@ -466,12 +636,13 @@ impl Ctx<'_> {
             );
         }
         let q = &z.quorum;
+        let voting_clusters = self.voting_clusters(q, errs);
         if q.kind == QuorumType::Majority {
-            if q.stage == RolloutStage::FirstCluster {
+            if q.stage != RolloutStage::Final {
                 errs.push(
                     Diagnostic::error(
                         "spec.zookeeper.quorum.stage",
-                        "stage first-cluster needs a hierarchical quorum: a majority quorum cannot weight the other clusters out",
+                        format!("stage {} needs a hierarchical quorum: a majority quorum cannot weight the other clusters out", q.stage.as_str()),
                     )
                     .fix("set spec.zookeeper.quorum.type: hierarchical, or stage: final"),
                 );
@@ -486,12 +657,13 @@ impl Ctx<'_> {
                 );
             }
         }
-        if q.stage == RolloutStage::FirstCluster && replicas.first() == Some(&0) {
+        if q.stage != RolloutStage::Final && replicas.first() == Some(&0) {
             errs.push(
                 Diagnostic::error(
                     "spec.zookeeper.quorum.stage",
                     format!(
-                        "stage first-cluster keeps quorum in the first cluster ({}), which runs no ZooKeeper server",
+                        "stage {} keeps quorum in the first cluster ({}), which runs no ZooKeeper server",
+                        q.stage.as_str(),
                         self.clusters[0].name
                     ),
                 )
@@ -567,7 +739,54 @@ impl Ctx<'_> {
             group,
             quorum: q.kind,
             stage: q.stage,
+            voting_clusters,
         })
+    }
+
+    /// How many of the first clusters vote at the spec's rollout stage.
+    fn voting_clusters(&self, q: &spec::ZooKeeperQuorum, errs: &mut Vec<Diagnostic>) -> usize {
+        let all = self.clusters.len();
+        match (q.stage, q.voting_clusters) {
+            (RolloutStage::FirstClusters, Some(n)) if n >= 1 && (n as usize) < all => n as usize,
+            (RolloutStage::FirstClusters, Some(n)) => {
+                errs.push(
+                    Diagnostic::error(
+                        "spec.zookeeper.quorum.votingClusters",
+                        format!(
+                            "{n} voting clusters: with {all} member clusters it must be 1 to {}",
+                            all.saturating_sub(1)
+                        ),
+                    )
+                    .fix("use stage: final once every cluster votes"),
+                );
+                all
+            }
+            (RolloutStage::FirstClusters, None) => {
+                errs.push(
+                    Diagnostic::error(
+                        "spec.zookeeper.quorum.stage",
+                        "stage first-clusters needs spec.zookeeper.quorum.votingClusters",
+                    )
+                    .fix("add votingClusters: 2 (the first two clusters in spec.clusters vote)"),
+                );
+                all
+            }
+            (_, Some(_)) => {
+                errs.push(
+                    Diagnostic::error(
+                        "spec.zookeeper.quorum.votingClusters",
+                        format!(
+                            "votingClusters only applies to stage: first-clusters, not {}",
+                            q.stage.as_str()
+                        ),
+                    )
+                    .fix("remove votingClusters, or set stage: first-clusters"),
+                );
+                all
+            }
+            (RolloutStage::FirstCluster, None) => 1,
+            (_, None) => all,
+        }
     }
 
     fn kafka(
@@ -768,6 +987,25 @@ impl Ctx<'_> {
                         ),
                     )
                     .fix(format!("set spec.kafka.brokers.minId to at least {c_hi}, or shrink the ID blocks")),
+                );
+            }
+        }
+        if let Some(b) = brokers
+            .as_ref()
+            .filter(|b| b.mode == NetworkingMode::Nodeport)
+        {
+            let first = u32::from(self.networking.first_listener_port);
+            let (_, end) = b.id_range();
+            let last_id = end.saturating_sub(1);
+            if first + last_id > NODE_PORT_MAX {
+                errs.push(
+                    Diagnostic::error(
+                        "spec.kafka.brokers.idBlockSize",
+                        format!(
+                            "broker IDs reach {last_id}: their NodePorts firstListenerPort + id = {first} + {last_id} exceed {NODE_PORT_MAX}, the top of the NodePort range"
+                        ),
+                    )
+                    .fix("use smaller ID blocks (idBlockSize), or a lower spec.networking.firstListenerPort (and the chart's nodeport.firstListenerPort)"),
                 );
             }
         }

@@ -8,19 +8,30 @@ use proptest::prelude::*;
 use straddle_compiler::{check, compile, quorum};
 use straddle_policy::{Operation, Request, Verdict};
 
+/// The networking section for mode choice `net` (0..5).
+fn networking(kraft: bool, net: u8) -> &'static str {
+    match (net, kraft) {
+        (0, _) => "  networking:\n    mode: mcs\n",
+        (1, _) => "  networking:\n    mode: external-dns\n    zone: z.example.com\n",
+        (2, _) => "  networking:\n    mode: cilium\n",
+        (3, false) => "  networking:\n    mode: nodeport\n    quorumMode: linkerd\n",
+        (3, true) => {
+            "  networking:\n    mode: external-dns\n    quorumMode: cilium\n    zone: z.example.com\n"
+        }
+        (_, false) => "  networking:\n    mode: cilium\n    quorumMode: linkerd\n",
+        (_, true) => "  networking:\n    mode: cilium\n    quorumMode: mcs\n",
+    }
+}
+
 /// A spec with `replicas[c] = (zk, controllers, brokers)` per cluster.
-fn spec_text(kraft: bool, mcs: bool, replicas: &[(u32, u32, u32)], block: Option<u32>) -> String {
+fn spec_text(kraft: bool, net: u8, replicas: &[(u32, u32, u32)], block: Option<u32>) -> String {
     let mut s = String::from(
         "apiVersion: straddle.dev/v1alpha1\nkind: StretchCluster\nmetadata:\n  name: prop\nspec:\n  clusters:\n",
     );
     for i in 0..replicas.len() {
         s.push_str(&format!("    - name: c{i}\n"));
     }
-    if mcs {
-        s.push_str("  networking:\n    mode: mcs\n");
-    } else {
-        s.push_str("  networking:\n    mode: external-dns\n    zone: z.example.com\n");
-    }
+    s.push_str(networking(kraft, net));
     let map = |f: &dyn Fn(&(u32, u32, u32)) -> u32| {
         let items: Vec<String> = replicas
             .iter()
@@ -48,13 +59,13 @@ fn spec_text(kraft: bool, mcs: bool, replicas: &[(u32, u32, u32)], block: Option
     s
 }
 
-/// (kraft, mcs, per-cluster (zk, controllers, brokers), broker idBlockSize)
-type Layout = (bool, bool, Vec<(u32, u32, u32)>, Option<u32>);
+/// (kraft, networking choice, per-cluster (zk, controllers, brokers), broker idBlockSize)
+type Layout = (bool, u8, Vec<(u32, u32, u32)>, Option<u32>);
 
 fn layouts() -> impl Strategy<Value = Layout> {
     (
         any::<bool>(),
-        any::<bool>(),
+        0u8..5,
         prop::collection::vec((0u32..6, 0u32..4, 0u32..15), 1..7),
         prop::option::of(1u32..40),
     )
@@ -64,8 +75,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
     #[test]
-    fn ids_are_unique_across_clusters_and_roles((kraft, mcs, replicas, block) in layouts()) {
-        let text = spec_text(kraft, mcs, &replicas, block);
+    fn ids_are_unique_across_clusters_and_roles((kraft, net, replicas, block) in layouts()) {
+        let text = spec_text(kraft, net, &replicas, block);
         let Ok(checked) = check("prop.yaml", &text) else { return Ok(()) };
         let topo = &checked.topology;
         // ZooKeeper ids: 1..=n, contiguous, equal to list position (cp-zookeeper).
@@ -96,17 +107,24 @@ proptest! {
             }
         }
         // Every address is unique: no two nodes advertise the same endpoint.
+        // Pod names are unique across clusters in each namespace (Cilium and
+        // Linkerd sync hostnames as they are, without conflict resolution).
         let mut addresses = BTreeSet::new();
+        let mut hostnames = BTreeSet::new();
         for g in topo.groups() {
             for n in &g.nodes {
                 prop_assert!(addresses.insert(n.address.clone()));
+                prop_assert!(hostnames.insert((g.namespace.clone(), n.pod.clone())), "duplicate pod {}", n.pod);
+                if let Some(m) = &n.mirror {
+                    prop_assert!(addresses.insert(m.clone()));
+                }
             }
         }
     }
 
     #[test]
-    fn survivability_matches_a_brute_force_majority((kraft, mcs, replicas, block) in layouts()) {
-        let text = spec_text(kraft, mcs, &replicas, block);
+    fn survivability_matches_a_brute_force_majority((kraft, net, replicas, block) in layouts()) {
+        let text = spec_text(kraft, net, &replicas, block);
         let Ok(checked) = check("prop.yaml", &text) else { return Ok(()) };
         for q in quorum::quorums(&checked.topology) {
             if q.kind != straddle_compiler::spec::QuorumType::Majority { continue; }
@@ -119,12 +137,12 @@ proptest! {
 
     #[test]
     fn review_of_a_reviewed_statefulset_is_allow(
-        (kraft, mcs, replicas, block) in layouts(),
+        (kraft, net, replicas, block) in layouts(),
         env in prop::collection::vec(("[A-Z_]{1,12}", "[a-z0-9.:-]{0,20}"), 0..6),
         chart_replicas in 0u32..9,
         ordinal_start in prop::option::of(0u32..50),
     ) {
-        let text = spec_text(kraft, mcs, &replicas, block);
+        let text = spec_text(kraft, net, &replicas, block);
         let Ok(checked) = check("prop.yaml", &text) else { return Ok(()) };
         let (plan, _) = compile::plan(&checked.topology);
         let topo = &checked.topology;
@@ -170,6 +188,27 @@ proptest! {
                     continue;
                 };
                 let mut mutated = sts.clone();
+                let patch: json_patch::Patch = serde_json::from_str(p).unwrap();
+                json_patch::patch(&mut mutated, &patch).unwrap();
+                let again = mutated.to_string();
+                let update = straddle_policy::review(&plan, &Request { object: &again, operation: Operation::Update, old_object: Some(&object), ..req });
+                prop_assert_eq!(update, Verdict::Allow);
+
+                // The headless Service: mesh annotations, labels and ports too.
+                let svc = serde_json::json!({
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {"name": g.headless, "labels": {"app": "x"}},
+                    "spec": {"clusterIP": "None", "ports": [{"name": "server", "port": 2888}]}
+                });
+                let object = svc.to_string();
+                let req = Request { kind: "Service", name: &g.headless, object: &object, ..req };
+                let first = straddle_policy::review(&plan, &req);
+                let Verdict::Patch(p) = &first else {
+                    prop_assert!(false, "expected a patch, got {:?}", first);
+                    continue;
+                };
+                let mut mutated = svc.clone();
                 let patch: json_patch::Patch = serde_json::from_str(p).unwrap();
                 json_patch::patch(&mut mutated, &patch).unwrap();
                 let again = mutated.to_string();

@@ -134,6 +134,7 @@ fn statefulset(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<Pa
         .ok_or_else(|| format!("{t}: the object has no spec"))?;
     let mut patch = PatchWriter::new();
     annotations(&mut patch, &sts.metadata.annotations, &rule.ops);
+    labels(&mut patch, &sts.metadata.labels, &rule.ops);
     let pod = spec.template.as_ref().and_then(|t| t.spec.as_ref());
     for op in &rule.ops {
         match op {
@@ -192,8 +193,8 @@ fn statefulset(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<Pa
                     }
                 }
             }
-            Op::Annotation { .. } => {}
-            Op::PublishNotReadyAddresses(_) | Op::Properties { .. } => {
+            Op::Annotation { .. } | Op::Label { .. } => {}
+            Op::PublishNotReadyAddresses(_) | Op::Properties { .. } | Op::ServicePort { .. } => {
                 return Err(mismatched_op(t));
             }
         }
@@ -237,30 +238,63 @@ fn service(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<PatchW
         serde_json::from_str(object).map_err(|e| format!("{t}: cannot read the object ({e})"))?;
     let mut patch = PatchWriter::new();
     annotations(&mut patch, &svc.metadata.annotations, &rule.ops);
+    labels(&mut patch, &svc.metadata.labels, &rule.ops);
+    let default_spec = k8s::ServiceSpec::default();
+    let spec = svc.spec.as_ref().unwrap_or(&default_spec);
+    // Every later path lives under /spec: create it once, first.
+    let mut spec_created = svc.spec.is_some();
+    let mut ensure_spec = |patch: &mut PatchWriter| {
+        if !spec_created {
+            patch.add("/spec", "{}");
+            spec_created = true;
+        }
+    };
     for op in &rule.ops {
         match op {
             Op::PublishNotReadyAddresses(want) => {
-                let current = svc
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.publish_not_ready_addresses);
                 // Unset means false to the API server.
-                if current.unwrap_or(false) != *want {
-                    if svc.spec.is_some() {
-                        patch.add("/spec/publishNotReadyAddresses", bool_json(*want));
-                    } else {
-                        patch.add(
-                            "/spec",
-                            &format!("{{\"publishNotReadyAddresses\":{}}}", bool_json(*want)),
-                        );
-                    }
+                if spec.publish_not_ready_addresses.unwrap_or(false) != *want {
+                    ensure_spec(&mut patch);
+                    patch.add("/spec/publishNotReadyAddresses", bool_json(*want));
                 }
             }
-            Op::Annotation { .. } => {}
+            Op::ServicePort { .. } | Op::Annotation { .. } | Op::Label { .. } => {}
             _ => return Err(mismatched_op(t)),
         }
     }
+    let missing = missing_ports(spec, &rule.ops);
+    if !missing.is_empty() {
+        ensure_spec(&mut patch);
+        if spec.ports.is_some() {
+            for entry in &missing {
+                patch.add("/spec/ports/-", entry);
+            }
+        } else {
+            patch.add("/spec/ports", &format!("[{}]", missing.join(",")));
+        }
+    }
     Ok(patch)
+}
+
+/// The `Op::ServicePort` entries (as JSON) whose port the Service does not
+/// declare. A declared port is left as the chart wrote it (its name may differ).
+fn missing_ports(spec: &k8s::ServiceSpec, ops: &[Op<'_>]) -> Vec<String> {
+    let ports = spec.ports.as_deref().unwrap_or(&[]);
+    ops.iter()
+        .filter_map(|op| match op {
+            Op::ServicePort { name, port } => Some((name, *port)),
+            _ => None,
+        })
+        .filter(|(_, port)| !ports.iter().any(|p| p.port == Some(i64::from(*port))))
+        .map(|(name, port)| {
+            let mut entry = String::from("{\"name\":");
+            push_json_string(&mut entry, name);
+            entry.push_str(&format!(
+                ",\"port\":{port},\"protocol\":\"TCP\",\"targetPort\":{port}}}"
+            ));
+            entry
+        })
+        .collect()
 }
 
 fn configmap(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<PatchWriter, String> {
@@ -268,6 +302,7 @@ fn configmap(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<Patc
         serde_json::from_str(object).map_err(|e| format!("{t}: cannot read the object ({e})"))?;
     let mut patch = PatchWriter::new();
     annotations(&mut patch, &cm.metadata.annotations, &rule.ops);
+    labels(&mut patch, &cm.metadata.labels, &rule.ops);
     for op in &rule.ops {
         match op {
             Op::Properties { data_key, edits } => {
@@ -285,7 +320,7 @@ fn configmap(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<Patc
                     patch.replace(&path, &json_string(&new));
                 }
             }
-            Op::Annotation { .. } => {}
+            Op::Annotation { .. } | Op::Label { .. } => {}
             _ => return Err(mismatched_op(t)),
         }
     }
@@ -305,14 +340,33 @@ fn bool_json(b: bool) -> &'static str {
 /// Patches `metadata.annotations` to hold every `Op::Annotation` of the rule.
 fn annotations(patch: &mut PatchWriter, current: &Annotations<'_>, ops: &[Op<'_>]) {
     let wanted = ops.iter().filter_map(|op| match op {
-        Op::Annotation { key, value } => Some((key, value)),
+        Op::Annotation { key, value } => Some((key.as_ref(), value.as_ref())),
         _ => None,
     });
+    string_map(patch, "/metadata/annotations", current, wanted);
+}
+
+/// Patches `metadata.labels` to hold every `Op::Label` of the rule.
+fn labels(patch: &mut PatchWriter, current: &Annotations<'_>, ops: &[Op<'_>]) {
+    let wanted = ops.iter().filter_map(|op| match op {
+        Op::Label { key, value } => Some((key.as_ref(), value.as_ref())),
+        _ => None,
+    });
+    string_map(patch, "/metadata/labels", current, wanted);
+}
+
+/// Makes the string map at `path` hold every wanted (key, value).
+fn string_map<'w>(
+    patch: &mut PatchWriter,
+    path: &str,
+    current: &Annotations<'_>,
+    wanted: impl Iterator<Item = (&'w str, &'w str)>,
+) {
     match current {
         Some(map) => {
             for (key, value) in wanted {
-                if map.get(key) != Some(value.as_ref()) {
-                    let path = format!("/metadata/annotations/{}", escape_token(key));
+                if map.get(key) != Some(value) {
+                    let path = format!("{path}/{}", escape_token(key));
                     patch.add(&path, &json_string(value));
                 }
             }
@@ -329,7 +383,7 @@ fn annotations(patch: &mut PatchWriter, current: &Annotations<'_>, ops: &[Op<'_>
             }
             if obj.len() > 1 {
                 obj.push('}');
-                patch.add("/metadata/annotations", &obj);
+                patch.add(path, &obj);
             }
         }
     }
@@ -511,6 +565,30 @@ mod tests {
             }],
         };
         b.insert("west", ObjectKind::ConfigMap, "ns", "cfg", &cm);
+        let svc = ObjectRule {
+            field: "spec.zookeeper".into(),
+            checks: vec![],
+            ops: vec![
+                Op::Label {
+                    key: "mirror.linkerd.io/exported".into(),
+                    value: "remote-discovery".into(),
+                },
+                Op::Annotation {
+                    key: "service.cilium.io/global".into(),
+                    value: "true".into(),
+                },
+                Op::ServicePort {
+                    name: "client".into(),
+                    port: 2181,
+                },
+                Op::ServicePort {
+                    name: "server".into(),
+                    port: 2888,
+                },
+                Op::PublishNotReadyAddresses(true),
+            ],
+        };
+        b.insert("west", ObjectKind::Service, "ns", "zk-headless", &svc);
         b.finish(&BundleInfo {
             name: "t".into(),
             spec_digest: "sha256:1".into(),
@@ -543,6 +621,45 @@ mod tests {
     }
 
     const STS: &str = r#"{"metadata":{"name":"kafka"},"spec":{"replicas":5,"template":{"spec":{"containers":[{"name":"main","env":[{"name":"A","value":"1"},{"name":"POD_NAME","valueFrom":{"fieldRef":{"fieldPath":"metadata.name"}}},{"name":"GONE","value":"x"},{"name":"POD_NAME","value":"dup"}]}]}}}}"#;
+
+    #[test]
+    fn service_labels_annotations_and_ports_are_end_values() {
+        let p = plan();
+        for object in [
+            r#"{"metadata":{"name":"zk-headless"},"spec":{"clusterIP":"None","ports":[{"name":"peer","port":2888}]}}"#,
+            r#"{"metadata":{"name":"zk-headless","labels":{"app":"zk"},"annotations":{}},"spec":{}}"#,
+            r#"{"metadata":{"name":"zk-headless"}}"#,
+        ] {
+            let v = review(&p, &req("west", "Service", "zk-headless", object));
+            let after = apply(object, &v);
+            let doc: serde_json::Value = serde_json::from_str(&after).unwrap();
+            assert_eq!(
+                doc["metadata"]["labels"]["mirror.linkerd.io/exported"],
+                "remote-discovery"
+            );
+            assert_eq!(
+                doc["metadata"]["annotations"]["service.cilium.io/global"],
+                "true"
+            );
+            let ports: Vec<i64> = doc["spec"]["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["port"].as_i64().unwrap())
+                .collect();
+            assert!(ports.contains(&2181) && ports.contains(&2888), "{after}");
+            assert_eq!(
+                ports.len(),
+                2,
+                "a declared port is not added twice: {after}"
+            );
+            if let Some(name) = doc["metadata"]["labels"]["app"].as_str() {
+                assert_eq!(name, "zk", "other labels are kept");
+            }
+            let again = review(&p, &req("west", "Service", "zk-headless", &after));
+            assert_eq!(again, Verdict::Allow, "not idempotent: {after}");
+        }
+    }
 
     #[test]
     fn statefulset_gets_end_values_and_is_idempotent() {

@@ -48,6 +48,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for StrMap<'a> {
 pub struct Metadata<'a> {
     #[serde(borrow, default)]
     pub annotations: Option<StrMap<'a>>,
+    #[serde(borrow, default)]
+    pub labels: Option<StrMap<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -145,6 +147,14 @@ pub struct Service<'a> {
 pub struct ServiceSpec {
     #[serde(default)]
     pub publish_not_ready_addresses: Option<bool>,
+    #[serde(default)]
+    pub ports: Option<Vec<ServicePort>>,
+}
+
+#[derive(Deserialize)]
+pub struct ServicePort {
+    #[serde(default)]
+    pub port: Option<i64>,
 }
 
 #[derive(Deserialize)]

@@ -128,6 +128,20 @@ pub enum Op<'a> {
         #[serde(borrow)]
         edits: Vec<PropEdit<'a>>,
     },
+    /// `metadata.labels[key] = value` (e.g. a mesh's export label).
+    Label {
+        #[serde(borrow)]
+        key: Cow<'a, str>,
+        #[serde(borrow)]
+        value: Cow<'a, str>,
+    },
+    /// Service `spec.ports` holds an entry for `port` (TCP, same target
+    /// port); added with `name` when missing, left alone when present.
+    ServicePort {
+        #[serde(borrow)]
+        name: Cow<'a, str>,
+        port: u16,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
