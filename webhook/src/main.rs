@@ -61,6 +61,8 @@ fn run(config: Config, started: Instant) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        // With --self-managed-certs: the certificate files exist before bind.
+        let cert_renewal = straddle_webhook::certs_kube::start(&config).await?;
         let server = Server::bind(config).await?;
         info!(
             listen = %server.local_addr(),
@@ -69,7 +71,11 @@ fn run(config: Config, started: Instant) -> Result<()> {
             version = env!("CARGO_PKG_VERSION"),
             "ready"
         );
-        server.run(shutdown_signal()).await
+        let result = server.run(shutdown_signal()).await;
+        if let Some(task) = cert_renewal {
+            task.abort();
+        }
+        result
     })
 }
 
