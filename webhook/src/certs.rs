@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SerialNumber,
+    KeyUsagePurpose, PublicKeyData, SerialNumber,
 };
 use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
@@ -294,7 +294,7 @@ pub fn verify_serving(set: &CertSet, identity: &Identity, now: SystemTime) -> Re
 
 /// The validity window of the first certificate in `pem`.
 pub fn validity(pem: &str) -> Result<(SystemTime, SystemTime)> {
-    let certs = parse_bundle(pem)?;
+    let certs = parse_certs(pem, "certificate")?;
     Ok((certs[0].not_before, certs[0].not_after))
 }
 
@@ -320,16 +320,21 @@ impl ParsedCert {
 }
 
 fn parse_bundle(pem: &str) -> Result<Vec<ParsedCert>> {
+    parse_certs(pem, CA_CRT)
+}
+
+/// The certificates of a PEM text (`what` names it in errors).
+fn parse_certs(pem: &str, what: &str) -> Result<Vec<ParsedCert>> {
     let mut certs = Vec::new();
-    for block in ::pem::parse_many(pem).context("ca.crt is not PEM")? {
+    for block in ::pem::parse_many(pem).with_context(|| format!("{what} is not PEM"))? {
         ensure!(
             block.tag() == "CERTIFICATE",
-            "ca.crt holds a {} block",
+            "{what} holds a {} block",
             block.tag()
         );
         let der = CertificateDer::from(block.contents().to_vec());
         let (_, cert) = x509_parser::parse_x509_certificate(&der)
-            .map_err(|e| anyhow!("ca.crt holds an unreadable certificate: {e}"))?;
+            .map_err(|e| anyhow!("{what} holds an unreadable certificate: {e}"))?;
         let time = |t: x509_parser::time::ASN1Time| {
             SystemTime::UNIX_EPOCH + Duration::from_secs(t.timestamp().max(0) as u64)
         };
@@ -338,13 +343,17 @@ fn parse_bundle(pem: &str) -> Result<Vec<ParsedCert>> {
             time(cert.validity().not_after),
         );
         certs.push(ParsedCert {
-            pem: ::pem::encode(&block),
+            // LF, as rcgen writes PEM (the crate's default is CRLF).
+            pem: ::pem::encode_config(
+                &block,
+                ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF),
+            ),
             der,
             not_before,
             not_after,
         });
     }
-    ensure!(!certs.is_empty(), "ca.crt holds no certificate");
+    ensure!(!certs.is_empty(), "{what} holds no certificate");
     Ok(certs)
 }
 
@@ -365,9 +374,9 @@ fn serving_problem(
     identity: &Identity,
     now: SystemTime,
 ) -> Option<String> {
-    let leaf = match parse_bundle(&stored.tls_cert_pem) {
+    let leaf = match parse_certs(&stored.tls_cert_pem, TLS_CRT) {
         Ok(mut certs) => certs.remove(0),
-        Err(e) => return Some(format!("tls.crt: {e:#}").replace("ca.crt", "tls.crt")),
+        Err(e) => return Some(format!("{e:#}")),
     };
     if leaf.renewal_due(now) {
         return Some("two thirds of its lifetime passed".into());
@@ -387,7 +396,7 @@ fn key_matches(key_pem: &str, cert: &CertificateDer<'_>) -> Result<()> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert)
         .map_err(|e| anyhow!("unreadable certificate: {e}"))?;
     ensure!(
-        parsed.public_key().raw == key.public_key_der().as_slice(),
+        parsed.public_key().raw == key.subject_public_key_info().as_slice(),
         "the key does not belong to the certificate"
     );
     Ok(())
@@ -475,7 +484,7 @@ fn set_validity(
     params.not_after = (now + lifetime).into();
     // A serial unique per key and time, without another source of randomness.
     let mut digest = Sha256::new();
-    digest.update(key.public_key_der());
+    digest.update(key.der_bytes());
     digest.update(
         now.duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()

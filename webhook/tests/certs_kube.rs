@@ -297,6 +297,7 @@ async fn renewal_and_ca_rotation_at_simulated_times() {
     a.manager.reconcile(t0()).await.unwrap();
     b.manager.reconcile(t0()).await.unwrap();
     let first = api.secret_set();
+    api.log();
 
     // Day 61 of 90: replica a renews the serving certificate; the CA and
     // the caBundle stay. Replica b picks it up on its next check.
