@@ -285,6 +285,7 @@ pub mod cert_manager {
         pub secret_name: String,
         pub issuer_ref: IssuerRef,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(rename = "isCA")]
         pub is_ca: Option<bool>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub common_name: Option<String>,
