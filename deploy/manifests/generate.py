@@ -4,10 +4,13 @@
     python3 deploy/manifests/generate.py          # rewrite base/ and the overlay's cert-manager.yaml
     python3 deploy/manifests/generate.py --check  # exit 1 if they differ from the chart
 
-base/ is the chart rendered with self-managed certificates; the cert-manager
-overlay adds the chart's cert-manager objects and patches base into the
-chart's cert-manager variant (deploy/tests checks that `kubectl kustomize`
-of each equals the chart's output). Helm's own labels (helm.sh/chart,
+common/ holds what both variants share, as the chart renders it with
+cert-manager (no API access for the pods); base/ adds the chart's
+self-managed certificate objects and patches common/ into that variant;
+overlays/cert-manager/ adds the chart's cert-manager objects. Nothing is
+deleted by a patch, so kustomize v2 (kubectl 1.20) builds them too.
+deploy/tests checks that `kubectl kustomize` of base/ and of the overlay
+equal the chart's output. Helm's own labels (helm.sh/chart,
 app.kubernetes.io/managed-by) are left out.
 """
 import json
@@ -48,12 +51,14 @@ def clean(text):
 
 def files():
     wanted = {}
-    for path, text in render(BASE_VALUES).items():
+    for path, text in render(CERT_MANAGER_VALUES).items():
         name = pathlib.PurePath(path).name
-        if name.endswith(".yaml") and text.strip():
-            wanted[HERE / "base" / name] = clean(text)
-    cm = render(CERT_MANAGER_VALUES)["straddle-webhook/templates/cert-manager.yaml"]
-    wanted[HERE / "overlays" / "cert-manager" / "cert-manager.yaml"] = clean(cm)
+        if not name.endswith(".yaml") or not text.strip():
+            continue
+        where = "overlays/cert-manager" if name == "cert-manager.yaml" else "common"
+        wanted[HERE / where / name] = clean(text)
+    own = render(BASE_VALUES)["straddle-webhook/templates/self-managed-certs.yaml"]
+    wanted[HERE / "base" / "self-managed-certs.yaml"] = clean(own)
     return wanted
 
 
