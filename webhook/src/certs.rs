@@ -262,7 +262,9 @@ pub fn encode(set: &CertSet) -> [(&'static str, Vec<u8>); 4] {
 pub fn verify_serving(set: &CertSet, identity: &Identity, now: SystemTime) -> Result<()> {
     let mut roots = RootCertStore::empty();
     for ca in parse_bundle(&set.ca_bundle_pem)? {
-        roots.add(ca.der).context("adding a CA to the trust store")?;
+        roots
+            .add(ca.der)
+            .context("adding a CA to the trust store")?;
     }
     let verifier =
         WebPkiServerVerifier::builder_with_provider(Arc::new(roots), crate::tls::provider())
@@ -271,7 +273,9 @@ pub fn verify_serving(set: &CertSet, identity: &Identity, now: SystemTime) -> Re
     let chain = CertificateDer::pem_slice_iter(set.tls_cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .context("tls.crt is not PEM")?;
-    let (leaf, intermediates) = chain.split_first().context("tls.crt holds no certificate")?;
+    let (leaf, intermediates) = chain
+        .split_first()
+        .context("tls.crt holds no certificate")?;
     let since_epoch = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .context("time before 1970")?;
@@ -512,7 +516,11 @@ pub fn parse_lifetime(text: &str) -> Result<Duration, String> {
         "h" => 3600,
         "m" => 60,
         "s" => 1,
-        other => return Err(format!("unknown unit {other:?} in {text:?} (use d, h, m or s)")),
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use d, h, m or s)"
+            ));
+        }
     };
     let secs = value
         .checked_mul(unit_secs)

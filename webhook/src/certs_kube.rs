@@ -293,9 +293,9 @@ pub async fn start(config: &crate::Config) -> Result<Option<tokio::task::JoinHan
     if !flags.self_managed_certs {
         return Ok(None);
     }
-    let client = kube::Client::try_default()
-        .await
-        .context("--self-managed-certs: connecting to the API server (in-cluster config or kubeconfig)")?;
+    let client = kube::Client::try_default().await.context(
+        "--self-managed-certs: connecting to the API server (in-cluster config or kubeconfig)",
+    )?;
     let manager = CertManager::new(client, flags, &config.tls_cert, &config.tls_key)?;
     let done = manager.initial().await?;
     info!(
@@ -328,7 +328,9 @@ pub fn ca_bundle_patch(
         if current == Some(bundle_pem.as_bytes()) {
             continue;
         }
-        ops.push(json!({"op": "test", "path": format!("/webhooks/{i}/name"), "value": webhook.name}));
+        ops.push(
+            json!({"op": "test", "path": format!("/webhooks/{i}/name"), "value": webhook.name}),
+        );
         ops.push(json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": encoded}));
     }
     Ok((!ops.is_empty()).then_some(Value::Array(ops)))

@@ -40,7 +40,10 @@ fn generated_chain_verifies_for_every_service_name_and_only_while_valid() {
     certs::verify_serving(&set, &identity(), t0()).unwrap();
     certs::verify_serving(&set, &identity(), t0() + 89 * DAY).unwrap();
     let err = certs::verify_serving(&set, &identity(), t0() + 91 * DAY).unwrap_err();
-    assert!(format!("{err:#}").contains("straddle-webhook.straddle-system.svc"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("straddle-webhook.straddle-system.svc"),
+        "{err:#}"
+    );
     // Another Service's names are not covered.
     let other = Identity {
         service: "other".into(),
@@ -97,7 +100,10 @@ fn unusable_contents_are_replaced_with_the_reason() {
         ..set.clone()
     };
     let (fixed, renewal) = certs::next(Some(&mixed), &identity(), lifetimes, t0()).unwrap();
-    assert!(matches!(&renewal, Some(Renewal::Replaced(why)) if why.contains("CA key")), "{renewal:?}");
+    assert!(
+        matches!(&renewal, Some(Renewal::Replaced(why)) if why.contains("CA key")),
+        "{renewal:?}"
+    );
     certs::verify_serving(&fixed, &identity(), t0()).unwrap();
 
     // A serving certificate from another CA: renewed from the stored CA.
@@ -107,7 +113,10 @@ fn unusable_contents_are_replaced_with_the_reason() {
         ..set.clone()
     };
     let (fixed, renewal) = certs::next(Some(&foreign), &identity(), lifetimes, t0()).unwrap();
-    assert!(matches!(renewal, Some(Renewal::ServingRenewed(_))), "{renewal:?}");
+    assert!(
+        matches!(renewal, Some(Renewal::ServingRenewed(_))),
+        "{renewal:?}"
+    );
     assert_eq!(fixed.ca_bundle_pem, set.ca_bundle_pem);
     certs::verify_serving(&fixed, &identity(), t0()).unwrap();
 
@@ -140,7 +149,10 @@ fn renewal_at_two_thirds_of_the_serving_lifetime() {
     assert_eq!((&same, renewal), (&set, None));
     let (renewed, renewal) =
         certs::next(Some(&set), &identity(), lifetimes, t0() + 61 * DAY).unwrap();
-    assert!(matches!(renewal, Some(Renewal::ServingRenewed(_))), "{renewal:?}");
+    assert!(
+        matches!(renewal, Some(Renewal::ServingRenewed(_))),
+        "{renewal:?}"
+    );
     // Same CA (the caBundle does not change), a new key and certificate.
     assert_eq!(renewed.ca_bundle_pem, set.ca_bundle_pem);
     assert_eq!(renewed.ca_key_pem, set.ca_key_pem);
@@ -193,13 +205,21 @@ fn two_years_of_daily_checks_with_ca_rotation() {
         };
         *counts.entry(kind).or_default() += 1;
         if kind == "ca" {
-            assert_eq!(pem_count(&next.ca_bundle_pem), 2, "day {day}: old CA still trusted");
+            assert_eq!(
+                pem_count(&next.ca_bundle_pem),
+                2,
+                "day {day}: old CA still trusted"
+            );
             last_ca_rotation = day;
         }
         // The old CA expires 40 days after the rotation (120 - 80): then
         // it leaves the bundle.
         if last_ca_rotation > 0 && day > last_ca_rotation + 41 {
-            assert_eq!(pem_count(&next.ca_bundle_pem), 1, "day {day}: expired CA kept");
+            assert_eq!(
+                pem_count(&next.ca_bundle_pem),
+                1,
+                "day {day}: expired CA kept"
+            );
         }
         set = next;
     }
@@ -228,11 +248,15 @@ fn ca_bundle_patch_sets_every_webhook_once() {
     json_patch::patch(&mut config, &patch).unwrap();
     let patched: MutatingWebhookConfiguration = serde_json::from_value(config.clone()).unwrap();
     for webhook in patched.webhooks.as_ref().unwrap() {
-        assert_eq!(webhook.client_config.ca_bundle.as_ref().unwrap().0, bundle.as_bytes());
+        assert_eq!(
+            webhook.client_config.ca_bundle.as_ref().unwrap().0,
+            bundle.as_bytes()
+        );
     }
     assert_eq!(ca_bundle_patch(&patched, bundle).unwrap(), None);
     // The name guard: the same patch on a reordered list fails.
-    let mut reordered = json!({"webhooks": [config["webhooks"][1].clone(), config["webhooks"][0].clone()]});
+    let mut reordered =
+        json!({"webhooks": [config["webhooks"][1].clone(), config["webhooks"][0].clone()]});
     reordered["webhooks"][0]["clientConfig"]
         .as_object_mut()
         .unwrap()
@@ -243,16 +267,28 @@ fn ca_bundle_patch_sets_every_webhook_once() {
     // No webhooks: a clear error.
     let empty: MutatingWebhookConfiguration =
         serde_json::from_value(json!({"metadata": {"name": "x"}, "webhooks": []})).unwrap();
-    assert!(ca_bundle_patch(&empty, bundle).unwrap_err().to_string().contains("no webhooks"));
+    assert!(
+        ca_bundle_patch(&empty, bundle)
+            .unwrap_err()
+            .to_string()
+            .contains("no webhooks")
+    );
 }
 
 #[test]
 fn lifetimes_parse_with_units() {
     assert_eq!(certs::parse_lifetime("90d"), Ok(90 * DAY));
-    assert_eq!(certs::parse_lifetime("12h"), Ok(Duration::from_secs(12 * 3600)));
+    assert_eq!(
+        certs::parse_lifetime("12h"),
+        Ok(Duration::from_secs(12 * 3600))
+    );
     assert_eq!(certs::parse_lifetime("1m"), Ok(Duration::from_secs(60)));
     assert!(certs::parse_lifetime("0d").is_err());
-    assert!(certs::parse_lifetime("90").unwrap_err().contains("unknown unit"));
+    assert!(
+        certs::parse_lifetime("90")
+            .unwrap_err()
+            .contains("unknown unit")
+    );
     assert!(certs::parse_lifetime("soon").is_err());
     assert!(certs::parse_lifetime("99999999999999999999d").is_err());
 }

@@ -79,7 +79,11 @@ impl FakeApi {
 
     async fn handle(&self, request: Request<kube::client::Body>) -> Response<Full<Bytes>> {
         let (parts, body) = request.into_parts();
-        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         let path = parts.uri.path().to_owned();
         let secret_path = format!("/api/v1/namespaces/{NS}/secrets/{SECRET}");
         let config_path =
@@ -97,7 +101,10 @@ impl FakeApi {
         match (&parts.method, path.as_str()) {
             (&Method::GET, p) if p == secret_path => match &state.secret {
                 Some(secret) => ok(secret),
-                None => status(StatusCode::NOT_FOUND, "secrets \"straddle-webhook-certs\" not found"),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "secrets \"straddle-webhook-certs\" not found",
+                ),
             },
             (&Method::PUT, p) if p == secret_path => {
                 let Some(current) = &state.secret else {
@@ -114,7 +121,10 @@ impl FakeApi {
             }
             (&Method::GET, p) if p == config_path => ok(&state.config),
             (&Method::PATCH, p) if p == config_path => {
-                let content_type = parts.headers.get("content-type").and_then(|v| v.to_str().ok());
+                let content_type = parts
+                    .headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok());
                 if content_type != Some("application/json-patch+json") {
                     return status(StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected a JSON Patch");
                 }
@@ -131,7 +141,10 @@ impl FakeApi {
                 state.config = config.clone();
                 ok(&config)
             }
-            _ => status(StatusCode::FORBIDDEN, &format!("{} {path} is not allowed", parts.method)),
+            _ => status(
+                StatusCode::FORBIDDEN,
+                &format!("{} {path} is not allowed", parts.method),
+            ),
         }
     }
 
@@ -153,13 +166,17 @@ impl FakeApi {
                 (k.clone(), bytes)
             })
             .collect();
-        certs::decode(|k| decoded.get(k).map(Vec::as_slice)).unwrap().unwrap()
+        certs::decode(|k| decoded.get(k).map(Vec::as_slice))
+            .unwrap()
+            .unwrap()
     }
 
     fn ca_bundle(&self) -> Option<String> {
         let state = self.0.lock().unwrap();
         let encoded = state.config["webhooks"][0]["clientConfig"]["caBundle"].as_str()?;
-        let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap();
         Some(String::from_utf8(bytes).unwrap())
     }
 }
@@ -209,9 +226,13 @@ impl Replica {
             cert_validity: 90 * DAY,
             cert_check_interval: Duration::from_secs(60),
         };
-        let manager =
-            CertManager::new(api.client(), &flags, &dir.join("tls.crt"), &dir.join("tls.key"))
-                .unwrap();
+        let manager = CertManager::new(
+            api.client(),
+            &flags,
+            &dir.join("tls.crt"),
+            &dir.join("tls.key"),
+        )
+        .unwrap();
         Replica { manager, dir }
     }
 
@@ -248,7 +269,10 @@ async fn first_start_fills_the_secret_and_the_ca_bundle_then_changes_nothing() {
     assert_eq!(done.renewal, Some(Renewal::Created));
     assert!(done.ca_bundle_patched && done.files_written);
     let stored = api.secret_set();
-    assert_eq!(api.ca_bundle().as_deref(), Some(stored.ca_bundle_pem.as_str()));
+    assert_eq!(
+        api.ca_bundle().as_deref(),
+        Some(stored.ca_bundle_pem.as_str())
+    );
     // What the API server trusts verifies what the replica serves.
     certs::verify_serving(&replica.served(&api), &identity(), t0()).unwrap();
     assert_eq!(
@@ -256,18 +280,30 @@ async fn first_start_fills_the_secret_and_the_ca_bundle_then_changes_nothing() {
         [
             format!("GET /api/v1/namespaces/{NS}/secrets/{SECRET}"),
             format!("PUT /api/v1/namespaces/{NS}/secrets/{SECRET}"),
-            format!("GET /apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{CONFIG}"),
-            format!("PATCH /apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{CONFIG}"),
+            format!(
+                "GET /apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{CONFIG}"
+            ),
+            format!(
+                "PATCH /apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{CONFIG}"
+            ),
         ]
     );
     let mode = |name: &str| {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(replica.dir.join(name)).unwrap().permissions().mode() & 0o777
+        std::fs::metadata(replica.dir.join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
     };
     assert_eq!(mode("tls.key"), 0o600);
 
     // Again, an hour later: reads only.
-    let again = replica.manager.reconcile(t0() + Duration::from_secs(3600)).await.unwrap();
+    let again = replica
+        .manager
+        .reconcile(t0() + Duration::from_secs(3600))
+        .await
+        .unwrap();
     assert_eq!(again.renewal, None);
     assert!(!again.ca_bundle_patched && !again.files_written);
     assert!(api.log().iter().all(|r| r.starts_with("GET ")));
@@ -285,7 +321,11 @@ async fn replicas_starting_together_agree_on_one_ca() {
     let created = [&ra, &rb].iter().filter(|r| r.renewal.is_some()).count();
     assert_eq!(created, 1, "{ra:?} {rb:?}");
     let log = api.log();
-    assert_eq!(log.iter().filter(|r| r.starts_with("PUT ")).count(), 2, "{log:?}");
+    assert_eq!(
+        log.iter().filter(|r| r.starts_with("PUT ")).count(),
+        2,
+        "{log:?}"
+    );
     assert_eq!(a.served(&api), b.served(&api));
     certs::verify_serving(&a.served(&api), &identity(), t0()).unwrap();
 }
@@ -303,7 +343,10 @@ async fn renewal_and_ca_rotation_at_simulated_times() {
     // the caBundle stay. Replica b picks it up on its next check.
     let day61 = t0() + 61 * DAY;
     let renewed = a.manager.reconcile(day61).await.unwrap();
-    assert!(matches!(renewed.renewal, Some(Renewal::ServingRenewed(_))), "{renewed:?}");
+    assert!(
+        matches!(renewed.renewal, Some(Renewal::ServingRenewed(_))),
+        "{renewed:?}"
+    );
     assert!(!renewed.ca_bundle_patched && renewed.files_written);
     let second = api.secret_set();
     assert_eq!(second.ca_bundle_pem, first.ca_bundle_pem);
@@ -329,7 +372,10 @@ async fn renewal_and_ca_rotation_at_simulated_times() {
     assert_eq!(a.served(&api), b.served(&api));
     let log = api.log();
     let patches = log.iter().filter(|r| r.starts_with("PATCH ")).count();
-    assert_eq!(patches, 1, "only the rotation patches the caBundle: {log:?}");
+    assert_eq!(
+        patches, 1,
+        "only the rotation patches the caBundle: {log:?}"
+    );
 }
 
 #[tokio::test]
@@ -369,7 +415,10 @@ async fn missing_secret_and_forbidden_calls_are_explained() {
     .unwrap();
     let err = flags_replica.manager.reconcile(t0()).await.unwrap_err();
     let message = format!("{err:#}");
-    assert!(message.contains("MutatingWebhookConfiguration someone-elses"), "{message}");
+    assert!(
+        message.contains("MutatingWebhookConfiguration someone-elses"),
+        "{message}"
+    );
     assert!(message.contains("not allowed"), "{message}");
     // Nothing is served from a CA the API server was not told about.
     assert!(!flags_replica.dir.join("tls.crt").exists());

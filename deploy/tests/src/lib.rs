@@ -78,8 +78,12 @@ pub fn render_chart(release: &str, namespace: &str, values: &Value) -> Result<Op
     match out.status.code() {
         Some(0) => {}
         Some(1) => {
-            let answer: Value = serde_json::from_str(&stdout)
-                .with_context(|| format!("render.py: {stdout}{}", String::from_utf8_lossy(&out.stderr)))?;
+            let answer: Value = serde_json::from_str(&stdout).with_context(|| {
+                format!(
+                    "render.py: {stdout}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })?;
             return Ok(Some(Rendered::Refused(
                 answer["error"].as_str().unwrap_or_default().to_owned(),
             )));
@@ -91,13 +95,20 @@ pub fn render_chart(release: &str, namespace: &str, values: &Value) -> Result<Op
             ));
             return Ok(None);
         }
-        _ => bail!("render.py failed: {stdout}{}", String::from_utf8_lossy(&out.stderr)),
+        _ => bail!(
+            "render.py failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
     }
     let answer: Value = serde_json::from_str(&stdout).context("render.py output")?;
     let lint = &answer["lint"];
     let lint_errors: Vec<&Value> = lint["messages"]
         .as_array()
-        .map(|m| m.iter().filter(|m| m["severity"].as_i64() >= Some(2)).collect())
+        .map(|m| {
+            m.iter()
+                .filter(|m| m["severity"].as_i64() >= Some(2))
+                .collect()
+        })
         .unwrap_or_default();
     ensure!(
         lint_errors.is_empty() && lint["errors"].as_array().is_none_or(|e| e.is_empty()),
@@ -189,7 +200,10 @@ pub fn check_typed(object: &Value) -> Result<()> {
         }
         ("cert-manager.io/v1", "Issuer") => round_trip::<cert_manager::Issuer>(object),
         ("cert-manager.io/v1", "Certificate") => round_trip::<cert_manager::Certificate>(object),
-        _ => bail!("{}: no API type known for {api_version} {kind}", key(object)),
+        _ => bail!(
+            "{}: no API type known for {api_version} {kind}",
+            key(object)
+        ),
     }?;
     let (expected, actual) = (normalize(object), normalize(&round_trip));
     ensure!(
@@ -221,10 +235,7 @@ fn normalize(value: &Value) -> Value {
                 .collect(),
         ),
         Value::Array(items) => Value::Array(items.iter().map(normalize).collect()),
-        Value::Number(n) => n
-            .as_i64()
-            .map(Value::from)
-            .unwrap_or_else(|| value.clone()),
+        Value::Number(n) => n.as_i64().map(Value::from).unwrap_or_else(|| value.clone()),
         other => other.clone(),
     }
 }
@@ -346,7 +357,11 @@ pub fn selector_matches(selector: &Value, labels: &BTreeMap<&str, &str>) -> Resu
             }
         }
     }
-    for expr in selector["matchExpressions"].as_array().into_iter().flatten() {
+    for expr in selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         let key = expr["key"].as_str().context("matchExpressions key")?;
         let values: Vec<&str> = expr["values"]
             .as_array()

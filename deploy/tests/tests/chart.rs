@@ -43,7 +43,14 @@ fn kinds(objects: &BTreeMap<String, Value>) -> BTreeSet<String> {
 }
 
 fn args(deployment: &Deployment) -> Vec<String> {
-    let pod = deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let pod = deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
     pod.containers[0].args.clone().unwrap_or_default()
 }
 
@@ -166,19 +173,47 @@ fn chart_with_default_values() {
     let spec = deployment.spec.as_ref().unwrap();
     assert_eq!(spec.replicas, Some(2));
     let pod = spec.template.spec.as_ref().unwrap();
-    let pod_labels = spec.template.metadata.as_ref().unwrap().labels.clone().unwrap();
-    let anti = pod.affinity.as_ref().unwrap().pod_anti_affinity.as_ref().unwrap();
-    let term = &anti.preferred_during_scheduling_ignored_during_execution.as_ref().unwrap()[0];
-    assert_eq!(term.pod_affinity_term.topology_key, "kubernetes.io/hostname");
+    let pod_labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .clone()
+        .unwrap();
+    let anti = pod
+        .affinity
+        .as_ref()
+        .unwrap()
+        .pod_anti_affinity
+        .as_ref()
+        .unwrap();
+    let term = &anti
+        .preferred_during_scheduling_ignored_during_execution
+        .as_ref()
+        .unwrap()[0];
     assert_eq!(
-        term.pod_affinity_term.label_selector.as_ref().unwrap().match_labels.as_ref().unwrap(),
+        term.pod_affinity_term.topology_key,
+        "kubernetes.io/hostname"
+    );
+    assert_eq!(
+        term.pod_affinity_term
+            .label_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap(),
         &spec.selector.match_labels.clone().unwrap()
     );
     assert_eq!(pod.priority_class_name.as_deref(), Some(full));
     let psc = pod.security_context.as_ref().unwrap();
     assert_eq!(psc.run_as_non_root, Some(true));
     assert!(psc.run_as_user.unwrap() > 0);
-    assert_eq!(psc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+    assert_eq!(
+        psc.seccomp_profile.as_ref().unwrap().type_,
+        "RuntimeDefault"
+    );
     let container = &pod.containers[0];
     let csc = container.security_context.as_ref().unwrap();
     assert_eq!(csc.read_only_root_filesystem, Some(true));
@@ -188,24 +223,49 @@ fn chart_with_default_values() {
         ["ALL".to_string()]
     );
     let resources = container.resources.as_ref().unwrap();
-    for (what, list) in [("requests", &resources.requests), ("limits", &resources.limits)] {
+    for (what, list) in [
+        ("requests", &resources.requests),
+        ("limits", &resources.limits),
+    ] {
         let list = list.as_ref().unwrap_or_else(|| panic!("no {what}"));
-        assert!(list.contains_key("cpu") && list.contains_key("memory"), "{what}");
+        assert!(
+            list.contains_key("cpu") && list.contains_key("memory"),
+            "{what}"
+        );
     }
     // 12 MiB idle: the memory limit leaves room, the request is not padded.
     assert_eq!(resources.limits.as_ref().unwrap()["memory"].0, "128Mi");
     let probe_port = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
         let get = p.as_ref().unwrap().http_get.as_ref().unwrap();
-        (get.path.clone().unwrap(), serde_json::to_value(&get.port).unwrap())
+        (
+            get.path.clone().unwrap(),
+            serde_json::to_value(&get.port).unwrap(),
+        )
     };
-    assert_eq!(probe_port(&container.readiness_probe), ("/readyz".into(), json!("http-metrics")));
-    assert_eq!(probe_port(&container.liveness_probe), ("/healthz".into(), json!("http-metrics")));
+    assert_eq!(
+        probe_port(&container.readiness_probe),
+        ("/readyz".into(), json!("http-metrics"))
+    );
+    assert_eq!(
+        probe_port(&container.liveness_probe),
+        ("/healthz".into(), json!("http-metrics"))
+    );
     let named_port = |name: &str| {
-        container.ports.as_ref().unwrap().iter().find(|p| p.name.as_deref() == Some(name)).unwrap().container_port
+        container
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|p| p.name.as_deref() == Some(name))
+            .unwrap()
+            .container_port
     };
     let args = args(&deployment);
     assert_eq!(arg(&args, "--cluster"), Some("east"));
-    assert_eq!(arg(&args, "--listen"), Some(format!("0.0.0.0:{}", named_port("https")).as_str()));
+    assert_eq!(
+        arg(&args, "--listen"),
+        Some(format!("0.0.0.0:{}", named_port("https")).as_str())
+    );
     assert_eq!(
         arg(&args, "--probe-listen"),
         Some(format!("0.0.0.0:{}", named_port("http-metrics")).as_str())
@@ -214,13 +274,29 @@ fn chart_with_default_values() {
     let volumes = pod.volumes.as_ref().unwrap();
     let volume = |name: &str| volumes.iter().find(|v| v.name == name).unwrap();
     let mount = |name: &str| {
-        container.volume_mounts.as_ref().unwrap().iter().find(|m| m.name == name).unwrap()
+        container
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap()
     };
     assert!(volume("cache").empty_dir.is_some());
-    assert_eq!(arg(&args, "--cache-dir"), Some(mount("cache").mount_path.as_str()));
+    assert_eq!(
+        arg(&args, "--cache-dir"),
+        Some(mount("cache").mount_path.as_str())
+    );
     assert!(volume("tls").empty_dir.is_some());
-    assert!(arg(&args, "--tls-cert").unwrap().starts_with(&mount("tls").mount_path));
-    assert_eq!(volume("policy").config_map.as_ref().unwrap().name, "straddle-policy");
+    assert!(
+        arg(&args, "--tls-cert")
+            .unwrap()
+            .starts_with(&mount("tls").mount_path)
+    );
+    assert_eq!(
+        volume("policy").config_map.as_ref().unwrap().name,
+        "straddle-policy"
+    );
     assert_eq!(
         arg(&args, "--policy"),
         Some(format!("{}/policy.wasm", mount("policy").mount_path).as_str())
@@ -231,14 +307,26 @@ fn chart_with_default_values() {
     assert_eq!(pod.automount_service_account_token, Some(true));
     let secret = arg(&args, "--cert-secret").unwrap();
     assert!(objects.contains_key(&format!("Secret/{NS}/{secret}")));
-    assert_eq!(arg(&args, "--webhook-config"), config.metadata.name.as_deref());
-    assert_eq!(arg(&args, "--service-name"), service.metadata.name.as_deref());
+    assert_eq!(
+        arg(&args, "--webhook-config"),
+        config.metadata.name.as_deref()
+    );
+    assert_eq!(
+        arg(&args, "--service-name"),
+        service.metadata.name.as_deref()
+    );
     assert_eq!(arg(&args, "--namespace"), Some(NS));
     let role: Role = get(&objects, &format!("Role/{NS}/{full}-certs"));
     let rules = role.rules.unwrap();
     assert_eq!(rules.len(), 1);
-    assert_eq!(rules[0].resources.as_deref().unwrap(), ["secrets".to_string()]);
-    assert_eq!(rules[0].resource_names.as_deref().unwrap(), [secret.to_string()]);
+    assert_eq!(
+        rules[0].resources.as_deref().unwrap(),
+        ["secrets".to_string()]
+    );
+    assert_eq!(
+        rules[0].resource_names.as_deref().unwrap(),
+        [secret.to_string()]
+    );
     assert_eq!(rules[0].verbs, ["get".to_string(), "update".to_string()]);
     let cluster_role: ClusterRole = get(&objects, &format!("ClusterRole//{full}-ca-bundle"));
     let rules = cluster_role.rules.unwrap();
@@ -252,9 +340,15 @@ fn chart_with_default_values() {
         [config.metadata.name.clone().unwrap()]
     );
     assert_eq!(rules[0].verbs, ["get".to_string(), "patch".to_string()]);
-    for binding in [format!("RoleBinding/{NS}/{full}-certs"), format!("ClusterRoleBinding//{full}-ca-bundle")] {
+    for binding in [
+        format!("RoleBinding/{NS}/{full}-certs"),
+        format!("ClusterRoleBinding//{full}-ca-bundle"),
+    ] {
         let subjects = &objects[&binding]["subjects"];
-        assert_eq!(subjects, &json!([{"kind": "ServiceAccount", "name": pod.service_account_name.clone().unwrap(), "namespace": NS}]));
+        assert_eq!(
+            subjects,
+            &json!([{"kind": "ServiceAccount", "name": pod.service_account_name.clone().unwrap(), "namespace": NS}])
+        );
     }
 
     // The PodDisruptionBudget keeps one replica through node drains.
@@ -262,14 +356,19 @@ fn chart_with_default_values() {
     let pdb = pdb.spec.unwrap();
     assert_eq!(serde_json::to_value(pdb.min_available).unwrap(), json!(1));
     let selector = serde_json::to_value(pdb.selector.unwrap()).unwrap();
-    let pod_labels: BTreeMap<&str, &str> =
-        pod_labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let pod_labels: BTreeMap<&str, &str> = pod_labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     assert!(selector_matches(&selector, &pod_labels).unwrap());
 }
 
 #[test]
 fn chart_with_cert_manager_and_other_values() {
-    let reference = format!("oci://registry.example.com/stretch/confluent@sha256:{}", "ab".repeat(32));
+    let reference = format!(
+        "oci://registry.example.com/stretch/confluent@sha256:{}",
+        "ab".repeat(32)
+    );
     let Some(objects) = render(json!({
         "cluster": "cluster-1",
         "fullnameOverride": "straddle",
@@ -294,45 +393,115 @@ fn chart_with_cert_manager_and_other_values() {
     };
     let keys = kinds(&objects);
     // No Secret, RBAC, PriorityClass, PDB or metrics Service; cert-manager objects instead.
-    assert!(keys.iter().all(|k| !k.starts_with("Secret/") && !k.contains("Role") && !k.starts_with("PriorityClass/") && !k.starts_with("PodDisruptionBudget/")), "{keys:?}");
+    assert!(
+        keys.iter().all(|k| !k.starts_with("Secret/")
+            && !k.contains("Role")
+            && !k.starts_with("PriorityClass/")
+            && !k.starts_with("PodDisruptionBudget/")),
+        "{keys:?}"
+    );
     assert!(!keys.contains(&format!("Service/{NS}/straddle-metrics")));
-    for k in ["Issuer/{NS}/straddle-selfsigned", "Issuer/{NS}/straddle-ca", "Certificate/{NS}/straddle-ca", "Certificate/{NS}/straddle-serving"] {
-        assert!(keys.contains(&k.replace("{NS}", NS)), "{k} missing from {keys:?}");
+    for k in [
+        "Issuer/{NS}/straddle-selfsigned",
+        "Issuer/{NS}/straddle-ca",
+        "Certificate/{NS}/straddle-ca",
+        "Certificate/{NS}/straddle-serving",
+    ] {
+        assert!(
+            keys.contains(&k.replace("{NS}", NS)),
+            "{k} missing from {keys:?}"
+        );
     }
     let service: Service = get(&objects, &format!("Service/{NS}/straddle"));
-    let config: MutatingWebhookConfiguration = get(&objects, "MutatingWebhookConfiguration//straddle");
+    let config: MutatingWebhookConfiguration =
+        get(&objects, "MutatingWebhookConfiguration//straddle");
     assert_webhook_basics(&config, &service);
     let w = &config.webhooks.as_ref().unwrap()[0];
     assert_eq!(w.failure_policy.as_deref(), Some("Ignore"));
     assert_eq!(w.reinvocation_policy.as_deref(), Some("Never"));
     assert_eq!(w.timeout_seconds, Some(3));
     assert!(selects(&config, "confluent", &[]) && selects(&config, "kafka", &[]));
-    assert!(!selects(&config, "default", &[("straddle.dev/stretch", "enabled")]));
+    assert!(!selects(
+        &config,
+        "default",
+        &[("straddle.dev/stretch", "enabled")]
+    ));
     assert!(w.object_selector.as_ref().unwrap().match_labels.is_some());
-    assert!(w.match_conditions.as_ref().unwrap().iter().any(|c| c.name == "not-test"));
+    assert!(
+        w.match_conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|c| c.name == "not-test")
+    );
     // cert-manager's CA injector reads the serving Certificate, whose Secret
     // the pod mounts and whose names cover the Service.
     let inject = &config.metadata.annotations.as_ref().unwrap()["cert-manager.io/inject-ca-from"];
     assert_eq!(inject, &format!("{NS}/straddle-serving"));
     let cert = &objects[&format!("Certificate/{NS}/straddle-serving")];
-    let dns: Vec<&str> = cert["spec"]["dnsNames"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    assert!(dns.contains(&format!("straddle.{NS}.svc").as_str()), "{dns:?}");
+    let dns: Vec<&str> = cert["spec"]["dnsNames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        dns.contains(&format!("straddle.{NS}.svc").as_str()),
+        "{dns:?}"
+    );
     assert_eq!(cert["spec"]["issuerRef"]["name"], "straddle-ca");
     let deployment: Deployment = get(&objects, &format!("Deployment/{NS}/straddle"));
     let spec = deployment.spec.as_ref().unwrap();
     assert_eq!(spec.replicas, Some(3));
     let pod = spec.template.spec.as_ref().unwrap();
-    assert_eq!(pod.priority_class_name.as_deref(), Some("system-cluster-critical"));
+    assert_eq!(
+        pod.priority_class_name.as_deref(),
+        Some("system-cluster-critical")
+    );
     assert_eq!(pod.automount_service_account_token, Some(false));
-    assert!(pod.affinity.as_ref().unwrap().pod_anti_affinity.as_ref().unwrap().required_during_scheduling_ignored_during_execution.is_some());
-    let tls = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "tls").unwrap();
-    assert_eq!(tls.secret.as_ref().unwrap().secret_name, cert["spec"]["secretName"].as_str().map(String::from));
-    assert!(pod.volumes.as_ref().unwrap().iter().all(|v| v.name != "policy"));
+    assert!(
+        pod.affinity
+            .as_ref()
+            .unwrap()
+            .pod_anti_affinity
+            .as_ref()
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .is_some()
+    );
+    let tls = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "tls")
+        .unwrap();
+    assert_eq!(
+        tls.secret.as_ref().unwrap().secret_name,
+        cert["spec"]["secretName"].as_str().map(String::from)
+    );
+    assert!(
+        pod.volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|v| v.name != "policy")
+    );
     let args = args(&deployment);
     assert_eq!(arg(&args, "--policy"), Some(reference.as_str()));
     assert_eq!(arg(&args, "--cluster"), Some("cluster-1"));
-    assert!(!args.iter().any(|a| a.contains("self-managed") || a.starts_with("--cert-secret")));
-    assert!(pod.containers[0].image.as_deref().unwrap().contains("@sha256:cdcd"));
+    assert!(
+        !args
+            .iter()
+            .any(|a| a.contains("self-managed") || a.starts_with("--cert-secret"))
+    );
+    assert!(
+        pod.containers[0]
+            .image
+            .as_deref()
+            .unwrap()
+            .contains("@sha256:cdcd")
+    );
 
     // An existing issuer instead of the chart's own CA.
     let Some(objects) = render(json!({
@@ -343,7 +512,10 @@ fn chart_with_cert_manager_and_other_values() {
     };
     assert!(objects.keys().all(|k| !k.starts_with("Issuer/")));
     let cert = &objects[&format!("Certificate/{NS}/{RELEASE}-serving")];
-    assert_eq!(cert["spec"]["issuerRef"], json!({"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}));
+    assert_eq!(
+        cert["spec"]["issuerRef"],
+        json!({"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"})
+    );
 }
 
 #[test]
@@ -351,18 +523,36 @@ fn chart_refuses_bad_values_by_name() -> Result<()> {
     let cases = [
         (json!({}), "`cluster` is required"),
         (json!({"cluster": "East_1"}), "cluster \"East_1\""),
-        (json!({"cluster": "east", "certificates": {"mode": "vault"}}), "certificates.mode \"vault\""),
-        (json!({"cluster": "east", "webhook": {"timeoutSeconds": 31}}), "webhook.timeoutSeconds 31"),
-        (json!({"cluster": "east", "webhook": {"failurePolicy": "fail"}}), "webhook.failurePolicy \"fail\""),
-        (json!({"cluster": "east", "policy": {"reference": "oci://r.example/p:latest"}}), "policy.reference"),
-        (json!({"cluster": "east", "policy": {"configMap": {"name": ""}}}), "policy.configMap.name"),
+        (
+            json!({"cluster": "east", "certificates": {"mode": "vault"}}),
+            "certificates.mode \"vault\"",
+        ),
+        (
+            json!({"cluster": "east", "webhook": {"timeoutSeconds": 31}}),
+            "webhook.timeoutSeconds 31",
+        ),
+        (
+            json!({"cluster": "east", "webhook": {"failurePolicy": "fail"}}),
+            "webhook.failurePolicy \"fail\"",
+        ),
+        (
+            json!({"cluster": "east", "policy": {"reference": "oci://r.example/p:latest"}}),
+            "policy.reference",
+        ),
+        (
+            json!({"cluster": "east", "policy": {"configMap": {"name": ""}}}),
+            "policy.configMap.name",
+        ),
     ];
     for (values, expected) in cases {
         match render_chart(RELEASE, NS, &values)? {
             None => return Ok(()),
             Some(Rendered::Objects(_)) => panic!("{values} rendered"),
             Some(Rendered::Refused(why)) => {
-                assert!(why.contains(expected), "{values}: {why:?} should name {expected:?}")
+                assert!(
+                    why.contains(expected),
+                    "{values}: {why:?} should name {expected:?}"
+                )
             }
         }
     }

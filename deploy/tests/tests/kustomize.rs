@@ -26,7 +26,9 @@ fn chart(values: Value) -> Option<BTreeMap<String, Value>> {
 }
 
 fn assert_same(dir: &str, values: Value) {
-    let Some(expected) = chart(values) else { return };
+    let Some(expected) = chart(values) else {
+        return;
+    };
     let Some(built) = kustomize(&workspace().join(dir)).unwrap() else {
         return;
     };
@@ -34,7 +36,9 @@ fn assert_same(dir: &str, values: Value) {
         check_typed(object).unwrap();
     }
     let mut built = by_key(&built).unwrap();
-    let namespace = built.remove(&format!("Namespace//{NS}")).expect("the base makes the namespace");
+    let namespace = built
+        .remove(&format!("Namespace//{NS}"))
+        .expect("the base makes the namespace");
     assert_eq!(namespace["metadata"]["name"], NS);
     assert_eq!(
         built.keys().collect::<Vec<_>>(),
