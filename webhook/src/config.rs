@@ -148,6 +148,10 @@ pub struct Config {
     #[arg(long, env = "STRADDLE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// Self-managed certificates (`--self-managed-certs` and its flags).
+    #[command(flatten)]
+    pub self_managed: crate::certs_kube::SelfManagedCerts,
+
     /// Log filter: a level (`info`, `debug`: one line per review) or
     /// `target=level` directives, e.g. `warn,straddle_webhook=debug`.
     #[arg(long, env = "STRADDLE_LOG", default_value = "info")]

@@ -15,9 +15,13 @@
 //! reload    polling watcher for the policy, certificate, key, client CA
 //! tls       rustls configuration from PEM files
 //! metrics   Prometheus metrics
+//! certs     self-managed certificates: make, renew, Secret data (pure)
+//! certs_kube  ... and their Secret, caBundle patch and files (kube-rs)
 //! ```
 
 pub mod admission;
+pub mod certs;
+pub mod certs_kube;
 pub mod config;
 pub mod metrics;
 pub mod policy;

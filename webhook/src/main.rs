@@ -69,6 +69,8 @@ fn run(config: Config, started: Instant) -> Result<()> {
         // arrives before the shutdown future is first polled would otherwise
         // kill the process with the default action, without draining.
         let shutdown = shutdown_signal();
+        // With --self-managed-certs: the certificate files exist before bind.
+        let cert_renewal = straddle_webhook::certs_kube::start(&config).await?;
         let server = Server::bind(config).await?;
         info!(
             listen = %server.local_addr(),
@@ -77,7 +79,11 @@ fn run(config: Config, started: Instant) -> Result<()> {
             version = env!("CARGO_PKG_VERSION"),
             "ready"
         );
-        server.run(shutdown).await
+        let result = server.run(shutdown).await;
+        if let Some(task) = cert_renewal {
+            task.abort();
+        }
+        result
     })
 }
 
