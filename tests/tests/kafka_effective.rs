@@ -68,7 +68,7 @@ struct Node<'a> {
 
 /// The effective configuration of every pod of the stretch, with one
 /// address each, and every cluster's DNS view.
-fn nodes<'a>(s: &'a Stretch) -> (Vec<Node<'a>>, Vec<View>) {
+fn nodes(s: &Stretch) -> (Vec<Node<'_>>, Vec<View>) {
     let pods = s.all_pods().unwrap();
     let mut nodes = Vec::new();
     for (i, pod) in pods.into_iter().enumerate() {
@@ -157,7 +157,7 @@ fn check(s: &Stretch, nodes: &[Node], views: &[View]) -> Vec<Failure> {
     // IDs: unique, and the ones the topology (`straddle explain`) shows.
     let mut ids: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     let mut endpoints: BTreeMap<(String, u16), Vec<String>> = BTreeMap::new();
-    for (n, c) in &kafka {
+    for &(n, c) in &kafka {
         let who = format!("{} in {}", n.pod.name, s.cluster_name(n.pod.cluster));
         match c.id() {
             Some(id) => ids.entry(id).or_default().push(who),
@@ -249,9 +249,12 @@ fn check(s: &Stretch, nodes: &[Node], views: &[View]) -> Vec<Failure> {
                 what != "initial controllers" || matches!(n.pod.group.role, Role::Controller { .. })
             })
             .collect();
-        let values: BTreeSet<Option<String>> = holders.iter().map(|(_, c)| get(c)).collect();
+        if holders.is_empty() {
+            continue;
+        }
+        let values: BTreeSet<Option<String>> = holders.iter().map(|h| get(h.1)).collect();
         let reference = get(holders[0].1);
-        for (n, c) in &holders {
+        for &&(n, c) in &holders {
             if values.len() > 1 && get(c) != reference {
                 fail(
                     n,
@@ -269,7 +272,7 @@ fn check(s: &Stretch, nodes: &[Node], views: &[View]) -> Vec<Failure> {
 
     // zookeeper.connect: every ZooKeeper server, resolvable everywhere.
     if let Some(zk) = &s.topo.zookeeper {
-        for (n, c) in &kafka {
+        for &(n, c) in &kafka {
             let connect = c.properties.get("zookeeper.connect").unwrap_or("");
             let mut reached = BTreeSet::new();
             for entry in connect.split('/').next().unwrap_or("").split(',') {
@@ -303,7 +306,7 @@ fn check(s: &Stretch, nodes: &[Node], views: &[View]) -> Vec<Failure> {
         && let Some(controllers) = &k.controllers
     {
         let want_ids: BTreeSet<u32> = controllers.nodes.iter().map(|n| n.id).collect();
-        for (n, c) in &kafka {
+        for &(n, c) in &kafka {
             if c.cluster_id != k.cluster_id {
                 fail(
                     n,
