@@ -436,13 +436,15 @@ warn() { echo "WARN $*" >&2; }
                 pod.name
             ),
         };
-        let properties = configmap["data"][PROPERTIES_KEY].as_str().with_context(|| {
-            format!(
-                "{}: ConfigMap {} has no {PROPERTIES_KEY}",
-                pod.name,
-                configmap["metadata"]["name"].as_str().unwrap_or("?")
-            )
-        })?;
+        let properties = configmap["data"][PROPERTIES_KEY]
+            .as_str()
+            .with_context(|| {
+                format!(
+                    "{}: ConfigMap {} has no {PROPERTIES_KEY}",
+                    pod.name,
+                    configmap["metadata"]["name"].as_str().unwrap_or("?")
+                )
+            })?;
 
         let dir = std::env::temp_dir().join(format!(
             "straddle-bitnami-{}-{}",
@@ -450,7 +452,13 @@ warn() { echo "WARN $*" >&2; }
             SCRATCH.fetch_add(1, Ordering::Relaxed)
         ));
         let scratch = Scratch(dir.clone());
-        for sub in ["configmaps", "bitnami/kafka/data", "shared", "secret-config", "config"] {
+        for sub in [
+            "configmaps",
+            "bitnami/kafka/data",
+            "shared",
+            "secret-config",
+            "config",
+        ] {
             fs::create_dir_all(dir.join(sub))?;
         }
         fs::write(dir.join("configmaps/server.properties"), properties)?;

@@ -110,7 +110,10 @@ pub fn environment(
         } else if e.get("value").is_none() && e.get("valueFrom").is_none() {
             String::new()
         } else {
-            bail!("{}: env {name} has a source this model does not know: {e}", pod.name)
+            bail!(
+                "{}: env {name} has a source this model does not know: {e}",
+                pod.name
+            )
         };
         env.insert(name.to_string(), value);
     }

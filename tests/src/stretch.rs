@@ -77,7 +77,10 @@ impl Stretch {
             })
             .with_context(|| format!("{name}: reviewing for {}", cluster.name))?;
             if let Some(denied) = out.iter().find_map(Outcome::denial) {
-                bail!("{name} {}: the policy denied an object: {denied}", cluster.name);
+                bail!(
+                    "{name} {}: the policy denied an object: {denied}",
+                    cluster.name
+                );
             }
             mutated.push(out);
         }

@@ -83,7 +83,11 @@ fn nodes(s: &Stretch) -> (Vec<Node<'_>>, Vec<View>) {
                 let cm_name = format!(
                     "{}-{}-configuration",
                     pod.group.fullname,
-                    if role == Role::Broker { "broker" } else { "controller" }
+                    if role == Role::Broker {
+                        "broker"
+                    } else {
+                        "controller"
+                    }
                 );
                 let cm = &s.object(pod.cluster, "ConfigMap", &cm_name).unwrap().after;
                 // A per-install Secret: random, so different in every cluster.
@@ -217,7 +221,10 @@ fn check(s: &Stretch, nodes: &[Node], views: &[View]) -> Vec<Failure> {
     }
     for (id, who) in ids.iter().filter(|(_, w)| w.len() > 1) {
         let n = kafka[0].0;
-        fail(n, format!("id {id} is used by {} nodes: {who:?}", who.len()));
+        fail(
+            n,
+            format!("id {id} is used by {} nodes: {who:?}", who.len()),
+        );
     }
     for ((host, port), who) in endpoints.iter().filter(|(_, w)| w.len() > 1) {
         let n = kafka[0].0;
@@ -338,7 +345,10 @@ fn check(s: &Stretch, nodes: &[Node], views: &[View]) -> Vec<Failure> {
                             if tc.id() == Some(id) {
                                 Ok(())
                             } else {
-                                Err(format!("a controller with id {:?}, listed as {id}", tc.id()))
+                                Err(format!(
+                                    "a controller with id {:?}, listed as {id}",
+                                    tc.id()
+                                ))
                             }
                         }
                         _ => Err("not a controller".into()),
@@ -347,7 +357,10 @@ fn check(s: &Stretch, nodes: &[Node], views: &[View]) -> Vec<Failure> {
                     }
                 }
                 if seen != want_ids {
-                    fail(n, format!("{what} lists ids {seen:?}, the controllers are {want_ids:?}"));
+                    fail(
+                        n,
+                        format!("{what} lists ids {seen:?}, the controllers are {want_ids:?}"),
+                    );
                 }
             }
             if let Some(bootstrap) = c.properties.get("controller.quorum.bootstrap.servers") {
@@ -368,7 +381,10 @@ fn check(s: &Stretch, nodes: &[Node], views: &[View]) -> Vec<Failure> {
                 && matches!(n.pod.group.role, Role::Controller { .. })
                 && !c.advertised().iter().any(|(l, _, _)| l == "CONTROLLER")
             {
-                fail(n, "a controller without a CONTROLLER advertised listener".into());
+                fail(
+                    n,
+                    "a controller without a CONTROLLER advertised listener".into(),
+                );
             }
         }
     }
@@ -376,7 +392,11 @@ fn check(s: &Stretch, nodes: &[Node], views: &[View]) -> Vec<Failure> {
 }
 
 fn report(s: &Stretch, fixture: &str, failures: &[Failure]) -> String {
-    let mut out = format!("{} on {fixture}: {} broken expectations\n", s.spec, failures.len());
+    let mut out = format!(
+        "{} on {fixture}: {} broken expectations\n",
+        s.spec,
+        failures.len()
+    );
     for f in failures {
         out.push_str(&format!(
             "  cluster {:<12} node {:<28} {}\n",
@@ -395,7 +415,10 @@ fn every_cluster_runs_a_consistent_kafka() {
             let s = Stretch::load(
                 &runtime,
                 &root().join(spec),
-                &root().join("fixtures/charts").join(fixture).join("rendered.yaml"),
+                &root()
+                    .join("fixtures/charts")
+                    .join(fixture)
+                    .join("rendered.yaml"),
             )
             .unwrap();
             let (nodes, views) = nodes(&s);
@@ -437,7 +460,10 @@ fn the_unmutated_charts_fail_the_checks() {
         let mutated = Stretch::load(
             &runtime,
             &root().join(spec),
-            &root().join("fixtures/charts").join(fixture).join("rendered.yaml"),
+            &root()
+                .join("fixtures/charts")
+                .join(fixture)
+                .join("rendered.yaml"),
         )
         .unwrap();
         // Every cluster gets the chart as rendered.

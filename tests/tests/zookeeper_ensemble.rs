@@ -228,9 +228,8 @@ impl Case {
         let mut pods: Vec<(Pod, dns::PodAddress)> = refs
             .iter()
             .map(|r| {
-                let config =
-                    cp_zookeeper::effective_config(r.statefulset, &r.namespace, r.ordinal)
-                        .unwrap_or_else(|e| panic!("{spec}: {e:#}"));
+                let config = cp_zookeeper::effective_config(r.statefulset, &r.namespace, r.ordinal)
+                    .unwrap_or_else(|e| panic!("{spec}: {e:#}"));
                 let pod = Pod {
                     cluster: r.cluster,
                     name: r.name.clone(),
@@ -702,7 +701,11 @@ impl<'a> Lab<'a> {
             classpath.push_str(jar);
         }
         let pod = self.case.pod(id);
-        assert_eq!(config.myid, id, "{}: {} restarted as another id", self.case.spec, pod.name);
+        assert_eq!(
+            config.myid, id,
+            "{}: {} restarted as another id",
+            self.case.spec, pod.name
+        );
         let ns = self.ns(id);
         let home = self.dir.join(&ns);
         let data = home.join("data");
@@ -854,10 +857,7 @@ impl<'a> Lab<'a> {
             .rev()
             .find_map(|l| l.trim().strip_prefix('[')?.strip_suffix(']'));
         match (ok, list) {
-            (true, Some(list)) => Ok(list
-                .split(',')
-                .map(|c| format!("/{}", c.trim()))
-                .collect()),
+            (true, Some(list)) => Ok(list.split(',').map(|c| format!("/{}", c.trim())).collect()),
             _ => Err(format!("`ls /` failed:\n{output}")),
         }
     }
@@ -1109,7 +1109,10 @@ fn side(case: &Case, snap: &Snapshot, ids: &[u32], serving: bool) -> Result<(), 
     if serving && leaders != 1 {
         return Err(format!(
             "{leaders} leaders among {}, expected exactly one",
-            ids.iter().map(|id| who(case, *id)).collect::<Vec<_>>().join(", ")
+            ids.iter()
+                .map(|id| who(case, *id))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     Ok(())
@@ -1245,7 +1248,10 @@ impl Cut {
                 .copied()
                 .find(|id| snap[id] == State::Follower)
                 .unwrap_or(leader);
-            let path = fresh(&format!("during-cut-of-{}", case.cluster_name(self.cluster)));
+            let path = fresh(&format!(
+                "during-cut-of-{}",
+                case.cluster_name(self.cluster)
+            ));
             let took = lab.write(via, &path);
             let _ = write!(
                 details,
@@ -1260,7 +1266,6 @@ impl Cut {
         details
     }
 }
-
 
 /// Reconnects a cut cluster and waits until every server serves again with
 /// one leader; then every acknowledged write (including those made during
@@ -1323,7 +1328,10 @@ fn form_and_cross_read(lab: &mut Lab, report: &mut Report) {
             .into_iter()
             .find(|id| *id != leader)
             .unwrap_or(leader);
-        lab.write(via, &fresh(&format!("written-in-{}", case.cluster_name(ci))));
+        lab.write(
+            via,
+            &fresh(&format!("written-in-{}", case.cluster_name(ci))),
+        );
     }
     let written = t0.elapsed();
     let read = lab.expect_acked_everywhere("cross-cluster reads");
@@ -1406,9 +1414,24 @@ fn rollout(stage: &Case, last: &Case, report: &mut Report) {
             last.spec
         );
         let (pa, pb) = (&a.config.properties, &b.config.properties);
-        assert_eq!(pa.indexed("server"), pb.indexed("server"), "{}: servers", a.name);
-        assert_eq!(pa.indexed("group"), pb.indexed("group"), "{}: groups", a.name);
-        assert_ne!(pa.indexed("weight"), pb.indexed("weight"), "{}: weights", a.name);
+        assert_eq!(
+            pa.indexed("server"),
+            pb.indexed("server"),
+            "{}: servers",
+            a.name
+        );
+        assert_eq!(
+            pa.indexed("group"),
+            pb.indexed("group"),
+            "{}: groups",
+            a.name
+        );
+        assert_ne!(
+            pa.indexed("weight"),
+            pb.indexed("weight"),
+            "{}: weights",
+            a.name
+        );
     }
     assert_eq!(stage.pods.len(), last.pods.len());
 
@@ -1510,18 +1533,35 @@ fn rollout(stage: &Case, last: &Case, report: &mut Report) {
     cut_and_heal(&mut lab, case, 1, &never_lead, report);
     cut_and_heal(&mut lab, case, 0, &never_lead, report);
 
-    // Rolling restart onto the final configuration.
+    // Rolling restart onto the final configuration, one server at a time,
+    // each cluster highest ordinal first as a StatefulSet does, but the
+    // leader last. Why: while configurations are mixed, servers disagree on
+    // who may lead (weight 0 in one view, 1 in the other); restarting the
+    // leader then forces an election no candidate can win. Observed here
+    // with plain ordinal order: no leader, writes refused. Restarting the
+    // leader last means the one election happens among servers that all run
+    // the final configuration (`updateStrategy: OnDelete`, delete the leader's
+    // pod last).
     let t_roll = Instant::now();
     let mut steps = Vec::new();
+    let old_leader = lab.leader();
+    let mut order = Vec::new();
     for cluster in 0..case.topo.clusters.len() {
         let mut ids = case.ids_in(cluster);
         ids.sort_by_key(|id| std::cmp::Reverse(case.pod(*id).name.clone()));
-        for id in ids {
+        order.extend(ids.into_iter().filter(|id| *id != old_leader));
+    }
+    order.push(old_leader);
+    {
+        for id in order {
             let t0 = Instant::now();
             lab.stop(id);
             let rest: Vec<u32> = all.iter().copied().filter(|i| *i != id).collect();
             let via = rest[0];
-            let during = lab.write(via, &fresh(&format!("while-{}-restarts", case.pod(id).name)));
+            let during = lab.write(
+                via,
+                &fresh(&format!("while-{}-restarts", case.pod(id).name)),
+            );
             lab.launch(id, &last.pod(id).config);
             lab.wait(
                 &format!("{} back with the final configuration", who(case, id)),
@@ -1530,9 +1570,17 @@ fn rollout(stage: &Case, last: &Case, report: &mut Report) {
                 Duration::ZERO,
                 |s| side(case, s, &all, true),
             );
-            let after = lab.write(id, &fresh(&format!("after-{}-restarted", case.pod(id).name)));
+            let after = lab.write(
+                id,
+                &fresh(&format!("after-{}-restarted", case.pod(id).name)),
+            );
             steps.push(format!(
-                "id {id} {:.1?} (write while down {during:.1?}, through it after {after:.1?})",
+                "id {id}{} {:.1?} (write while down {during:.1?}, through it after {after:.1?})",
+                if id == old_leader {
+                    " (leader, last)"
+                } else {
+                    ""
+                },
                 t0.elapsed()
             ));
         }

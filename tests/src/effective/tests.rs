@@ -54,7 +54,9 @@ fn cp_zookeeper_numbers_servers_by_position_and_rewrites_its_own_entry() {
     let c = cp_zookeeper::effective_config(&sts, "confluent", 1).unwrap();
     assert_eq!(c.myid, 2);
     let servers = c.properties.indexed("server");
-    let host = |i: u32| format!("confluent-cp-zookeeper-{i}.confluent-cp-zookeeper-headless.confluent:2888:3888");
+    let host = |i: u32| {
+        format!("confluent-cp-zookeeper-{i}.confluent-cp-zookeeper-headless.confluent:2888:3888")
+    };
     assert_eq!(
         servers,
         BTreeMap::from([
@@ -78,9 +80,24 @@ fn cp_zookeeper_numbers_servers_by_position_and_rewrites_its_own_entry() {
 #[test]
 fn cp_zookeeper_groups_and_weights_are_positional_and_the_id_env_is_ignored() {
     let mut sts = fixture(ZK);
-    set_env(&mut sts, cp_zookeeper::CONTAINER, "ZOOKEEPER_GROUPS", "1:2;3");
-    set_env(&mut sts, cp_zookeeper::CONTAINER, "ZOOKEEPER_WEIGHTS", "1;1;0");
-    set_env(&mut sts, cp_zookeeper::CONTAINER, "ZOOKEEPER_SERVER_ID", "77");
+    set_env(
+        &mut sts,
+        cp_zookeeper::CONTAINER,
+        "ZOOKEEPER_GROUPS",
+        "1:2;3",
+    );
+    set_env(
+        &mut sts,
+        cp_zookeeper::CONTAINER,
+        "ZOOKEEPER_WEIGHTS",
+        "1;1;0",
+    );
+    set_env(
+        &mut sts,
+        cp_zookeeper::CONTAINER,
+        "ZOOKEEPER_SERVER_ID",
+        "77",
+    );
     let c = cp_zookeeper::effective_config(&sts, "confluent", 0).unwrap();
     assert_eq!(c.myid, 1);
     assert_eq!(
@@ -112,7 +129,12 @@ fn cp_zookeeper_rewrites_every_entry_of_its_pod_name() {
 #[test]
 fn cp_zookeeper_refuses_variables_the_image_model_does_not_know() {
     let mut sts = fixture(ZK);
-    set_env(&mut sts, cp_zookeeper::CONTAINER, "ZOOKEEPER_SSL_QUORUM", "true");
+    set_env(
+        &mut sts,
+        cp_zookeeper::CONTAINER,
+        "ZOOKEEPER_SSL_QUORUM",
+        "true",
+    );
     let err = cp_zookeeper::effective_config(&sts, "confluent", 0).unwrap_err();
     assert!(err.to_string().contains("ZOOKEEPER_SSL_QUORUM"), "{err}");
 }
@@ -155,7 +177,12 @@ fn cp_kafka_builds_the_broker_id_and_advertised_listener_in_the_command() {
 fn cp_kafka_env_to_props_and_re_exported_variables() {
     let mut sts = fixture(CP_KAFKA);
     set_env(&mut sts, cp_kafka::CONTAINER, "KAFKA_BROKER_ID", "42");
-    set_env(&mut sts, cp_kafka::CONTAINER, "KAFKA_BROKER_RACK", "eu-west-1");
+    set_env(
+        &mut sts,
+        cp_kafka::CONTAINER,
+        "KAFKA_BROKER_RACK",
+        "eu-west-1",
+    );
     let c = cp_kafka::effective_config(&sts, "confluent", 1).unwrap();
     assert_eq!(c.id(), Some(1));
     assert_eq!(c.properties.get("broker.rack"), Some("eu-west-1"));
@@ -172,7 +199,10 @@ fn cp_kafka_env_to_props_and_re_exported_variables() {
 #[test]
 fn bitnami_broker_id_and_advertised_host_come_from_the_init_script() {
     let sts = fixture("bitnami-kafka-kraft-dedicated/statefulset-kafka-broker.json");
-    let cm = configmap("bitnami-kafka-kraft-dedicated", "kafka-broker-configuration");
+    let cm = configmap(
+        "bitnami-kafka-kraft-dedicated",
+        "kafka-broker-configuration",
+    );
     let c = bitnami_kafka::effective_config(&sts, &cm, "kafka", 2, &|n, k| format!("<{n}/{k}>"))
         .unwrap();
     assert_eq!(c.id(), Some(102));
@@ -204,8 +234,8 @@ fn bitnami_controllers_write_initial_controllers_from_the_secret() {
         "bitnami-kafka-kraft-dedicated",
         "kafka-controller-configuration",
     );
-    let c = bitnami_kafka::effective_config(&sts, &cm, "kafka", 1, &|_, k| format!("<{k}>"))
-        .unwrap();
+    let c =
+        bitnami_kafka::effective_config(&sts, &cm, "kafka", 1, &|_, k| format!("<{k}>")).unwrap();
     assert_eq!(c.id(), Some(1));
     assert!(c.advertised().is_empty(), "{:?}", c.advertised());
     let expected: Vec<String> = (0..3)
