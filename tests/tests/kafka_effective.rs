@@ -112,6 +112,9 @@ fn nodes(s: &Stretch) -> (Vec<Node<'_>>, Vec<View>) {
     (nodes, views)
 }
 
+/// Reads one value every node must agree on.
+type SharedValue = dyn Fn(&KafkaConfig) -> Option<String>;
+
 fn is_broker(g: &RoleGroup) -> bool {
     matches!(g.role, Role::Broker | Role::Controller { combined: true })
 }
@@ -232,7 +235,7 @@ fn check(s: &Stretch, nodes: &[Node], views: &[View]) -> Vec<Failure> {
     }
 
     // Shared values: identical everywhere, and pointing at the right pods.
-    let shared: [(&str, &dyn Fn(&KafkaConfig) -> Option<String>); 5] = [
+    let shared: [(&str, &SharedValue); 5] = [
         ("zookeeper.connect", &|c| {
             c.properties.get("zookeeper.connect").map(str::to_string)
         }),
