@@ -1,1 +1,16 @@
-//! End-to-end tests live in `tests/tests/`.
+//! Test support shared by the end-to-end tests (`tests/tests/`): from a
+//! stretch spec and real chart output to what every pod of every simulated
+//! cluster runs with, and what every cluster's DNS answers.
+//!
+//! - [`kube`]: what Kubernetes does before a container starts (pod names,
+//!   env resolution);
+//! - [`effective`]: what the chart commands and images do with that (the
+//!   effective ZooKeeper and Kafka configuration of a pod);
+//! - [`stretch`]: a spec compiled, its policy run over a fixture in every
+//!   cluster, every pod enumerated from the mutated StatefulSets;
+//! - [`dns`]: each cluster's DNS view for the networking mode.
+
+pub mod dns;
+pub mod effective;
+pub mod kube;
+pub mod stretch;
