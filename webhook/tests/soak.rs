@@ -116,7 +116,8 @@ fn cases() -> Vec<Case> {
         let (expect, mutated) = match verdict {
             straddle_policy::Verdict::Patch(patch) => {
                 let mut mutated = object.clone();
-                json_patch::patch(&mut mutated, &serde_json::from_str(&patch).unwrap()).unwrap();
+                let patch: json_patch::Patch = serde_json::from_str(&patch).unwrap();
+                json_patch::patch(&mut mutated, &patch).unwrap();
                 (Expect::Patch, Some(mutated))
             }
             straddle_policy::Verdict::Allow => (Expect::Allow, None),
