@@ -53,3 +53,34 @@ fn corpus_holds_every_invariant() {
 fn regressions_hold_every_invariant() {
     replay("regressions", 0);
 }
+
+/// Found by the `spec_check` target: errors about the document as a whole
+/// had an empty field path, and a missing field was reported at the first
+/// key of its mapping.
+#[test]
+fn errors_about_the_whole_document_still_name_a_field() {
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    for (source, want) in [
+        ("", "(document)"),
+        ("apiVersion: straddle.dev/v1alpha1\n", "kind"),
+        (
+            "apiVersion: straddle.dev/v1alpha1\nkind: StretchCluster\nmetadata:\n  name: x\nspec:\n  clusters:\n    - rack: r\n",
+            "spec.clusters[0].name",
+        ),
+        (
+            "apiVersion: straddle.dev/v1alpha1\nkind: StretchCluster\nmetadata: {}\nspec: {}\n",
+            "metadata.name",
+        ),
+        ("~\n", "(document)"),
+        ("just a scalar\n", "(document)"),
+        (deep.as_str(), "(document)"),
+    ] {
+        let report = straddle_compiler::check("doc.yaml", source).unwrap_err();
+        let paths: Vec<&str> = report.errors().map(|d| d.path.as_str()).collect();
+        assert!(
+            paths.contains(&want),
+            "{:?}: want an error at {want}, got:\n{report}",
+            &source[..source.len().min(20)]
+        );
+    }
+}
