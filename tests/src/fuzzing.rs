@@ -99,7 +99,10 @@ fn targets() -> &'static [Target] {
     static TARGETS: OnceLock<Vec<Target>> = OnceLock::new();
     TARGETS.get_or_init(|| {
         [
-            ("cp-two-clusters.yaml", include_str!("../../examples/cp-two-clusters.yaml")),
+            (
+                "cp-two-clusters.yaml",
+                include_str!("../../examples/cp-two-clusters.yaml"),
+            ),
             (
                 "bitnami-kraft-three-clusters.yaml",
                 include_str!("../../examples/bitnami-kraft-three-clusters.yaml"),
@@ -202,7 +205,8 @@ pub fn policy_review(data: &[u8]) {
     };
     let patch: json_patch::Patch = serde_json::from_str(patch)
         .unwrap_or_else(|e| panic!("not a JSON Patch ({e}): {patch}\nfor {}", story()));
-    let mut patched = parsed.unwrap_or_else(|| panic!("a patch for an object that is not JSON: {}", story()));
+    let mut patched =
+        parsed.unwrap_or_else(|| panic!("a patch for an object that is not JSON: {}", story()));
     json_patch::patch(&mut patched, &patch)
         .unwrap_or_else(|e| panic!("the patch does not apply ({e}): {patch:?}\nfor {}", story()));
     let patched = patched.to_string();
@@ -290,8 +294,8 @@ pub fn admission_decode(data: &[u8]) {
 
 /// The encoded answer is a v1 AdmissionReview for `uid`.
 fn answer_carries_uid(response: &AdmissionResponse, uid: &str, allowed: bool) {
-    let body: Value = serde_json::from_slice(&admission::encode(response))
-        .expect("the answer is JSON");
+    let body: Value =
+        serde_json::from_slice(&admission::encode(response)).expect("the answer is JSON");
     assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
     assert_eq!(body["kind"], "AdmissionReview");
     assert_eq!(body["response"]["uid"], uid);

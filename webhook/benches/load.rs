@@ -505,4 +505,3 @@ fn steal() -> Result<f64> {
     let steal: f64 = cpu.split_whitespace().nth(8).context("steal")?.parse()?;
     Ok(steal / 100.0)
 }
-

@@ -88,7 +88,8 @@ fn bad_case(name: &str, body: &[u8], reason: &str, expect: Expect) -> Case {
 fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
     let module = compile(CP_TWO);
-    let plan = straddle_policy_artifact::embed::read_plan(&module).expect("the module carries a plan");
+    let plan =
+        straddle_policy_artifact::embed::read_plan(&module).expect("the module carries a plan");
     for file in [
         "statefulset-confluent-cp-zookeeper.json",
         "statefulset-confluent-cp-kafka.json",
@@ -124,19 +125,42 @@ fn cases() -> Vec<Case> {
             straddle_policy::Verdict::Deny(m) => panic!("{file} denied: {m}"),
         };
         for operation in ["CREATE", "UPDATE"] {
-            let review = review_for(&object, "confluent", operation, &format!("{file}-{operation}"));
-            cases.push(case(&format!("{file} {operation}"), &review, &kind, operation, expect));
+            let review = review_for(
+                &object,
+                "confluent",
+                operation,
+                &format!("{file}-{operation}"),
+            );
+            cases.push(case(
+                &format!("{file} {operation}"),
+                &review,
+                &kind,
+                operation,
+                expect,
+            ));
         }
         if let Some(mutated) = mutated {
             let review = review_for(&mutated, "confluent", "UPDATE", &format!("{file}-mutated"));
-            cases.push(case(&format!("{file} mutated"), &review, &kind, "UPDATE", Expect::Allow));
+            cases.push(case(
+                &format!("{file} mutated"),
+                &review,
+                &kind,
+                "UPDATE",
+                Expect::Allow,
+            ));
         }
     }
     // An object the spec does not name.
     let mut other = fixture_json("cp-default", "service-confluent-cp-schema-registry.json");
     other["metadata"]["name"] = json!("unrelated");
     let review = review_for(&other, "confluent", "CREATE", "unrelated");
-    cases.push(case("unnamed Service", &review, "Service", "CREATE", Expect::Allow));
+    cases.push(case(
+        "unnamed Service",
+        &review,
+        "Service",
+        "CREATE",
+        Expect::Allow,
+    ));
     // kubectl scale far beyond the broker ID block.
     let scale = json!({
         "apiVersion": "autoscaling/v1", "kind": "Scale",
@@ -145,13 +169,30 @@ fn cases() -> Vec<Case> {
     });
     let mut review = review_for(&scale, "confluent", "UPDATE", "scale");
     review["request"]["kind"] = json!({"group": "autoscaling", "version": "v1", "kind": "Scale"});
-    review["request"]["resource"] = json!({"group": "apps", "version": "v1", "resource": "statefulsets"});
+    review["request"]["resource"] =
+        json!({"group": "apps", "version": "v1", "resource": "statefulsets"});
     review["request"]["subResource"] = json!("scale");
-    cases.push(case("scale beyond the block", &review, "Scale", "UPDATE", Expect::Deny));
+    cases.push(case(
+        "scale beyond the block",
+        &review,
+        "Scale",
+        "UPDATE",
+        Expect::Deny,
+    ));
     // Bad bodies.
-    cases.push(bad_case("not JSON", b"{ not json", "malformed", Expect::Status(400)));
+    cases.push(bad_case(
+        "not JSON",
+        b"{ not json",
+        "malformed",
+        Expect::Status(400),
+    ));
     let unreadable = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"bad-1","operation":"EXPLODE"}}"#;
-    cases.push(bad_case("unreadable with a uid", unreadable, "unreadable_review", Expect::Deny));
+    cases.push(bad_case(
+        "unreadable with a uid",
+        unreadable,
+        "unreadable_review",
+        Expect::Deny,
+    ));
     cases
 }
 
@@ -169,7 +210,12 @@ fn check_first(case: &Case, status: u16, body: &Bytes) {
     let ok = match case.expect {
         Expect::Patch => allowed && patched,
         Expect::Allow => allowed && !patched,
-        Expect::Deny => !allowed && response["status"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        Expect::Deny => {
+            !allowed
+                && response["status"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty())
+        }
         Expect::Status(_) => unreachable!(),
     };
     assert!(ok, "{}: expected {:?}, got {text}", case.name, case.expect);
@@ -220,7 +266,8 @@ async fn soak_answers_every_request_right_with_flat_memory() {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..CONNECTIONS {
-        let (cases, expected, tls, addr) = (cases.clone(), expected.clone(), tls.clone(), server.addr);
+        let (cases, expected, tls, addr) =
+            (cases.clone(), expected.clone(), tls.clone(), server.addr);
         // Requests c, c + CONNECTIONS, ...: case i mod the number of cases.
         let mine: Vec<usize> = (c..total).step_by(CONNECTIONS).collect();
         tasks.push(tokio::spawn(async move {
@@ -277,7 +324,10 @@ async fn soak_answers_every_request_right_with_flat_memory() {
     }
     for (series, n) in &by_series {
         let delta = metric(&after, series).unwrap_or(0.0) - metric(&before, series).unwrap_or(0.0);
-        assert_eq!(delta as u64, *n, "{series}: /metrics counted {delta}, the client sent {n}");
+        assert_eq!(
+            delta as u64, *n,
+            "{series}: /metrics counted {delta}, the client sent {n}"
+        );
     }
     assert_eq!(latencies.len(), total);
 
