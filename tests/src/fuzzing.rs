@@ -16,8 +16,11 @@ use straddle_compiler::{check, compile, explain, render};
 use straddle_policy::{Operation, Request, Verdict};
 use straddle_webhook::admission::{self, Decoded};
 
+/// One target's checks on one input: panics when an invariant breaks.
+pub type Check = fn(&[u8]);
+
 /// The fuzz targets, by the name of their `fuzz/corpus/<name>` folder.
-pub const TARGETS: [(&str, fn(&[u8])); 3] = [
+pub const TARGETS: [(&str, Check); 3] = [
     ("spec_check", spec_check),
     ("policy_review", policy_review),
     ("admission_decode", admission_decode),

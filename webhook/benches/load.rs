@@ -34,17 +34,15 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Parser;
 use common::child::{ChildServer as Server, cpu_seconds, mib, ms, quantile, rss};
 use common::*;
 use hyper::body::Bytes;
 use rustls::ClientConfig;
-use serde_json::Value;
 
 #[derive(Parser, Debug)]
 #[command(name = "straddle-load", about = "Load generator for straddle-webhook")]
