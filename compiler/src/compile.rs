@@ -33,12 +33,17 @@ pub fn check(file: &str, source: &str) -> Result<Checked, Report> {
             let location = e
                 .location()
                 .map(|l| (l.line() as usize, l.column() as usize));
-            let path = location
-                .and_then(|(line, col)| crate::diag::path_at(source, line, col))
-                .unwrap_or_default();
+            let message = parse_message(&e);
+            let path = match missing_field(&message) {
+                Some(field) => missing_field_path(source, location, field),
+                None => location
+                    .and_then(|(line, col)| crate::diag::path_at(source, line, col))
+                    .filter(|path| !path.is_empty())
+                    .unwrap_or_else(|| DOCUMENT_PATH.to_string()),
+            };
             report.diagnostics.push(Diagnostic {
                 location,
-                ..Diagnostic::error(path, parse_message(&e))
+                ..Diagnostic::error(path, message)
                     .fix("compare with `straddle schema` or the examples/ folder")
             });
             return Err(report);
@@ -68,6 +73,43 @@ pub fn check(file: &str, source: &str) -> Result<Checked, Report> {
         report,
     })
 }
+
+/// `X` of serde's "missing field `X`".
+fn missing_field(message: &str) -> Option<&str> {
+    let (field, _) = message.strip_prefix("missing field `")?.split_once('`')?;
+    Some(field)
+}
+
+/// The path of a field missing from the mapping that starts at `location`.
+/// The parser points at the mapping's start: for a block mapping that is its
+/// first key (whose parent is the mapping), for a flow mapping the `{` (the
+/// mapping is the last field before it).
+fn missing_field_path(source: &str, location: Option<(usize, usize)>, field: &str) -> String {
+    let Some((line, col)) = location else {
+        return field.to_string();
+    };
+    let at = crate::diag::path_at(source, line, col).unwrap_or_default();
+    let flow = source
+        .lines()
+        .nth(line.saturating_sub(1))
+        .and_then(|l| l.chars().nth(col.saturating_sub(1)))
+        == Some('{');
+    let parent = if flow {
+        at.as_str()
+    } else {
+        // Drop the first key's own segment: `.key` (or a `[i]` item index).
+        let cut = at.rfind(['.', '[']).unwrap_or(0);
+        &at[..cut]
+    };
+    if parent.is_empty() {
+        field.to_string()
+    } else {
+        format!("{parent}.{field}")
+    }
+}
+
+/// The path of errors about the whole spec document.
+pub const DOCUMENT_PATH: &str = "(document)";
 
 /// serde-saphyr renders a source snippet; keep the first line for our format.
 fn parse_message(e: &serde_saphyr::Error) -> String {

@@ -8,9 +8,12 @@
 //!   effective ZooKeeper and Kafka configuration of a pod);
 //! - [`stretch`]: a spec compiled, its policy run over a fixture in every
 //!   cluster, every pod enumerated from the mutated StatefulSets;
-//! - [`dns`]: each cluster's DNS view for the networking mode.
+//! - [`dns`]: each cluster's DNS view for the networking mode;
+//! - [`fuzzing`]: the invariants the fuzz targets in `fuzz/` check, shared
+//!   with `tests/fuzz_corpus.rs`.
 
 pub mod dns;
 pub mod effective;
+pub mod fuzzing;
 pub mod kube;
 pub mod stretch;

@@ -34,16 +34,15 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Parser;
+use common::child::{ChildServer as Server, cpu_seconds, mib, ms, quantile, rss};
 use common::*;
 use hyper::body::Bytes;
 use rustls::ClientConfig;
-use serde_json::Value;
 
 #[derive(Parser, Debug)]
 #[command(name = "straddle-load", about = "Load generator for straddle-webhook")]
@@ -239,92 +238,6 @@ fn client_config(ca_pem: &str) -> Result<Arc<ClientConfig>> {
     Ok(Arc::new(config))
 }
 
-/// The release binary as a child process.
-struct Server {
-    child: tokio::process::Child,
-    addr: SocketAddr,
-    pid: u32,
-    startup_ms: f64,
-}
-
-impl Server {
-    async fn start(
-        dir: &std::path::Path,
-        cache: &std::path::Path,
-        extra: &[String],
-    ) -> Result<Server> {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_straddle-webhook"))
-            .args([
-                "--cluster",
-                "cluster-0",
-                "--listen",
-                "127.0.0.1:0",
-                "--probe-listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--log-format", "json", "--log", "info"])
-            .arg("--policy")
-            .arg(dir.join("policy.wasm"))
-            .arg("--tls-cert")
-            .arg(dir.join("tls.crt"))
-            .arg("--tls-key")
-            .arg(dir.join("tls.key"))
-            .arg("--cache-dir")
-            .arg(cache)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
-        let pid = child.id().context("no pid")?;
-        let stderr = child.stderr.take().unwrap();
-        // The "ready" log line names the ports; then /readyz must say 200.
-        use tokio::io::AsyncBufReadExt as _;
-        let mut lines = tokio::io::BufReader::new(stderr).lines();
-        let event = loop {
-            let Some(line) = lines.next_line().await? else {
-                bail!("the server exited before it was ready");
-            };
-            let event: Value = serde_json::from_str(&line).unwrap_or_default();
-            if event["message"] == "ready" {
-                break event;
-            }
-            if event["level"] == "ERROR" {
-                bail!("the server failed: {line}");
-            }
-        };
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let addr: SocketAddr = event["listen"].as_str().context("listen")?.parse()?;
-        let probe: SocketAddr = event["probe_listen"]
-            .as_str()
-            .context("probe_listen")?
-            .parse()?;
-        while plain_get(probe, "/readyz")
-            .await
-            .ok()
-            .map(|a| a.status.as_u16())
-            != Some(200)
-        {
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        }
-        Ok(Server {
-            child,
-            addr,
-            pid,
-            startup_ms: event["startup_ms"].as_f64().unwrap_or(f64::NAN),
-        })
-    }
-
-    async fn stop(mut self) -> Result<()> {
-        std::process::Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status()?;
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
-        anyhow::ensure!(status.success(), "the server exited with {status}");
-        Ok(())
-    }
-}
-
 /// Open loop at `rate`: request i is due at start + i/rate and goes out on
 /// the next free connection.
 async fn fixed_rate(
@@ -495,10 +408,6 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
-
 fn print_latencies(who: &str, latencies: &mut [Duration]) {
     latencies.sort();
     println!(
@@ -593,38 +502,4 @@ fn steal() -> Result<f64> {
     let cpu = stat.lines().next().context("/proc/stat")?;
     let steal: f64 = cpu.split_whitespace().nth(8).context("steal")?.parse()?;
     Ok(steal / 100.0)
-}
-
-fn rss(pid: u32) -> Result<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| -> Result<u64> {
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .context("no such field")?;
-        Ok(line
-            .split_whitespace()
-            .nth(1)
-            .context("value")?
-            .parse::<u64>()?
-            * 1024)
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after_name = &stat[stat.rfind(')').context("stat")? + 2..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    Ok(ticks / 100.0) // USER_HZ is 100 on Linux
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1 << 20) as f64
 }

@@ -152,14 +152,31 @@ struct IncomingReview {
     request: Option<AdmissionRequest<RawObject>>,
 }
 
-/// Decides one request body.
-pub fn handle(ctx: &Context<'_>, body: &[u8]) -> Reply {
+/// A request body, read: the request [`handle`] decides on, or why there is
+/// none. Pure (no policy, no metrics), so it can be fuzzed on its own.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A v1 AdmissionReview whose request has a `uid`.
+    Review(Box<AdmissionRequest<RawObject>>),
+    /// Not readable, but its `request.uid` was found: the API server gets a
+    /// denial carrying `message` (shown to the user).
+    Unreadable { uid: String, message: String },
+    /// No AdmissionReview could be read: an HTTP error status.
+    Refused {
+        status: u16,
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// Reads one `POST /mutate` body.
+pub fn decode(body: &[u8]) -> Decoded {
     let review: IncomingReview = match serde_json::from_slice(body) {
         Ok(review) => review,
-        Err(e) => return unreadable(ctx, body, &e),
+        Err(e) => return unreadable(body, &e),
     };
     if review.api_version != META_API_VERSION_V1 || review.kind != META_KIND {
-        return Reply::Refused {
+        return Decoded::Refused {
             status: 400,
             reason: "wrong_type",
             message: format!(
@@ -170,7 +187,7 @@ pub fn handle(ctx: &Context<'_>, body: &[u8]) -> Reply {
         };
     }
     let Some(mut request) = review.request else {
-        return Reply::Refused {
+        return Decoded::Refused {
             status: 400,
             reason: "no_request",
             message: "the AdmissionReview has no request".into(),
@@ -181,13 +198,49 @@ pub fn handle(ctx: &Context<'_>, body: &[u8]) -> Reply {
         kind: review.kind,
     };
     if request.uid.is_empty() {
-        return Reply::Refused {
+        return Decoded::Refused {
             status: 400,
             reason: "no_uid",
             message: "the AdmissionReview's request has no uid".into(),
         };
     }
-    decide(ctx, &request)
+    Decoded::Review(Box::new(request))
+}
+
+/// Decides one request body.
+pub fn handle(ctx: &Context<'_>, body: &[u8]) -> Reply {
+    match decode(body) {
+        Decoded::Review(request) => decide(ctx, &request),
+        Decoded::Unreadable { uid, message } => {
+            ctx.metrics.rejected("unreadable_review");
+            Reply::Review {
+                body: encode(&unreadable_response(&uid, &message)),
+                summary: Summary {
+                    uid,
+                    operation: "UNKNOWN",
+                    verdict: "deny",
+                    message: Some(message),
+                    ..Summary::default()
+                },
+            }
+        }
+        Decoded::Refused {
+            status,
+            reason,
+            message,
+        } => Reply::Refused {
+            status,
+            reason,
+            message,
+        },
+    }
+}
+
+/// The denial for a review that cannot be read but whose `uid` is known.
+pub fn unreadable_response(uid: &str, message: &str) -> AdmissionResponse {
+    let mut response = AdmissionResponse::invalid(message);
+    response.uid = uid.to_owned();
+    response
 }
 
 fn decide(ctx: &Context<'_>, req: &AdmissionRequest<RawObject>) -> Reply {
@@ -333,7 +386,7 @@ fn finish(
 /// A body that is not a readable AdmissionReview. If its `request.uid` can
 /// still be found, the API server gets a denial with the parse error (shown
 /// to the user); otherwise HTTP 400.
-fn unreadable(ctx: &Context<'_>, body: &[u8], error: &serde_json::Error) -> Reply {
+fn unreadable(body: &[u8], error: &serde_json::Error) -> Decoded {
     #[derive(Deserialize)]
     struct Probe {
         #[serde(rename = "apiVersion", default)]
@@ -353,21 +406,9 @@ fn unreadable(ctx: &Context<'_>, body: &[u8], error: &serde_json::Error) -> Repl
             kind,
             request: Some(ProbeRequest { uid }),
         }) if api_version == META_API_VERSION_V1 && kind == META_KIND && !uid.is_empty() => {
-            let mut response = AdmissionResponse::invalid(&message);
-            response.uid = uid.clone();
-            ctx.metrics.rejected("unreadable_review");
-            Reply::Review {
-                body: encode(&response),
-                summary: Summary {
-                    uid,
-                    operation: "UNKNOWN",
-                    verdict: "deny",
-                    message: Some(message),
-                    ..Summary::default()
-                },
-            }
+            Decoded::Unreadable { uid, message }
         }
-        _ => Reply::Refused {
+        _ => Decoded::Refused {
             status: 400,
             reason: "malformed",
             message: format!("not an {META_API_VERSION_V1} AdmissionReview: {message}"),
