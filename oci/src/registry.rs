@@ -319,7 +319,12 @@ impl Registry {
         let chain = error_chain(error);
         let host = &self.host;
         let lower = chain.to_ascii_lowercase();
-        if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") || lower.contains("ssl") {
+        if !self.plain_http && (lower.contains("corrupt message") || lower.contains("invalidcontenttype")) {
+            format!(
+                "{host} does not answer in TLS [{chain}]: if this registry speaks plain HTTP (a local \
+                 test registry), use --plain-http"
+            )
+        } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") || lower.contains("ssl") {
             if self.has_ca {
                 format!("TLS to {host} failed: the certificate does not chain to --registry-ca or does not name {host} [{chain}]")
             } else {
