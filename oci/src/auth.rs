@@ -183,7 +183,8 @@ mod tests {
         assert_eq!(from_docker_config(json, "quay.io").unwrap(), None);
         let e = from_docker_config(json, "broken.io").unwrap_err().to_string();
         assert!(e.contains("not base64"), "{e}");
-        assert!(from_docker_config(b"[]", "x").is_err());
+        assert!(from_docker_config(b"not json", "x").is_err());
+        assert!(from_docker_config(br#"{"auths": 5}"#, "x").is_err());
     }
 
     #[test]

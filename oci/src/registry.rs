@@ -294,6 +294,10 @@ impl Registry {
                     _ => None,
                 })
             }
+            OciDistributionError::ServerError { code: 401 | 403, .. } => Some(self.credentials_hint()),
+            OciDistributionError::ServerError { code: 404, .. } => Some(format!(
+                "{reference} does not exist on {host} (no such repository, tag or digest)"
+            )),
             OciDistributionError::DigestError(_) => Some(
                 "the registry served bytes that do not match their digest (corrupted storage or a tampering proxy); nothing was used".to_owned(),
             ),

@@ -87,6 +87,13 @@ pub fn payload(repository_name: &str, manifest_digest: &str) -> Vec<u8> {
 /// A private key that signs bundles.
 pub struct SigningKey(p256::ecdsa::SigningKey);
 
+impl std::fmt::Debug for SigningKey {
+    // Never print a private key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningKey(P-256, public {})", self.verifying_key().to_pem().lines().nth(1).unwrap_or(""))
+    }
+}
+
 /// A public key that verifies them.
 #[derive(Clone, Debug)]
 pub struct VerifyingKey(p256::ecdsa::VerifyingKey);
