@@ -83,7 +83,9 @@ fn bundle_meta(module: &[u8], path: &Path) -> Result<BundleMeta> {
     }
     let bundle = straddle_policy::Plan::parse(&plan)
         .and_then(|p| p.bundle())
-        .map_err(|e| anyhow::anyhow!("{}: the embedded plan does not read: {e:?}", path.display()))?;
+        .map_err(|e| {
+            anyhow::anyhow!("{}: the embedded plan does not read: {e:?}", path.display())
+        })?;
     Ok(BundleMeta {
         name: bundle.name.to_string(),
         spec_digest: bundle.spec_digest.to_string(),
@@ -94,13 +96,15 @@ fn bundle_meta(module: &[u8], path: &Path) -> Result<BundleMeta> {
 }
 
 fn read_key(path: &Path) -> Result<SigningKey> {
-    let pem = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let pem =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     SigningKey::from_pem(&pem).with_context(|| format!("--key {}", path.display()))
 }
 
 pub fn push(args: PushArgs) -> Result<ExitCode> {
     let reference = PolicyRef::parse(&args.reference)?;
-    let module = std::fs::read(&args.policy).with_context(|| format!("cannot read {}", args.policy.display()))?;
+    let module = std::fs::read(&args.policy)
+        .with_context(|| format!("cannot read {}", args.policy.display()))?;
     let meta = bundle_meta(&module, &args.policy)?;
     let key = match (&args.sign, &args.key) {
         (true, Some(path)) => Some(read_key(path)?),
@@ -140,8 +144,12 @@ pub fn pull(args: PullArgs) -> Result<ExitCode> {
     let reference = PolicyRef::parse(&args.reference)?;
     let verify_key = match &args.verify_key {
         Some(path) => {
-            let pem = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            Some(VerifyingKey::from_pem(&pem).with_context(|| format!("--verify-key {}", path.display()))?)
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Some(
+                VerifyingKey::from_pem(&pem)
+                    .with_context(|| format!("--verify-key {}", path.display()))?,
+            )
         }
         None => None,
     };
@@ -150,7 +158,9 @@ pub fn pull(args: PullArgs) -> Result<ExitCode> {
     let pulled = runtime()?.block_on(async {
         let pulled = registry.pull(&reference).await?;
         if let Some(key) = &verify_key {
-            let signatures = registry.signatures(&reference, &pulled.manifest_digest).await?;
+            let signatures = registry
+                .signatures(&reference, &pulled.manifest_digest)
+                .await?;
             signature::verify(key, &signatures, &pulled.manifest_digest)
                 .with_context(|| format!("refusing {reference}"))?;
         }
@@ -179,7 +189,10 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
     let key = read_key(&args.key)?;
     let registry = Registry::connect(&args.registry.connection(), &reference)?;
     let (digest, sig_ref) = runtime()?.block_on(registry.sign(&reference, &key))?;
-    eprintln!("signed {} ({digest}): signature at {sig_ref}", reference.pinned(&digest));
+    eprintln!(
+        "signed {} ({digest}): signature at {sig_ref}",
+        reference.pinned(&digest)
+    );
     println!("oci://{}", reference.pinned(&digest));
     Ok(ExitCode::SUCCESS)
 }
@@ -189,7 +202,10 @@ pub fn keygen(args: KeygenArgs) -> Result<ExitCode> {
     let public = PathBuf::from(format!("{}.pub", args.prefix.display()));
     for path in [&private, &public] {
         if path.exists() && !args.force {
-            bail!("{} exists; pass --force to overwrite it, or choose another --prefix", path.display());
+            bail!(
+                "{} exists; pass --force to overwrite it, or choose another --prefix",
+                path.display()
+            );
         }
     }
     let key = SigningKey::generate();

@@ -34,7 +34,11 @@ fn ok(dir: &Path, args: &[&str]) -> (String, String) {
 fn fails(dir: &Path, args: &[&str]) -> String {
     let out = straddle(dir, args);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "straddle {args:?} should fail:\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "straddle {args:?} should fail:\n{stderr}"
+    );
     stderr
 }
 
@@ -59,30 +63,71 @@ fn keygen_push_sign_pull_verify() {
     ok(&dir, &["keygen", "--prefix", "ours"]);
     ok(&dir, &["keygen", "--prefix", "theirs"]);
     use std::os::unix::fs::PermissionsExt as _;
-    let mode = std::fs::metadata(dir.join("ours.key")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(dir.join("ours.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     assert!(fails(&dir, &["keygen", "--prefix", "ours"]).contains("--force"));
 
-    ok(&dir, &["compile", &workspace("examples/cp-two-clusters.yaml"), "-o", "policy.wasm"]);
-    ok(&dir, &["compile", &workspace("tests/specs/cp-first-cluster-stage.yaml"), "-o", "stage.wasm"]);
+    ok(
+        &dir,
+        &[
+            "compile",
+            &workspace("examples/cp-two-clusters.yaml"),
+            "-o",
+            "policy.wasm",
+        ],
+    );
+    ok(
+        &dir,
+        &[
+            "compile",
+            &workspace("tests/specs/cp-first-cluster-stage.yaml"),
+            "-o",
+            "stage.wasm",
+        ],
+    );
 
     // Push and sign: progress on stderr, the pinned reference on stdout.
     let tag = format!("{host}/straddle/policy:v1");
     let (stdout, stderr) = ok(
         &dir,
-        &["push", "policy.wasm", &tag, "--sign", "--key", "ours.key", "--plain-http"],
+        &[
+            "push",
+            "policy.wasm",
+            &tag,
+            "--sign",
+            "--key",
+            "ours.key",
+            "--plain-http",
+        ],
     );
     let pinned = stdout.trim().to_owned();
-    assert!(pinned.starts_with(&format!("oci://{host}/straddle/policy@sha256:")), "{stdout}");
+    assert!(
+        pinned.starts_with(&format!("oci://{host}/straddle/policy@sha256:")),
+        "{stdout}"
+    );
     let digest = pinned.rsplit('@').next().unwrap();
     assert!(stderr.contains("clusters cluster-0, cluster-1"), "{stderr}");
-    assert!(stderr.contains(&format!("manifest digest {digest}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("manifest digest {digest}")),
+        "{stderr}"
+    );
     assert!(stderr.contains("signed"), "{stderr}");
 
     // Pull by digest, verified: the same bytes.
     let (_, stderr) = ok(
         &dir,
-        &["pull", &pinned, "-o", "pulled.wasm", "--verify-key", "ours.pub", "--plain-http"],
+        &[
+            "pull",
+            &pinned,
+            "-o",
+            "pulled.wasm",
+            "--verify-key",
+            "ours.pub",
+            "--plain-http",
+        ],
     );
     assert!(stderr.contains("signature verified"), "{stderr}");
     assert_eq!(
@@ -93,7 +138,15 @@ fn keygen_push_sign_pull_verify() {
     // Someone else's key: refused, nothing written.
     let e = fails(
         &dir,
-        &["pull", &tag, "-o", "refused.wasm", "--verify-key", "theirs.pub", "--plain-http"],
+        &[
+            "pull",
+            &tag,
+            "-o",
+            "refused.wasm",
+            "--verify-key",
+            "theirs.pub",
+            "--plain-http",
+        ],
     );
     assert!(e.contains("does not match the key"), "{e}");
     assert!(!dir.join("refused.wasm").exists());
@@ -101,17 +154,45 @@ fn keygen_push_sign_pull_verify() {
     // Unsigned: refused until `straddle sign`.
     let v2 = format!("{host}/straddle/policy:v2");
     ok(&dir, &["push", "stage.wasm", &v2, "--plain-http"]);
-    let e = fails(&dir, &["pull", &v2, "-o", "v2.wasm", "--verify-key", "ours.pub", "--plain-http"]);
+    let e = fails(
+        &dir,
+        &[
+            "pull",
+            &v2,
+            "-o",
+            "v2.wasm",
+            "--verify-key",
+            "ours.pub",
+            "--plain-http",
+        ],
+    );
     assert!(e.contains("not signed"), "{e}");
     ok(&dir, &["sign", &v2, "--key", "ours.key", "--plain-http"]);
-    ok(&dir, &["pull", &v2, "-o", "v2.wasm", "--verify-key", "ours.pub", "--plain-http"]);
+    ok(
+        &dir,
+        &[
+            "pull",
+            &v2,
+            "-o",
+            "v2.wasm",
+            "--verify-key",
+            "ours.pub",
+            "--plain-http",
+        ],
+    );
 
     // Messages that say what to do.
     let e = fails(&dir, &["push", "policy.wasm", &tag]);
     assert!(e.contains("--plain-http"), "{e}");
-    let e = fails(&dir, &["push", "policy.wasm", "straddle/policy:v1", "--plain-http"]);
+    let e = fails(
+        &dir,
+        &["push", "policy.wasm", "straddle/policy:v1", "--plain-http"],
+    );
     assert!(e.contains("not a registry host"), "{e}");
-    let e = fails(&dir, &["pull", &format!("{host}/nothing/here:v1"), "--plain-http"]);
+    let e = fails(
+        &dir,
+        &["pull", &format!("{host}/nothing/here:v1"), "--plain-http"],
+    );
     assert!(e.contains("does not exist"), "{e}");
     let e = fails(&dir, &["push", "ours.pub", &tag, "--plain-http"]);
     assert!(e.contains("not a compiled policy module"), "{e}");

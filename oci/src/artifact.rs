@@ -157,10 +157,7 @@ pub fn build(module: &[u8], meta: &BundleMeta) -> Artifact {
             media_type: LAYER_MEDIA_TYPE.to_owned(),
             digest: layer_digest.clone(),
             size: module.len() as i64,
-            annotations: Some(BTreeMap::from([(
-                TITLE.to_owned(),
-                LAYER_TITLE.to_owned(),
-            )])),
+            annotations: Some(BTreeMap::from([(TITLE.to_owned(), LAYER_TITLE.to_owned())])),
             ..OciDescriptor::default()
         }],
         subject: None,
@@ -300,24 +297,33 @@ mod tests {
         let other = sha256_digest(b"other");
         let e = check_manifest(&a.manifest, &other).unwrap_err().to_string();
         assert!(e.contains("refusing"), "{e}");
-        let layer = check_manifest(&a.manifest, &a.manifest_digest).unwrap().layer;
+        let layer = check_manifest(&a.manifest, &a.manifest_digest)
+            .unwrap()
+            .layer;
         let e = check_blob(&layer, b"\0asm modulX").unwrap_err().to_string();
         assert!(e.contains("corrupted"), "{e}");
-        let e = check_blob(&layer, b"\0asm module+").unwrap_err().to_string();
+        let e = check_blob(&layer, b"\0asm module+")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bytes"), "{e}");
     }
 
     #[test]
     fn other_artifacts_are_named() {
-        let mut m: serde_json::Value = serde_json::from_slice(&build(b"x", &meta()).manifest).unwrap();
+        let mut m: serde_json::Value =
+            serde_json::from_slice(&build(b"x", &meta()).manifest).unwrap();
         m["config"]["mediaType"] = "application/vnd.oci.image.config.v1+json".into();
         let bytes = serde_json::to_vec(&m).unwrap();
-        let e = check_manifest(&bytes, &sha256_digest(&bytes)).unwrap_err().to_string();
+        let e = check_manifest(&bytes, &sha256_digest(&bytes))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a Wasm policy bundle"), "{e}");
         m["config"]["mediaType"] = CONFIG_MEDIA_TYPE.into();
         m["layers"] = serde_json::json!([]);
         let bytes = serde_json::to_vec(&m).unwrap();
-        let e = check_manifest(&bytes, &sha256_digest(&bytes)).unwrap_err().to_string();
+        let e = check_manifest(&bytes, &sha256_digest(&bytes))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("exactly one layer"), "{e}");
     }
 }

@@ -44,7 +44,10 @@ pub struct AuthOptions {
 /// The credentials for `registry`, and where they came from (for messages).
 pub fn resolve(options: &AuthOptions, registry: &str) -> Result<(Credentials, String)> {
     if let Some(token) = &options.token {
-        return Ok((Credentials::Bearer(token.clone()), "--registry-token".into()));
+        return Ok((
+            Credentials::Bearer(token.clone()),
+            "--registry-token".into(),
+        ));
     }
     match (&options.username, &options.password) {
         (Some(username), Some(password)) => {
@@ -67,8 +70,9 @@ pub fn resolve(options: &AuthOptions, registry: &str) -> Result<(Credentials, St
     if let Some(path) = path {
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let found = from_docker_config(&bytes, registry)
-                    .with_context(|| format!("reading registry credentials from {}", path.display()))?;
+                let found = from_docker_config(&bytes, registry).with_context(|| {
+                    format!("reading registry credentials from {}", path.display())
+                })?;
                 if let Some(credentials) = found {
                     return Ok((credentials, path.display().to_string()));
                 }
@@ -107,8 +111,8 @@ struct DockerAuth {
 /// `.dockerconfigjson` of a pull secret). Keys may be bare hosts or URLs
 /// (`https://index.docker.io/v1/`).
 pub fn from_docker_config(json: &[u8], registry: &str) -> Result<Option<Credentials>> {
-    let config: DockerConfig =
-        serde_json::from_slice(json).context("not a Docker config.json (expected {\"auths\": {…}})")?;
+    let config: DockerConfig = serde_json::from_slice(json)
+        .context("not a Docker config.json (expected {\"auths\": {…}})")?;
     let wanted = normalize_host(registry);
     let Some((key, entry)) = config
         .auths
@@ -174,14 +178,22 @@ mod tests {
             username: u.into(),
             password: p.into(),
         };
-        assert_eq!(from_docker_config(json, "localhost:5000").unwrap(), Some(basic("alice", "s3cr3t")));
-        assert_eq!(from_docker_config(json, "docker.io").unwrap(), Some(basic("bob", "pw")));
+        assert_eq!(
+            from_docker_config(json, "localhost:5000").unwrap(),
+            Some(basic("alice", "s3cr3t"))
+        );
+        assert_eq!(
+            from_docker_config(json, "docker.io").unwrap(),
+            Some(basic("bob", "pw"))
+        );
         assert_eq!(
             from_docker_config(json, "ghcr.io").unwrap(),
             Some(Credentials::Bearer("tok".into()))
         );
         assert_eq!(from_docker_config(json, "quay.io").unwrap(), None);
-        let e = from_docker_config(json, "broken.io").unwrap_err().to_string();
+        let e = from_docker_config(json, "broken.io")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not base64"), "{e}");
         assert!(from_docker_config(b"not json", "x").is_err());
         assert!(from_docker_config(br#"{"auths": 5}"#, "x").is_err());
@@ -202,13 +214,21 @@ mod tests {
             password: None,
             ..options.clone()
         };
-        assert!(resolve(&only_user, "r.io").unwrap_err().to_string().contains("--password"));
+        assert!(
+            resolve(&only_user, "r.io")
+                .unwrap_err()
+                .to_string()
+                .contains("--password")
+        );
         let explicit_missing = AuthOptions {
             username: None,
             password: None,
             ..options
         };
         let e = format!("{:#}", resolve(&explicit_missing, "r.io").unwrap_err());
-        assert!(e.contains("--registry-config /nonexistent/config.json"), "{e}");
+        assert!(
+            e.contains("--registry-config /nonexistent/config.json"),
+            "{e}"
+        );
     }
 }

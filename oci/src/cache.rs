@@ -59,9 +59,7 @@ impl Cache {
     }
 
     fn bundle_dir(&self, digest: &str) -> PathBuf {
-        self.root
-            .join("bundles")
-            .join(digest.replacen(':', "-", 1))
+        self.root.join("bundles").join(digest.replacen(':', "-", 1))
     }
 
     /// Stores a bundle that was just fetched and verified.
@@ -123,7 +121,8 @@ impl Cache {
             return Ok(None);
         }
         let read = |name: &str| {
-            std::fs::read(dir.join(name)).with_context(|| format!("reading {}", dir.join(name).display()))
+            std::fs::read(dir.join(name))
+                .with_context(|| format!("reading {}", dir.join(name).display()))
         };
         let manifest = read("manifest.json")?;
         let checked = check_manifest(&manifest, manifest_digest)
@@ -187,7 +186,8 @@ mod tests {
     use crate::signature::{SigningKey, sign};
 
     fn tempdir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("straddle-oci-cache-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("straddle-oci-cache-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
     }
@@ -201,7 +201,12 @@ mod tests {
         assert!(cache.load(&a.manifest_digest).unwrap().is_none());
         let sig = sign(&SigningKey::generate(), "r.io/p", &a.manifest_digest);
         cache
-            .store(&a.manifest_digest, &a.manifest, module, std::slice::from_ref(&sig))
+            .store(
+                &a.manifest_digest,
+                &a.manifest,
+                module,
+                std::slice::from_ref(&sig),
+            )
             .unwrap();
         let back = cache.load(&a.manifest_digest).unwrap().unwrap();
         assert_eq!(back.module, module);

@@ -28,7 +28,8 @@ impl PolicyRef {
     /// Parses `[oci://]REGISTRY/REPO[:TAG][@sha256:<hex>]`.
     pub fn parse(text: &str) -> Result<PolicyRef> {
         let bare = text.strip_prefix(SCHEME).unwrap_or(text);
-        let example = "e.g. oci://registry.example.com:5000/straddle/policy:v1 or …/policy@sha256:<64 hex>";
+        let example =
+            "e.g. oci://registry.example.com:5000/straddle/policy:v1 or …/policy@sha256:<64 hex>";
         let Some((host, _)) = bare.split_once('/') else {
             bail!("{text:?} names no registry: write REGISTRY/REPOSITORY[:TAG], {example}");
         };
@@ -117,7 +118,11 @@ pub fn check_digest(digest: &str) -> Result<()> {
     let Some(hex) = digest.strip_prefix("sha256:") else {
         bail!("digest {digest:?} is not sha256:<64 hex digits> (only sha256 is supported)");
     };
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         bail!("digest {digest:?} is not sha256:<64 lowercase hex digits>");
     }
     Ok(())
@@ -142,7 +147,10 @@ mod tests {
         assert_eq!(pinned.digest(), Some(D));
         assert_eq!(pinned.tag(), None);
         assert_eq!(pinned.to_string(), format!("127.0.0.1:5000/p@{D}"));
-        assert_eq!(r.pinned(D).to_string(), format!("localhost:5000/straddle/policy@{D}"));
+        assert_eq!(
+            r.pinned(D).to_string(),
+            format!("localhost:5000/straddle/policy@{D}")
+        );
         assert_eq!(r.repository_name(), "localhost:5000/straddle/policy");
 
         // No tag means `latest`, as in every OCI tool.
@@ -154,13 +162,19 @@ mod tests {
 
     #[test]
     fn refusals_say_what_to_write() {
-        let e = PolicyRef::parse("straddle/policy:v1").unwrap_err().to_string();
+        let e = PolicyRef::parse("straddle/policy:v1")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a registry host"), "{e}");
         let e = PolicyRef::parse("policy").unwrap_err().to_string();
         assert!(e.contains("names no registry"), "{e}");
-        let e = PolicyRef::parse("localhost:5000/p@sha256:abc").unwrap_err().to_string();
+        let e = PolicyRef::parse("localhost:5000/p@sha256:abc")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("sha256"), "{e}");
-        let e = PolicyRef::parse("localhost:5000/UPPER:v1").unwrap_err().to_string();
+        let e = PolicyRef::parse("localhost:5000/UPPER:v1")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not an OCI reference"), "{e}");
     }
 }

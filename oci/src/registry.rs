@@ -14,7 +14,9 @@ use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, RegistryOperation};
 
-use crate::artifact::{self, BundleMeta, MANIFEST_MEDIA_TYPE, check_blob, check_manifest, sha256_digest};
+use crate::artifact::{
+    self, BundleMeta, MANIFEST_MEDIA_TYPE, check_blob, check_manifest, sha256_digest,
+};
 use crate::auth::{self, AuthOptions, Credentials};
 use crate::reference::PolicyRef;
 use crate::signature::{self, SignatureLayer, SigningKey};
@@ -86,9 +88,13 @@ impl Registry {
         let (credentials, auth_source) = auth::resolve(&connection.auth, &host)?;
         let mut extra_roots = Vec::new();
         if let Some(path) = &connection.ca_file {
-            let pem = std::fs::read(path).with_context(|| format!("--registry-ca {}", path.display()))?;
+            let pem =
+                std::fs::read(path).with_context(|| format!("--registry-ca {}", path.display()))?;
             if !String::from_utf8_lossy(&pem).contains("BEGIN CERTIFICATE") {
-                bail!("--registry-ca {}: no PEM certificate (BEGIN CERTIFICATE) in it", path.display());
+                bail!(
+                    "--registry-ca {}: no PEM certificate (BEGIN CERTIFICATE) in it",
+                    path.display()
+                );
             }
             extra_roots.push(Certificate {
                 encoding: CertificateEncoding::Pem,
@@ -109,12 +115,15 @@ impl Registry {
             user_agent: concat!("straddle/", env!("CARGO_PKG_VERSION")),
             ..ClientConfig::default()
         };
-        let client = Client::try_from(config).map_err(|e| anyhow!("setting up the registry client: {e}"))?;
+        let client =
+            Client::try_from(config).map_err(|e| anyhow!("setting up the registry client: {e}"))?;
         Ok(Registry {
             client,
             auth: match credentials {
                 Credentials::Anonymous => RegistryAuth::Anonymous,
-                Credentials::Basic { username, password } => RegistryAuth::Basic(username, password),
+                Credentials::Basic { username, password } => {
+                    RegistryAuth::Basic(username, password)
+                }
                 Credentials::Bearer(token) => RegistryAuth::Bearer(token),
             },
             auth_source,
@@ -125,9 +134,16 @@ impl Registry {
     }
 
     /// Pushes `module` as a bundle to `reference` (a tag).
-    pub async fn push(&self, reference: &PolicyRef, module: &[u8], meta: &BundleMeta) -> Result<Pushed> {
+    pub async fn push(
+        &self,
+        reference: &PolicyRef,
+        module: &[u8],
+        meta: &BundleMeta,
+    ) -> Result<Pushed> {
         let Some(tag) = reference.tag() else {
-            bail!("push to a tag (REGISTRY/REPO:TAG), not a digest: the digest is computed from the bundle");
+            bail!(
+                "push to a tag (REGISTRY/REPO:TAG), not a digest: the digest is computed from the bundle"
+            );
         };
         let r = reference.as_reference();
         let art = artifact::build(module, meta);
@@ -136,7 +152,10 @@ impl Registry {
             .await
             .map_err(|e| self.explain(e, "authenticating to push", reference))?;
         let mut reused = 0;
-        for (bytes, digest) in [(&art.config[..], &art.config_digest), (module, &art.layer_digest)] {
+        for (bytes, digest) in [
+            (&art.config[..], &art.config_digest),
+            (module, &art.layer_digest),
+        ] {
             if self.client.blob_exists(r, digest).await.unwrap_or(false) {
                 reused += 1;
                 continue;
@@ -147,9 +166,15 @@ impl Registry {
                 .map_err(|e| self.explain(e, &format!("uploading blob {digest}"), reference))?;
         }
         self.client
-            .push_manifest_raw(r, art.manifest.clone(), MANIFEST_MEDIA_TYPE.parse().expect("a header value"))
+            .push_manifest_raw(
+                r,
+                art.manifest.clone(),
+                MANIFEST_MEDIA_TYPE.parse().expect("a header value"),
+            )
             .await
-            .map_err(|e| self.explain(e, &format!("pushing the manifest to tag {tag}"), reference))?;
+            .map_err(|e| {
+                self.explain(e, &format!("pushing the manifest to tag {tag}"), reference)
+            })?;
         Ok(Pushed {
             pinned: reference.pinned(&art.manifest_digest),
             manifest_digest: art.manifest_digest,
@@ -168,7 +193,10 @@ impl Registry {
             .await
             .map_err(|e| self.explain(e, "fetching the manifest", reference))?;
         if bytes.len() > artifact::MAX_MANIFEST_BYTES {
-            bail!("the manifest of {reference} has {} bytes: not a policy bundle", bytes.len());
+            bail!(
+                "the manifest of {reference} has {} bytes: not a policy bundle",
+                bytes.len()
+            );
         }
         let digest = match reference.digest() {
             Some(pinned) => pinned.to_owned(),
@@ -205,17 +233,31 @@ impl Registry {
         self.client
             .pull_blob(reference.as_reference(), descriptor, &mut bytes)
             .await
-            .map_err(|e| self.explain(e, &format!("fetching blob {}", descriptor.digest), reference))?;
+            .map_err(|e| {
+                self.explain(
+                    e,
+                    &format!("fetching blob {}", descriptor.digest),
+                    reference,
+                )
+            })?;
         check_blob(descriptor, &bytes)?;
         Ok(bytes)
     }
 
     /// The signatures stored for `manifest_digest` (none: an empty list).
-    pub async fn signatures(&self, reference: &PolicyRef, manifest_digest: &str) -> Result<Vec<SignatureLayer>> {
+    pub async fn signatures(
+        &self,
+        reference: &PolicyRef,
+        manifest_digest: &str,
+    ) -> Result<Vec<SignatureLayer>> {
         let sig_ref = reference.tagged(&signature::signature_tag(manifest_digest)?);
         let manifest = match self
             .client
-            .pull_manifest_raw(sig_ref.as_reference(), &self.auth, &[MANIFEST_MEDIA_TYPE, DOCKER_MANIFEST])
+            .pull_manifest_raw(
+                sig_ref.as_reference(),
+                &self.auth,
+                &[MANIFEST_MEDIA_TYPE, DOCKER_MANIFEST],
+            )
             .await
         {
             Ok((bytes, _)) => bytes,
@@ -236,7 +278,11 @@ impl Registry {
     /// Signs the bundle `reference` names (its current digest, for a tag)
     /// and stores the signature next to it, cosign-style. Returns the
     /// signed digest and where the signature went.
-    pub async fn sign(&self, reference: &PolicyRef, key: &SigningKey) -> Result<(String, PolicyRef)> {
+    pub async fn sign(
+        &self,
+        reference: &PolicyRef,
+        key: &SigningKey,
+    ) -> Result<(String, PolicyRef)> {
         let pulled = self.pull(reference).await?;
         let digest = pulled.manifest_digest;
         let sig_ref = reference.tagged(&signature::signature_tag(&digest)?);
@@ -267,14 +313,23 @@ impl Registry {
                 .map_err(|e| self.explain(e, "uploading the signature", &sig_ref))?;
         }
         self.client
-            .push_manifest_raw(r, manifest, MANIFEST_MEDIA_TYPE.parse().expect("a header value"))
+            .push_manifest_raw(
+                r,
+                manifest,
+                MANIFEST_MEDIA_TYPE.parse().expect("a header value"),
+            )
             .await
             .map_err(|e| self.explain(e, "pushing the signature manifest", &sig_ref))?;
         Ok((digest, sig_ref))
     }
 
     /// An error that says what went wrong and what to do about it.
-    fn explain(&self, error: OciDistributionError, action: &str, reference: &PolicyRef) -> anyhow::Error {
+    fn explain(
+        &self,
+        error: OciDistributionError,
+        action: &str,
+        reference: &PolicyRef,
+    ) -> anyhow::Error {
         let host = &self.host;
         let hint = match &error {
             OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => {
@@ -323,14 +378,22 @@ impl Registry {
         let chain = error_chain(error);
         let host = &self.host;
         let lower = chain.to_ascii_lowercase();
-        if !self.plain_http && (lower.contains("corrupt message") || lower.contains("invalidcontenttype")) {
+        if !self.plain_http
+            && (lower.contains("corrupt message") || lower.contains("invalidcontenttype"))
+        {
             format!(
                 "{host} does not answer in TLS [{chain}]: if this registry speaks plain HTTP (a local \
                  test registry), use --plain-http"
             )
-        } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") || lower.contains("ssl") {
+        } else if lower.contains("certificate")
+            || lower.contains("tls")
+            || lower.contains("handshake")
+            || lower.contains("ssl")
+        {
             if self.has_ca {
-                format!("TLS to {host} failed: the certificate does not chain to --registry-ca or does not name {host} [{chain}]")
+                format!(
+                    "TLS to {host} failed: the certificate does not chain to --registry-ca or does not name {host} [{chain}]"
+                )
             } else {
                 format!(
                     "TLS to {host} failed [{chain}]: if the registry's certificate comes from a private CA, \
@@ -338,11 +401,15 @@ impl Registry {
                 )
             }
         } else if self.plain_http && (lower.contains("invalid http") || lower.contains("parse")) {
-            format!("{host} did not answer in plain HTTP [{chain}]: it probably speaks HTTPS, drop --plain-http")
+            format!(
+                "{host} did not answer in plain HTTP [{chain}]: it probably speaks HTTPS, drop --plain-http"
+            )
         } else if error.is_timeout() {
             format!("{host} did not answer in time [{chain}]")
         } else if error.is_connect() {
-            format!("cannot connect to {host} [{chain}]: is the registry running and the address right?")
+            format!(
+                "cannot connect to {host} [{chain}]: is the registry running and the address right?"
+            )
         } else {
             format!("talking to {host} failed [{chain}]")
         }
@@ -353,10 +420,12 @@ const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+j
 
 fn is_not_found(error: &OciDistributionError) -> bool {
     match error {
-        OciDistributionError::RegistryError { envelope, .. } => envelope
-            .errors
-            .iter()
-            .any(|e| matches!(e.code, OciErrorCode::ManifestUnknown | OciErrorCode::NotFound)),
+        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| {
+            matches!(
+                e.code,
+                OciErrorCode::ManifestUnknown | OciErrorCode::NotFound
+            )
+        }),
         OciDistributionError::ServerError { code, .. } => *code == 404,
         OciDistributionError::ImageManifestNotFoundError(_) => true,
         _ => false,

@@ -24,7 +24,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use p256::ecdsa::signature::{Signer as _, Verifier as _};
 use p256::ecdsa::{DerSignature, Signature};
-use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use p256::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::{MANIFEST_MEDIA_TYPE, sha256_digest};
@@ -90,7 +92,11 @@ pub struct SigningKey(p256::ecdsa::SigningKey);
 impl std::fmt::Debug for SigningKey {
     // Never print a private key.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SigningKey(P-256, public {})", self.verifying_key().to_pem().lines().nth(1).unwrap_or(""))
+        write!(
+            f,
+            "SigningKey(P-256, public {})",
+            self.verifying_key().to_pem().lines().nth(1).unwrap_or("")
+        )
     }
 }
 
@@ -199,8 +205,8 @@ pub fn sign(key: &SigningKey, repository_name: &str, manifest_digest: &str) -> S
 
 /// The layers of a `.sig` manifest that carry a signature, with it.
 pub fn signature_descriptors(manifest: &[u8]) -> Result<Vec<(OciDescriptor, String)>> {
-    let manifest: OciImageManifest =
-        serde_json::from_slice(manifest).context("the signature manifest is not an OCI image manifest")?;
+    let manifest: OciImageManifest = serde_json::from_slice(manifest)
+        .context("the signature manifest is not an OCI image manifest")?;
     Ok(manifest
         .layers
         .into_iter()
@@ -217,7 +223,10 @@ pub fn signature_descriptors(manifest: &[u8]) -> Result<Vec<(OciDescriptor, Stri
 pub fn signature_manifest(existing: &[OciDescriptor], new: &SignatureLayer) -> (Vec<u8>, Vec<u8>) {
     let mut layers: Vec<OciDescriptor> = existing.to_vec();
     let added = new.descriptor();
-    if !layers.iter().any(|l| l.digest == added.digest && l.annotations == added.annotations) {
+    if !layers
+        .iter()
+        .any(|l| l.digest == added.digest && l.annotations == added.annotations)
+    {
         layers.push(added);
     }
     // An image config as go-containerregistry writes for cosign: the layers'
@@ -245,12 +254,19 @@ pub fn signature_manifest(existing: &[OciDescriptor], new: &SignatureLayer) -> (
         artifact_type: None,
         annotations: None,
     };
-    (config, serde_json::to_vec(&manifest).expect("a manifest serializes"))
+    (
+        config,
+        serde_json::to_vec(&manifest).expect("a manifest serializes"),
+    )
 }
 
 /// Succeeds if one of `signatures` is a valid signature by `key` of a
 /// payload naming `manifest_digest`. The error lists why each one failed.
-pub fn verify(key: &VerifyingKey, signatures: &[SignatureLayer], manifest_digest: &str) -> Result<()> {
+pub fn verify(
+    key: &VerifyingKey,
+    signatures: &[SignatureLayer],
+    manifest_digest: &str,
+) -> Result<()> {
     ensure!(
         !signatures.is_empty(),
         "bundle {manifest_digest} is not signed (no {} in the repository); sign it with \
@@ -274,8 +290,8 @@ pub fn verify(key: &VerifyingKey, signatures: &[SignatureLayer], manifest_digest
 fn verify_one(key: &VerifyingKey, layer: &SignatureLayer, manifest_digest: &str) -> Result<()> {
     key.verify(&layer.payload, &layer.signature)?;
     // Only a signed payload is trusted, and only for the digest it names.
-    let payload: SimpleSigning =
-        serde_json::from_slice(&layer.payload).context("the signed payload is not simple-signing JSON")?;
+    let payload: SimpleSigning = serde_json::from_slice(&layer.payload)
+        .context("the signed payload is not simple-signing JSON")?;
     ensure!(
         payload.critical.type_name == PAYLOAD_TYPE,
         "the payload's type is {:?}, not {PAYLOAD_TYPE:?}",
@@ -299,7 +315,10 @@ mod tests {
     #[test]
     fn payload_is_cosign_simple_signing() {
         let p: serde_json::Value = serde_json::from_slice(&payload("r.io/straddle/p", D)).unwrap();
-        assert_eq!(p["critical"]["identity"]["docker-reference"], "r.io/straddle/p");
+        assert_eq!(
+            p["critical"]["identity"]["docker-reference"],
+            "r.io/straddle/p"
+        );
         assert_eq!(p["critical"]["image"]["docker-manifest-digest"], D);
         assert_eq!(p["critical"]["type"], PAYLOAD_TYPE);
         assert!(p["optional"].is_null());
@@ -322,10 +341,14 @@ mod tests {
         assert!(e.contains("not signed"), "{e}");
         // Signed by someone else.
         let other = sign(&SigningKey::generate(), "r.io/p", D);
-        let e = verify(&public, std::slice::from_ref(&other), D).unwrap_err().to_string();
+        let e = verify(&public, std::slice::from_ref(&other), D)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("does not match the key"), "{e}");
         // A valid signature of another bundle.
-        let e = verify(&public, std::slice::from_ref(&good), E).unwrap_err().to_string();
+        let e = verify(&public, std::slice::from_ref(&good), E)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not this bundle"), "{e}");
         // A payload changed after signing.
         let mut forged = good.clone();
@@ -348,7 +371,11 @@ mod tests {
         let (config, m2) = signature_manifest(&existing, &second);
         assert_eq!(signature_descriptors(&m2).unwrap().len(), 2);
         // Signing again with the same signature adds nothing.
-        let existing: Vec<_> = signature_descriptors(&m2).unwrap().into_iter().map(|(d, _)| d).collect();
+        let existing: Vec<_> = signature_descriptors(&m2)
+            .unwrap()
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect();
         assert_eq!(signature_manifest(&existing, &second).1, m2);
         let config: serde_json::Value = serde_json::from_slice(&config).unwrap();
         assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
@@ -356,9 +383,15 @@ mod tests {
 
     #[test]
     fn keys_say_what_they_are_not() {
-        let e = SigningKey::from_pem("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n").unwrap_err();
+        let e =
+            SigningKey::from_pem("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n").unwrap_err();
         assert!(e.to_string().contains("encrypted"));
         assert!(VerifyingKey::from_pem("nope").is_err());
-        assert!(SigningKey::from_pem("nope").unwrap_err().to_string().contains("keygen"));
+        assert!(
+            SigningKey::from_pem("nope")
+                .unwrap_err()
+                .to_string()
+                .contains("keygen")
+        );
     }
 }

@@ -57,7 +57,10 @@ async fn push_pull_pin_and_retag() {
     let pushed = registry.push(&tag, &module(1), &meta()).await.unwrap();
     let push_time = started.elapsed();
     assert_eq!(pushed.reused_blobs, 0);
-    assert_eq!(pushed.pinned.digest(), Some(pushed.manifest_digest.as_str()));
+    assert_eq!(
+        pushed.pinned.digest(),
+        Some(pushed.manifest_digest.as_str())
+    );
 
     let started = Instant::now();
     let by_tag = registry.pull(&tag).await.unwrap();
@@ -78,12 +81,21 @@ async fn push_pull_pin_and_retag() {
     // The tag moves; the pinned digest still names the first bundle.
     let second = registry.push(&tag, &module(2), &meta()).await.unwrap();
     assert_ne!(second.manifest_digest, pushed.manifest_digest);
-    assert_eq!(registry.resolve(&tag).await.unwrap(), second.manifest_digest);
-    assert_eq!(registry.pull(&pushed.pinned).await.unwrap().module, module(1));
+    assert_eq!(
+        registry.resolve(&tag).await.unwrap(),
+        second.manifest_digest
+    );
+    assert_eq!(
+        registry.pull(&pushed.pinned).await.unwrap().module,
+        module(1)
+    );
     assert_eq!(registry.pull(&tag).await.unwrap().module, module(2));
 
     // Unknown names say so.
-    let e = format!("{:#}", registry.pull(&tag.tagged("nope")).await.unwrap_err());
+    let e = format!(
+        "{:#}",
+        registry.pull(&tag.tagged("nope")).await.unwrap_err()
+    );
     assert!(e.contains("does not exist"), "{e}");
     let missing = reference(&server, "no/such/repo:v1");
     let e = format!("{:#}", registry.pull(&missing).await.unwrap_err());
@@ -105,9 +117,16 @@ async fn interop_plain_http_and_oci_manifest_rules() {
     let pushed = registry.push(&tag, &module(3), &meta()).await.unwrap();
     registry.sign(&pushed.pinned, &key).await.unwrap();
 
-    let (status, headers, manifest) = http_get(server.addr, "/v2/straddle/policy/manifests/v1", MANIFEST_MEDIA_TYPE);
+    let (status, headers, manifest) = http_get(
+        server.addr,
+        "/v2/straddle/policy/manifests/v1",
+        MANIFEST_MEDIA_TYPE,
+    );
     assert_eq!(status, 200);
-    assert_eq!(header(&headers, "docker-content-digest"), Some(pushed.manifest_digest.as_str()));
+    assert_eq!(
+        header(&headers, "docker-content-digest"),
+        Some(pushed.manifest_digest.as_str())
+    );
     assert_eq!(header(&headers, "content-type"), Some(MANIFEST_MEDIA_TYPE));
     assert_eq!(sha256_digest(&manifest), pushed.manifest_digest);
     let (status, _, by_digest) = http_get(
@@ -120,18 +139,35 @@ async fn interop_plain_http_and_oci_manifest_rules() {
     // The OCI image manifest rules.
     let parsed: oci_spec::image::ImageManifest = serde_json::from_slice(&manifest).unwrap();
     assert_eq!(parsed.schema_version(), 2);
-    assert_eq!(parsed.media_type().as_ref().map(|m| m.to_string()).as_deref(), Some(MANIFEST_MEDIA_TYPE));
+    assert_eq!(
+        parsed
+            .media_type()
+            .as_ref()
+            .map(|m| m.to_string())
+            .as_deref(),
+        Some(MANIFEST_MEDIA_TYPE)
+    );
     assert_eq!(parsed.config().media_type().to_string(), CONFIG_MEDIA_TYPE);
     assert_eq!(parsed.layers().len(), 1);
-    assert_eq!(parsed.layers()[0].media_type().to_string(), LAYER_MEDIA_TYPE);
+    assert_eq!(
+        parsed.layers()[0].media_type().to_string(),
+        LAYER_MEDIA_TYPE
+    );
     let annotations = parsed.annotations().clone().unwrap();
     assert_eq!(annotations["dev.straddle.clusters"], "east,west,witness");
     assert_eq!(annotations["dev.straddle.stretch"], "kafka-stretch");
-    assert_eq!(annotations["dev.straddle.spec-digest"], sha256_digest(b"spec"));
+    assert_eq!(
+        annotations["dev.straddle.spec-digest"],
+        sha256_digest(b"spec")
+    );
     assert_eq!(annotations["dev.straddle.compiler-version"], "0.1.0");
     let descriptors = std::iter::once(parsed.config()).chain(parsed.layers());
     for d in descriptors {
-        let (status, _, blob) = http_get(server.addr, &format!("/v2/straddle/policy/blobs/{}", d.digest()), "*/*");
+        let (status, _, blob) = http_get(
+            server.addr,
+            &format!("/v2/straddle/policy/blobs/{}", d.digest()),
+            "*/*",
+        );
         assert_eq!(status, 200, "blob {}", d.digest());
         assert_eq!(blob.len() as u64, d.size(), "size of {}", d.digest());
         assert_eq!(sha256_digest(&blob), d.digest().to_string());
@@ -140,7 +176,10 @@ async fn interop_plain_http_and_oci_manifest_rules() {
         } else {
             let config: serde_json::Value = serde_json::from_slice(&blob).unwrap();
             assert_eq!(config["architecture"], "wasm");
-            assert_eq!(config["layerDigests"][0], sha256_digest(&module(3)).as_str());
+            assert_eq!(
+                config["layerDigests"][0],
+                sha256_digest(&module(3)).as_str()
+            );
         }
     }
 
@@ -152,21 +191,37 @@ async fn interop_plain_http_and_oci_manifest_rules() {
         MANIFEST_MEDIA_TYPE,
     );
     assert_eq!(status, 200);
-    let sig_manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&sig_manifest).unwrap();
+    let sig_manifest: oci_spec::image::ImageManifest =
+        serde_json::from_slice(&sig_manifest).unwrap();
     let layer = &sig_manifest.layers()[0];
     assert_eq!(layer.media_type().to_string(), PAYLOAD_MEDIA_TYPE);
     let sig_b64 = &layer.annotations().as_ref().unwrap()[SIGNATURE_ANNOTATION];
-    let (_, _, payload) = http_get(server.addr, &format!("/v2/straddle/policy/blobs/{}", layer.digest()), "*/*");
+    let (_, _, payload) = http_get(
+        server.addr,
+        &format!("/v2/straddle/policy/blobs/{}", layer.digest()),
+        "*/*",
+    );
     let json: serde_json::Value = serde_json::from_slice(&payload).unwrap();
-    assert_eq!(json["critical"]["image"]["docker-manifest-digest"], pushed.manifest_digest.as_str());
-    assert_eq!(json["critical"]["identity"]["docker-reference"], tag.repository_name().as_str());
+    assert_eq!(
+        json["critical"]["image"]["docker-manifest-digest"],
+        pushed.manifest_digest.as_str()
+    );
+    assert_eq!(
+        json["critical"]["identity"]["docker-reference"],
+        tag.repository_name().as_str()
+    );
     assert_eq!(json["critical"]["type"], "cosign container image signature");
     use p256::ecdsa::signature::Verifier as _;
     use p256::pkcs8::DecodePublicKey as _;
-    let public = p256::ecdsa::VerifyingKey::from_public_key_pem(&key.verifying_key().to_pem()).unwrap();
-    let der = base64::engine::general_purpose::STANDARD.decode(sig_b64).unwrap();
+    let public =
+        p256::ecdsa::VerifyingKey::from_public_key_pem(&key.verifying_key().to_pem()).unwrap();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(sig_b64)
+        .unwrap();
     let sig = p256::ecdsa::Signature::from_der(&der).unwrap();
-    public.verify(&payload, &sig).expect("the signature verifies with the public key alone");
+    public
+        .verify(&payload, &sig)
+        .expect("the signature verifies with the public key alone");
 }
 
 #[tokio::test]
@@ -183,13 +238,17 @@ async fn signatures_missing_wrong_and_good() {
 
     // Missing.
     let none = registry.signatures(&tag, digest).await.unwrap();
-    let e = signature::verify(&ours.verifying_key(), &none, digest).unwrap_err().to_string();
+    let e = signature::verify(&ours.verifying_key(), &none, digest)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not signed"), "{e}");
 
     // Wrong key.
     registry.sign(&tag, &theirs).await.unwrap();
     let sigs = registry.signatures(&tag, digest).await.unwrap();
-    let e = signature::verify(&ours.verifying_key(), &sigs, digest).unwrap_err().to_string();
+    let e = signature::verify(&ours.verifying_key(), &sigs, digest)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("does not match the key"), "{e}");
 
     // Signed by us too (appended, cosign-style): accepted.
@@ -199,7 +258,10 @@ async fn signatures_missing_wrong_and_good() {
     signature::verify(&ours.verifying_key(), &sigs, digest).unwrap();
 
     // A signature of one bundle does not cover another.
-    let other = registry.push(&tag.tagged("v2"), &module(5), &meta()).await.unwrap();
+    let other = registry
+        .push(&tag.tagged("v2"), &module(5), &meta())
+        .await
+        .unwrap();
     let e = signature::verify(&ours.verifying_key(), &sigs, &other.manifest_digest)
         .unwrap_err()
         .to_string();
@@ -217,12 +279,18 @@ async fn corrupted_blob_is_refused() {
     let pushed = registry.push(&tag, &module(6), &meta()).await.unwrap();
     server.corrupt_blob(&pushed.layer_digest);
     let e = format!("{:#}", registry.pull(&pushed.pinned).await.unwrap_err());
-    assert!(e.contains("do not match their digest") || e.contains("corrupted"), "{e}");
+    assert!(
+        e.contains("do not match their digest") || e.contains("corrupted"),
+        "{e}"
+    );
 }
 
 fn bcrypt_htpasswd(user: &str, password: &str) -> String {
     let hash = bcrypt::hash_with_result(password, 5).unwrap();
-    format!("{user}:{}\n", hash.format_for_version(bcrypt::Version::TwoY))
+    format!(
+        "{user}:{}\n",
+        hash.format_for_version(bcrypt::Version::TwoY)
+    )
 }
 
 #[tokio::test]
@@ -261,8 +329,14 @@ async fn basic_auth_flags_and_docker_config() {
         &tag,
     )
     .unwrap();
-    let e = format!("{:#}", anonymous.push(&tag, &module(7), &meta()).await.unwrap_err());
-    assert!(e.contains("refused the credentials") && e.contains("--registry-config"), "{e}");
+    let e = format!(
+        "{:#}",
+        anonymous.push(&tag, &module(7), &meta()).await.unwrap_err()
+    );
+    assert!(
+        e.contains("refused the credentials") && e.contains("--registry-config"),
+        "{e}"
+    );
 
     let wrong = Registry::connect(
         &with(AuthOptions {
@@ -273,8 +347,14 @@ async fn basic_auth_flags_and_docker_config() {
         &tag,
     )
     .unwrap();
-    let e = format!("{:#}", wrong.push(&tag, &module(7), &meta()).await.unwrap_err());
-    assert!(e.contains("refused the credentials (--username/--password)"), "{e}");
+    let e = format!(
+        "{:#}",
+        wrong.push(&tag, &module(7), &meta()).await.unwrap_err()
+    );
+    assert!(
+        e.contains("refused the credentials (--username/--password)"),
+        "{e}"
+    );
 
     let right = Registry::connect(
         &with(AuthOptions {
@@ -292,7 +372,10 @@ async fn basic_auth_flags_and_docker_config() {
     let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cr3t");
     std::fs::write(
         &config,
-        format!(r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#, server.host()),
+        format!(
+            r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#,
+            server.host()
+        ),
     )
     .unwrap();
     let from_file = Registry::connect(
@@ -312,11 +395,14 @@ async fn tls_with_a_private_ca() {
     if !support::available() {
         return;
     }
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "straddle test registry CA");
+    ca.distinguished_name
+        .push(DnType::CommonName, "straddle test registry CA");
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
     let issuer = Issuer::new(ca, ca_key);
@@ -348,7 +434,13 @@ async fn tls_with_a_private_ca() {
         &tag,
     )
     .unwrap();
-    let e = format!("{:#}", untrusting.push(&tag, &module(8), &meta()).await.unwrap_err());
+    let e = format!(
+        "{:#}",
+        untrusting
+            .push(&tag, &module(8), &meta())
+            .await
+            .unwrap_err()
+    );
     assert!(e.contains("--registry-ca"), "{e}");
 
     // Plain HTTP against a TLS registry: says so.
@@ -376,5 +468,8 @@ async fn tls_with_a_private_ca() {
     )
     .unwrap();
     let pushed = trusting.push(&tag, &module(8), &meta()).await.unwrap();
-    assert_eq!(trusting.pull(&pushed.pinned).await.unwrap().module, module(8));
+    assert_eq!(
+        trusting.pull(&pushed.pinned).await.unwrap().module,
+        module(8)
+    );
 }

@@ -44,6 +44,25 @@ pub struct Fetched {
     pub origin: Origin,
 }
 
+/// A bundle with no signature at all, while `--verify-key` wants one. Not
+/// remembered as refused by the poller: `straddle push` then `straddle
+/// sign` (or cosign) moves the tag before the signature exists.
+#[derive(Debug)]
+pub struct NotSigned(pub String);
+
+impl std::fmt::Display for NotSigned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "bundle {} is not signed (no {}.sig); sign it with `straddle sign REF --key KEY` (or `cosign sign --key`)",
+            self.0,
+            self.0.replacen(':', "-", 1)
+        )
+    }
+}
+
+impl std::error::Error for NotSigned {}
+
 /// The registry source of the policy.
 pub struct OciSource {
     pub reference: PolicyRef,
@@ -96,7 +115,9 @@ impl OciSource {
         }
         let from_registry = async {
             let digest = self.registry.resolve(&self.reference).await?;
-            self.fetch(&digest).await
+            let fetched = self.fetch(&digest).await?;
+            self.remember_tag(&digest);
+            anyhow::Ok(fetched)
         };
         match from_registry.await {
             Ok(fetched) => Ok(fetched),
@@ -132,32 +153,49 @@ impl OciSource {
             return Ok(fetched);
         }
         let pinned = self.reference.pinned(manifest_digest);
-        let pulled = self.registry.pull(&pinned).await?;
+        // Signatures first: they name the manifest digest, so a bundle that
+        // is not signed (yet) costs one request, not a download.
         let signatures = match &self.verify_key {
             Some(key) => {
                 let signatures = self.registry.signatures(&pinned, manifest_digest).await?;
+                if signatures.is_empty() {
+                    return Err(anyhow::Error::new(NotSigned(manifest_digest.to_owned())))
+                        .with_context(|| format!("refusing {pinned}"));
+                }
                 signature::verify(key, &signatures, manifest_digest)
                     .with_context(|| format!("refusing {pinned}"))?;
                 signatures
             }
             None => Vec::new(),
         };
-        if let Some(cache) = &self.cache {
-            let stored = cache
-                .store(manifest_digest, &pulled.manifest, &pulled.module, &signatures)
-                .and_then(|()| match self.is_tag() {
-                    true => cache.remember_tag(&self.reference, manifest_digest),
-                    false => Ok(()),
-                });
-            if let Err(e) = stored {
-                warn!(error = format!("{e:#}"), "cannot cache the bundle; serving it anyway");
-            }
+        let pulled = self.registry.pull(&pinned).await?;
+        if let Some(cache) = &self.cache
+            && let Err(e) = cache.store(
+                manifest_digest,
+                &pulled.manifest,
+                &pulled.module,
+                &signatures,
+            )
+        {
+            warn!(
+                error = format!("{e:#}"),
+                "cannot cache the bundle; serving it anyway"
+            );
         }
         Ok(Fetched {
             manifest_digest: pulled.manifest_digest,
             module: pulled.module,
             origin: Origin::Registry,
         })
+    }
+
+    /// Remembers what the tag resolved to, for a start while the registry is down.
+    fn remember_tag(&self, digest: &str) {
+        if let (Some(cache), true) = (&self.cache, self.is_tag())
+            && let Err(e) = cache.remember_tag(&self.reference, digest)
+        {
+            warn!(error = format!("{e:#}"), "cannot remember the tag's digest");
+        }
     }
 
     /// A cached bundle that still passes every check (with `--verify-key`,
@@ -176,7 +214,11 @@ impl OciSource {
             }),
             Ok(None) => None,
             Err(e) => {
-                warn!(digest = manifest_digest, error = format!("{e:#}"), "ignoring the cached bundle");
+                warn!(
+                    digest = manifest_digest,
+                    error = format!("{e:#}"),
+                    "ignoring the cached bundle"
+                );
                 None
             }
         }
@@ -192,7 +234,8 @@ impl OciSource {
 }
 
 fn read_public_key(path: &Path) -> Result<VerifyingKey> {
-    let pem = std::fs::read_to_string(path).with_context(|| format!("--verify-key {}", path.display()))?;
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("--verify-key {}", path.display()))?;
     VerifyingKey::from_pem(&pem).with_context(|| format!("--verify-key {}", path.display()))
 }
 
@@ -210,6 +253,7 @@ pub async fn poll(
         return;
     }
     let mut rejected: Option<String> = None;
+    let mut waiting_for_signature: Option<String> = None;
     let mut failing = false;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -249,10 +293,23 @@ pub async fn poll(
                         fetch_ms = started.elapsed().as_secs_f64() * 1e3,
                         "the policy tag moved; new bundle serving"
                     );
+                    source.remember_tag(&digest);
                     current = digest;
                     rejected = None;
                 } else {
                     rejected = Some(digest);
+                }
+            }
+            Err(e) if e.downcast_ref::<NotSigned>().is_some() => {
+                // Retried every poll: the signature may follow the push.
+                if waiting_for_signature.as_deref() != Some(digest.as_str()) {
+                    warn!(
+                        reference = %source.reference,
+                        digest = %digest,
+                        error = format!("{e:#}"),
+                        "the tag points at an unsigned bundle; still serving {current} until it is signed"
+                    );
+                    waiting_for_signature = Some(digest);
                 }
             }
             Err(e) => {

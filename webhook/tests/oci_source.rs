@@ -31,6 +31,11 @@ impl World {
         if !registry::available() {
             return None;
         }
+        // The webhook's refusals and swaps, in the test's output.
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_test_writer()
+            .try_init();
         let dir = TempDir::new(name);
         let key = SigningKey::generate();
         std::fs::write(dir.path("straddle.pub"), key.verifying_key().to_pem()).unwrap();
@@ -60,7 +65,13 @@ impl World {
 
     /// The same with a stretch-name annotation: the same module under
     /// another manifest digest.
-    async fn push_named(&self, tag: &str, module: &[u8], name: &str, key: Option<&SigningKey>) -> Pushed {
+    async fn push_named(
+        &self,
+        tag: &str,
+        module: &[u8],
+        name: &str,
+        key: Option<&SigningKey>,
+    ) -> Pushed {
         let registry = self.registry();
         let reference = self.reference(&format!("straddle/policy:{tag}"));
         let meta = BundleMeta {
@@ -103,7 +114,9 @@ async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool)
 /// stopped and restarted with the registry down, it starts from the cache.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pinned_signed_bundle_then_cache_fallback() {
-    let Some(mut world) = World::new("oci-pinned") else { return };
+    let Some(mut world) = World::new("oci-pinned") else {
+        return;
+    };
     let module = compile(CP_TWO);
     let pushed = world.push("v1", &module, Some(&world.key)).await;
     let policy = format!("oci://{}", pushed.pinned);
@@ -111,7 +124,10 @@ async fn pinned_signed_bundle_then_cache_fallback() {
     let started = Instant::now();
     let running = world.setup("oci-pinned-a", &policy).start().await;
     let cold = started.elapsed();
-    assert_eq!(running.app.active.get().unwrap().digest(), module_digest(&module));
+    assert_eq!(
+        running.app.active.get().unwrap().digest(),
+        module_digest(&module)
+    );
     let mut client = running.client().await;
     let ready = client.request("GET", "/readyz", &[], "").await.unwrap();
     assert_eq!(ready.status, 200, "{}", ready.text());
@@ -121,43 +137,67 @@ async fn pinned_signed_bundle_then_cache_fallback() {
     let started = Instant::now();
     let running = world.setup("oci-pinned-b", &policy).start().await;
     let warm = started.elapsed();
-    assert_eq!(running.app.active.get().unwrap().digest(), module_digest(&module));
-    eprintln!("start to ready: {cold:?} from the registry, {warm:?} from the cache (registry down)");
+    assert_eq!(
+        running.app.active.get().unwrap().digest(),
+        module_digest(&module)
+    );
+    eprintln!(
+        "start to ready: {cold:?} from the registry, {warm:?} from the cache (registry down)"
+    );
     running.stop().await;
 
     // A tag, registry down: the digest the tag last resolved to, from the cache.
     world.server.restart();
     let tag_policy = format!("oci://{}", world.reference("straddle/policy:v1"));
-    world.setup("oci-pinned-c", &tag_policy).start().await.stop().await;
+    world
+        .setup("oci-pinned-c", &tag_policy)
+        .start()
+        .await
+        .stop()
+        .await;
     world.server.stop();
     let running = world.setup("oci-pinned-d", &tag_policy).start().await;
-    assert_eq!(running.app.active.get().unwrap().digest(), module_digest(&module));
+    assert_eq!(
+        running.app.active.get().unwrap().digest(),
+        module_digest(&module)
+    );
     running.stop().await;
 }
 
 /// Refused before it ever runs: unsigned, signed by another key, corrupted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bundles_are_refused_at_start() {
-    let Some(world) = World::new("oci-refused") else { return };
+    let Some(world) = World::new("oci-refused") else {
+        return;
+    };
     let module = compile(CP_TWO);
 
     let unsigned = world.push("unsigned", &module, None).await;
     let setup = world.setup("oci-refused-a", &format!("oci://{}", unsigned.pinned));
-    let e = format!("{:#}", Server::bind(setup.config).await.err().expect("refused"));
+    let e = format!(
+        "{:#}",
+        Server::bind(setup.config).await.err().expect("refused")
+    );
     assert!(e.contains("not signed"), "{e}");
 
     let other_key = SigningKey::generate();
     let stage = compile(CP_STAGE);
     let foreign = world.push("foreign", &stage, Some(&other_key)).await;
     let setup = world.setup("oci-refused-b", &format!("oci://{}", foreign.pinned));
-    let e = format!("{:#}", Server::bind(setup.config).await.err().expect("refused"));
+    let e = format!(
+        "{:#}",
+        Server::bind(setup.config).await.err().expect("refused")
+    );
     assert!(e.contains("does not match the key"), "{e}");
 
     let bitnami = compile(BITNAMI_THREE);
     let corrupt = world.push("corrupt", &bitnami, Some(&world.key)).await;
     world.server.corrupt_blob(&corrupt.layer_digest);
     let setup = world.setup("oci-refused-c", &format!("oci://{}", corrupt.pinned));
-    let e = format!("{:#}", Server::bind(setup.config).await.err().expect("refused"));
+    let e = format!(
+        "{:#}",
+        Server::bind(setup.config).await.err().expect("refused")
+    );
     assert!(e.contains("digest"), "{e}");
 }
 
@@ -166,7 +206,9 @@ async fn bad_bundles_are_refused_at_start() {
 /// while the current policy keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tag_updates_are_picked_up_and_bad_ones_refused() {
-    let Some(world) = World::new("oci-tag") else { return };
+    let Some(world) = World::new("oci-tag") else {
+        return;
+    };
     let (a, b) = (compile(CP_TWO), compile(CP_STAGE));
     world.push("stable", &a, Some(&world.key)).await;
     let policy = format!("oci://{}", world.reference("straddle/policy:stable"));
@@ -196,17 +238,28 @@ async fn tag_updates_are_picked_up_and_bad_ones_refused() {
     poll_a_few_times().await;
     assert!(serving(&b)());
     assert!(cache.load(&unsigned.manifest_digest).unwrap().is_none());
-    assert_eq!(client.request("GET", "/readyz", &[], "").await.unwrap().status, 200);
+    assert_eq!(
+        client
+            .request("GET", "/readyz", &[], "")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
 
     // Signed by another key: refused.
-    let foreign = world.push_named("stable", &c, "foreign", Some(&SigningKey::generate())).await;
+    let foreign = world
+        .push_named("stable", &c, "foreign", Some(&SigningKey::generate()))
+        .await;
     poll_a_few_times().await;
     assert!(serving(&b)());
     assert!(cache.load(&foreign.manifest_digest).unwrap().is_none());
 
     // Corrupted layer: a signed bundle pushed under another tag, its layer
     // damaged in the registry's storage, then the tag moved to it.
-    let candidate = world.push_named("candidate", &c, "corrupt", Some(&world.key)).await;
+    let candidate = world
+        .push_named("candidate", &c, "corrupt", Some(&world.key))
+        .await;
     let blob = world.server.blob_file(&candidate.layer_digest);
     let intact = std::fs::read(&blob).unwrap();
     world.server.corrupt_blob(&candidate.layer_digest);
@@ -214,11 +267,20 @@ async fn tag_updates_are_picked_up_and_bad_ones_refused() {
     poll_a_few_times().await;
     assert!(serving(&b)());
     assert!(cache.load(&candidate.manifest_digest).unwrap().is_none());
-    assert_eq!(client.request("GET", "/readyz", &[], "").await.unwrap().status, 200);
+    assert_eq!(
+        client
+            .request("GET", "/readyz", &[], "")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
 
     // The same module, intact and signed: it was only ever the bundle.
     std::fs::write(&blob, intact).unwrap();
-    world.push_named("stable", &c, "good", Some(&world.key)).await;
+    world
+        .push_named("stable", &c, "good", Some(&world.key))
+        .await;
     wait_until("the good bundle", Duration::from_secs(20), serving(&c)).await;
     running.stop().await;
 }

@@ -41,7 +41,9 @@ pub fn available() -> bool {
         .unwrap_or(false);
     if !found {
         if std::env::var("STRADDLE_REQUIRE_REGISTRY").as_deref() == Ok("1") {
-            panic!("{BINARY} is not installed (apt-get install docker-registry) and STRADDLE_REQUIRE_REGISTRY=1");
+            panic!(
+                "{BINARY} is not installed (apt-get install docker-registry) and STRADDLE_REQUIRE_REGISTRY=1"
+            );
         }
         eprintln!("SKIPPED: {BINARY} is not installed (apt-get install docker-registry)");
     }
@@ -200,10 +202,16 @@ impl Drop for RegistryServer {
 
 /// A plain-HTTP GET on the registry API with `std::net`, the way any OCI
 /// tool speaks it: (status, headers lowercased, body).
-pub fn http_get(addr: SocketAddr, path: &str, accept: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+pub fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    accept: &str,
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
     use std::io::{Read, Write};
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
@@ -211,16 +219,29 @@ pub fn http_get(addr: SocketAddr, path: &str, accept: &str) -> (u16, Vec<(String
     .unwrap();
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("an HTTP response");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response");
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut body = raw[split + 4..].to_vec();
     let mut lines = head.lines();
-    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    if headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked")) {
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
         body = dechunk(&body);
     }
     (status, headers, body)
@@ -230,7 +251,9 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
         let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size = usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap().trim(), 16).unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap().trim(), 16)
+                .unwrap();
         data = &data[line_end + 2..];
         if size == 0 {
             return out;
@@ -241,7 +264,10 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 }
 
 pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 pub fn exists(path: &Path) -> bool {
