@@ -12,6 +12,8 @@ use straddle_compiler::{compile, explain, manifest, preview, render, rollout, sp
 use straddle_policy::Operation;
 use straddle_policy_host::{Runtime, RuntimeConfig};
 
+mod distribute;
+
 #[derive(Parser)]
 #[command(
     name = "straddle",
@@ -94,6 +96,14 @@ enum Command {
     },
     /// Print the JSON Schema of the stretch spec.
     Schema,
+    /// Push a policy module to an OCI registry; prints the digest to pin.
+    Push(distribute::PushArgs),
+    /// Fetch a policy module from an OCI registry, checking every digest.
+    Pull(distribute::PullArgs),
+    /// Sign a bundle in a registry (cosign-compatible signature).
+    Sign(distribute::SignArgs),
+    /// Make an ECDSA P-256 key pair for signing bundles.
+    Keygen(distribute::KeygenArgs),
 }
 
 fn main() -> ExitCode {
@@ -244,6 +254,10 @@ fn run(command: Command) -> Result<ExitCode> {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&p)?),
             }
         }
+        Command::Push(args) => return distribute::push(args),
+        Command::Pull(args) => return distribute::pull(args),
+        Command::Sign(args) => return distribute::sign(args),
+        Command::Keygen(args) => return distribute::keygen(args),
         Command::Schema => {
             let schema = schemars::schema_for!(spec::StretchCluster);
             println!("{}", serde_json::to_string_pretty(&schema)?);

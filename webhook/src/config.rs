@@ -38,8 +38,24 @@ pub struct Config {
 
     /// The compiled policy module (`straddle compile`). Reloaded when the
     /// file changes; replace it atomically (write elsewhere, then rename).
+    /// Or a bundle in an OCI registry (`straddle push`):
+    /// `oci://REGISTRY/REPO@sha256:…` (pinned), or `oci://REGISTRY/REPO:TAG`
+    /// (resolved every --policy-poll-interval, a new digest hot-swapped).
     #[arg(long, env = "STRADDLE_POLICY")]
     pub policy: PathBuf,
+
+    /// PEM public key (`straddle keygen`'s .pub, or cosign.pub): a bundle
+    /// from the registry runs only with a valid cosign-format signature by it.
+    #[arg(long, env = "STRADDLE_VERIFY_KEY", value_name = "FILE")]
+    pub verify_key: Option<PathBuf>,
+
+    /// How often an `oci://…:TAG` policy is resolved again.
+    #[arg(long, env = "STRADDLE_POLICY_POLL_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub policy_poll_interval: Duration,
+
+    /// Registry access for an `oci://` policy.
+    #[command(flatten)]
+    pub registry: straddle_oci::RegistryFlags,
 
     /// PEM certificate chain served on --listen. Reloaded when it changes.
     #[arg(long, env = "STRADDLE_TLS_CERT")]
@@ -66,8 +82,10 @@ pub struct Config {
     pub probe_listen: Option<SocketAddr>,
 
     /// Directory for compiled policy code, keyed by the module's sha256 and
-    /// the engine configuration, so that a restart skips compilation. Must be
-    /// writable only by this process's user: its files are loaded as code.
+    /// the engine configuration, so that a restart skips compilation; and for
+    /// verified bundles of an `oci://` policy, so that the webhook starts
+    /// while the registry is down. Must be writable only by this process's
+    /// user: its files are loaded as code.
     #[arg(long, env = "STRADDLE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
 

@@ -13,6 +13,7 @@
 //! admission AdmissionReview in -> policy -> AdmissionReview out (pure)
 //! policy    load + validate a module; the active policy (atomic swap)
 //! reload    polling watcher for the policy, certificate, key, client CA
+//! source    `--policy oci://…`: fetch, verify, cache and poll a registry bundle
 //! tls       rustls configuration from PEM files
 //! metrics   Prometheus metrics
 //! certs     self-managed certificates: make, renew, Secret data (pure)
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod policy;
 pub mod reload;
 pub mod server;
+pub mod source;
 pub mod tls;
 
 pub use config::{Config, LogFormat, OnPolicyError};

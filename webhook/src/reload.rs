@@ -113,7 +113,9 @@ pub async fn run(
             _ = tick.tick() => {}
             _ = stopped.wait_for(|stop| *stop) => return,
         }
-        policy.check(&config, &loader, &app).await;
+        if !straddle_oci::PolicyRef::is_oci_url(&config.policy.to_string_lossy()) {
+            policy.check(&config, &loader, &app).await;
+        }
         certs.check(&config, &tls, &app.metrics);
     }
 }
@@ -154,37 +156,51 @@ impl PolicyWatch {
         {
             return;
         }
-        let loading = loader.clone();
-        let result = tokio::task::spawn_blocking(move || loading.load(&bytes)).await;
-        match result {
-            Ok(Ok(loaded)) => {
-                info!(
-                    digest = %digest,
-                    previous = current.as_ref().map(|p| p.digest()).unwrap_or(""),
-                    stretch = %loaded.policy.bundle().name,
-                    spec_digest = %loaded.policy.bundle().spec_digest,
-                    load_ms = loaded.load_time.as_secs_f64() * 1e3,
-                    "policy reloaded"
-                );
-                app.active.swap(loaded, &app.metrics);
-                self.rejected = None;
-                Metrics::reload(&app.metrics.policy_reloads, true);
-            }
-            Ok(Err(e)) => {
-                error!(
-                    digest = %digest,
-                    path = %path.display(),
-                    error = format!("{e:#}"),
-                    "new policy refused; still serving the previous one"
-                );
-                self.rejected = Some(digest);
-                Metrics::reload(&app.metrics.policy_reloads, false);
-            }
-            Err(e) => {
-                error!(error = %e, "the policy loader panicked; still serving the previous policy");
-                self.rejected = Some(digest);
-                Metrics::reload(&app.metrics.policy_reloads, false);
-            }
+        if install(loader, app, bytes, &path.display().to_string()).await {
+            self.rejected = None;
+        } else {
+            self.rejected = Some(digest);
+        }
+    }
+}
+
+/// Loads and validates `bytes` (from `source`, for the logs) on a blocking
+/// thread while the current policy keeps serving, then swaps it in. Logs and
+/// counts the outcome; false if the module was refused.
+pub async fn install(loader: &Arc<Loader>, app: &App, bytes: Vec<u8>, source: &str) -> bool {
+    let digest = sha256(&bytes);
+    let current = app.active.get();
+    let loading = loader.clone();
+    let result = tokio::task::spawn_blocking(move || loading.load(&bytes)).await;
+    match result {
+        Ok(Ok(loaded)) => {
+            info!(
+                digest = %digest,
+                source,
+                previous = current.as_ref().map(|p| p.digest()).unwrap_or(""),
+                stretch = %loaded.policy.bundle().name,
+                spec_digest = %loaded.policy.bundle().spec_digest,
+                load_ms = loaded.load_time.as_secs_f64() * 1e3,
+                "policy reloaded"
+            );
+            app.active.swap(loaded, &app.metrics);
+            Metrics::reload(&app.metrics.policy_reloads, true);
+            true
+        }
+        Ok(Err(e)) => {
+            error!(
+                digest = %digest,
+                source,
+                error = format!("{e:#}"),
+                "new policy refused; still serving the previous one"
+            );
+            Metrics::reload(&app.metrics.policy_reloads, false);
+            false
+        }
+        Err(e) => {
+            error!(error = %e, source, "the policy loader panicked; still serving the previous policy");
+            Metrics::reload(&app.metrics.policy_reloads, false);
+            false
         }
     }
 }

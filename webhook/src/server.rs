@@ -33,6 +33,7 @@ use crate::config::{Config, OnPolicyError};
 use crate::metrics::{self, Metrics};
 use crate::policy::{Active, Loader};
 use crate::reload::{self, Stamps};
+use crate::source::{self, OciSource};
 use crate::tls;
 
 /// Shared by every request.
@@ -64,6 +65,8 @@ pub struct Server {
     listener: TcpListener,
     probe_listener: Option<TcpListener>,
     stamps: Stamps,
+    /// An `oci://` policy: its source and the manifest digest serving.
+    oci: Option<(Arc<OciSource>, String)>,
 }
 
 impl Server {
@@ -93,8 +96,28 @@ impl Server {
             config.cache_dir.clone(),
         )?);
         let stamps = Stamps::read(&config);
-        let bytes = std::fs::read(&config.policy)
-            .with_context(|| format!("reading the policy {}", config.policy.display()))?;
+        let (bytes, oci) = match OciSource::from_config(&config)? {
+            Some(source) => {
+                let fetched = source
+                    .initial()
+                    .await
+                    .with_context(|| format!("fetching the policy {}", config.policy.display()))?;
+                info!(
+                    reference = %source.reference,
+                    digest = %fetched.manifest_digest,
+                    from = ?fetched.origin,
+                    verified = config.verify_key.is_some(),
+                    "policy bundle fetched"
+                );
+                let digest = fetched.manifest_digest;
+                (fetched.module, Some((Arc::new(source), digest)))
+            }
+            None => {
+                let bytes = std::fs::read(&config.policy)
+                    .with_context(|| format!("reading the policy {}", config.policy.display()))?;
+                (bytes, None)
+            }
+        };
         let loaded = {
             let loader = loader.clone();
             tokio::task::spawn_blocking(move || loader.load(&bytes))
@@ -149,6 +172,7 @@ impl Server {
             listener,
             probe_listener,
             stamps,
+            oci,
         })
     }
 
@@ -180,10 +204,21 @@ impl Server {
             listener,
             probe_listener,
             stamps,
+            oci,
         } = self;
         let graceful = Arc::new(GracefulShutdown::new());
         let (stop, stopped) = watch::channel(false);
 
+        let poller = oci.map(|(source, digest)| {
+            tokio::spawn(source::poll(
+                source,
+                digest,
+                config.policy_poll_interval,
+                loader.clone(),
+                app.clone(),
+                stopped.clone(),
+            ))
+        });
         let reloader = tokio::spawn(reload::run(
             config.clone(),
             loader,
@@ -236,6 +271,9 @@ impl Server {
             .await
             .is_ok();
         let _ = reloader.await;
+        if let Some(poller) = poller {
+            let _ = poller.await;
+        }
         if drained {
             info!("drained; bye");
         } else {
