@@ -108,7 +108,7 @@ impl OciSource {
     /// cached bundle the tag last resolved to when the registry fails.
     pub async fn initial(&self) -> Result<Fetched> {
         if let Some(digest) = self.reference.digest() {
-            if let Some(fetched) = self.from_cache(digest) {
+            if let Some(fetched) = self.cached_bundle(digest) {
                 return Ok(fetched);
             }
             return self.fetch(digest).await;
@@ -126,7 +126,7 @@ impl OciSource {
                     .cache
                     .as_ref()
                     .and_then(|c| c.tag(&self.reference))
-                    .and_then(|digest| self.from_cache(&digest));
+                    .and_then(|digest| self.cached_bundle(&digest));
                 match cached {
                     Some(fetched) => {
                         warn!(
@@ -149,7 +149,7 @@ impl OciSource {
     /// The bundle with this manifest digest: from the cache if it is there
     /// and still checks out, else from the registry (then cached).
     pub async fn fetch(&self, manifest_digest: &str) -> Result<Fetched> {
-        if let Some(fetched) = self.from_cache(manifest_digest) {
+        if let Some(fetched) = self.cached_bundle(manifest_digest) {
             return Ok(fetched);
         }
         let pinned = self.reference.pinned(manifest_digest);
@@ -200,7 +200,7 @@ impl OciSource {
 
     /// A cached bundle that still passes every check (with `--verify-key`,
     /// its stored signatures too); a damaged one is logged and ignored.
-    fn from_cache(&self, manifest_digest: &str) -> Option<Fetched> {
+    fn cached_bundle(&self, manifest_digest: &str) -> Option<Fetched> {
         let cache = self.cache.as_ref()?;
         let checked = cache.load(manifest_digest).and_then(|cached| match cached {
             Some(cached) => self.check_cached(cached).map(Some),
