@@ -123,6 +123,25 @@ fn run_until_entrypoint(
         .collect())
 }
 
+/// Pod `<sts>-<ordinal>`'s name and the environment its `container`'s
+/// command hands to the image `entrypoint` (Kubernetes env resolution, then
+/// the chart's shell script run for real).
+fn chart_command_env(
+    sts: &Value,
+    namespace: &str,
+    ordinal: u32,
+    container: &str,
+    entrypoint: &str,
+) -> Result<(String, BTreeMap<String, String>)> {
+    let pod = PodFacts::of(sts, namespace, ordinal);
+    let container = kube::container(sts, container, false)?;
+    let env = kube::environment(container, &pod, &|n, k| format!("secret {n}/{k}"))?;
+    let command = string_command(container, &pod.name)?;
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    let seen = run_until_entrypoint(&pod.name, &command, entrypoint, &env)?;
+    Ok((pod.name, seen))
+}
+
 fn string_command(container: &Value, pod: &str) -> Result<Vec<String>> {
     container["command"]
         .as_array()
@@ -198,13 +217,8 @@ pub mod cp_zookeeper {
     ///    (the pod's own entry becomes `0.0.0.0:<ports>`).
     /// 3. The image writes `myid` and `zookeeper.properties` (module docs).
     pub fn effective_config(sts: &Value, namespace: &str, ordinal: u32) -> Result<ZkConfig> {
-        let pod = PodFacts::of(sts, namespace, ordinal);
-        let container = kube::container(sts, CONTAINER, false)?;
-        let env = kube::environment(container, &pod, &|n, k| format!("secret {n}/{k}"))?;
-        let command = string_command(container, &pod.name)?;
-        let command: Vec<&str> = command.iter().map(String::as_str).collect();
-        let seen = run_until_entrypoint(&pod.name, &command, ENTRYPOINT, &env)?;
-        image(&pod.name, &seen)
+        let (pod, seen) = chart_command_env(sts, namespace, ordinal, CONTAINER, ENTRYPOINT)?;
+        image(&pod, &seen)
     }
 
     /// Step 3 alone: what the image does with the entrypoint's environment.
@@ -329,13 +343,8 @@ pub mod cp_kafka {
     /// `export KAFKA_ADVERTISED_LISTENERS=PLAINTEXT://${POD_NAME}.<fullname>-headless.${POD_NAMESPACE}:9092,EXTERNAL://${HOST_IP}:$((31090 + ${KAFKA_BROKER_ID}))`),
     /// then the image's `configure` and template.
     pub fn effective_config(sts: &Value, namespace: &str, ordinal: u32) -> Result<KafkaConfig> {
-        let pod = PodFacts::of(sts, namespace, ordinal);
-        let container = kube::container(sts, CONTAINER, false)?;
-        let env = kube::environment(container, &pod, &|n, k| format!("secret {n}/{k}"))?;
-        let command = string_command(container, &pod.name)?;
-        let command: Vec<&str> = command.iter().map(String::as_str).collect();
-        let seen = run_until_entrypoint(&pod.name, &command, ENTRYPOINT, &env)?;
-        image(&pod.name, &seen)
+        let (pod, seen) = chart_command_env(sts, namespace, ordinal, CONTAINER, ENTRYPOINT)?;
+        image(&pod, &seen)
     }
 
     /// What the image does with the entrypoint's environment.
