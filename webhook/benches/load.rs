@@ -251,9 +251,7 @@ async fn fixed_rate(
     let total = (f64::from(rate) * duration.as_secs_f64()) as usize;
     let before = scrape(target).await?;
     let cpu_before = target.pid.map(cpu_seconds).transpose()?;
-    // A pacing thread (OS sleeps are precise to tens of microseconds; the
-    // async timer ticks in milliseconds, which would send requests in bursts)
-    // hands request i to connection i mod n at its due time.
+    // The pacer hands request i to connection i mod n at its due time.
     let mut senders = Vec::new();
     let mut tasks = Vec::new();
     for _ in 0..connections {
@@ -268,7 +266,7 @@ async fn fixed_rate(
                 lag = lag.max(due.elapsed());
                 let sent = Instant::now();
                 let answer = client.mutate(objects[i % objects.len()].clone()).await?;
-                latencies.push(sent.elapsed());
+                latencies.push((sent, sent.elapsed()));
                 anyhow::ensure!(
                     answer.status == 200 && answer.body.windows(6).any(|w| w == b"\"patch"),
                     "bad answer: {}",
@@ -279,21 +277,10 @@ async fn fixed_rate(
         }));
     }
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
-    std::thread::spawn(move || {
-        let start = Instant::now() + Duration::from_millis(20);
-        for i in 0..total {
-            let due = start + interval * i as u32;
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-            if senders[i % senders.len()].send((i, due)).is_err() {
-                return;
-            }
-        }
-    });
+    let pacing = tokio::spawn(pace(total, interval, senders));
     let steal_before = steal()?;
     let mut rss_peak = 0;
-    let mut latencies = Vec::with_capacity(total);
+    let mut timeline: Vec<(Instant, Duration)> = Vec::with_capacity(total);
     let mut lag = Duration::ZERO;
     let sampling = async {
         if let Some(pid) = target.pid {
@@ -308,7 +295,7 @@ async fn fixed_rate(
     let collect = async {
         for task in tasks {
             let (l, g) = task.await??;
-            latencies.extend(l);
+            timeline.extend(l);
             lag = lag.max(g);
         }
         Ok::<_, anyhow::Error>(())
@@ -319,6 +306,25 @@ async fn fixed_rate(
         _ = sampling => unreachable!(),
     }
     let took = began.elapsed();
+    pacing.await??;
+    if let Some(path) = std::env::var_os("STRADDLE_LOAD_TIMELINE").filter(|_| report) {
+        // One line per request: when it was sent (µs from the first) and
+        // its latency (µs), for finding out whether slow answers cluster.
+        timeline.sort_by_key(|(sent, _)| *sent);
+        let first = timeline.first().map_or(began, |(sent, _)| *sent);
+        let lines: String = timeline
+            .iter()
+            .map(|(sent, took)| {
+                format!(
+                    "{} {}\n",
+                    sent.duration_since(first).as_micros(),
+                    took.as_micros()
+                )
+            })
+            .collect();
+        std::fs::write(&path, lines).context("writing STRADDLE_LOAD_TIMELINE")?;
+    }
+    let mut latencies: Vec<Duration> = timeline.iter().map(|(_, took)| *took).collect();
     let steal_pct = (steal()? - steal_before) / took.as_secs_f64() / cores() as f64 * 100.0;
     if !report {
         return Ok(());
@@ -349,6 +355,72 @@ async fn fixed_rate(
     Ok(())
 }
 
+/// Hands request i to connection i mod n at `start + i * interval`.
+///
+/// A periodic timerfd on the generator's own async thread: tokio's timer
+/// ticks in milliseconds (requests would go out in bursts), and a separate
+/// sleeping thread would add a thread wake-up per request on the same two
+/// CPUs as the server under test.
+async fn pace(
+    total: usize,
+    interval: Duration,
+    senders: Vec<tokio::sync::mpsc::UnboundedSender<(usize, Instant)>>,
+) -> Result<()> {
+    use rustix::time::{
+        Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec, timerfd_create,
+        timerfd_settime,
+    };
+    fn timespec(d: Duration) -> Timespec {
+        Timespec {
+            tv_sec: d.as_secs() as _,
+            tv_nsec: d.subsec_nanos() as _,
+        }
+    }
+    let lead = Duration::from_millis(20);
+    let timer = timerfd_create(
+        TimerfdClockId::Monotonic,
+        TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+    )?;
+    let start = Instant::now() + lead;
+    timerfd_settime(
+        &timer,
+        TimerfdTimerFlags::empty(),
+        &Itimerspec {
+            it_interval: timespec(interval),
+            it_value: timespec(lead),
+        },
+    )?;
+    // SAFETY: an OwnedFd, moved in: open, and the same fd, until dropped.
+    let timer = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(timer, tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| anyhow::anyhow!("registering the pacing timer: {e}"))?;
+    let mut next = 0;
+    while next < total {
+        let mut ready = timer.readable().await?;
+        let mut expirations = [0u8; 8];
+        match rustix::io::read(ready.get_inner(), &mut expirations) {
+            Ok(8) => {
+                // Ticks missed while busy are sent now, late (the lag shows it).
+                for _ in 0..u64::from_ne_bytes(expirations) {
+                    if next == total {
+                        break;
+                    }
+                    let due = start + interval * next as u32;
+                    if senders[next % senders.len()].send((next, due)).is_err() {
+                        return Ok(()); // a connection failed; its task reports why
+                    }
+                    next += 1;
+                }
+            }
+            Ok(n) => anyhow::bail!("timerfd read {n} bytes"),
+            Err(rustix::io::Errno::AGAIN) => ready.clear_ready(),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// Closed loop: as fast as the server answers.
 async fn saturation(
     target: &Target,
@@ -369,7 +441,7 @@ async fn saturation(
             while Instant::now() < end {
                 let sent = Instant::now();
                 let answer = client.mutate(objects[i % objects.len()].clone()).await?;
-                latencies.push(sent.elapsed());
+                latencies.push((sent, sent.elapsed()));
                 anyhow::ensure!(answer.status == 200, "bad answer: {}", answer.text());
                 i += 1;
             }
@@ -379,7 +451,7 @@ async fn saturation(
     let began = Instant::now();
     let mut latencies = Vec::new();
     for task in tasks {
-        latencies.extend(task.await??);
+        latencies.extend(task.await??.into_iter().map(|(_, took)| took));
     }
     let took = began.elapsed();
     let steal_pct = (steal()? - steal_before) / took.as_secs_f64() / cores() as f64 * 100.0;
