@@ -103,11 +103,47 @@ impl<'de> Deserialize<'de> for RawObject {
         if !json.get().starts_with('{') {
             return Err(D::Error::custom("the object is not a JSON object"));
         }
+        if let Some(escape) = lone_surrogate(json.get()) {
+            return Err(D::Error::custom(format_args!(
+                "the object has a \\u escape ({escape}) that is half of a UTF-16 surrogate pair; \
+                 strings must be valid Unicode"
+            )));
+        }
         Ok(RawObject {
             json,
             meta: ObjectMeta::default(),
         })
     }
+}
+
+/// The first `\\uXXXX` escape in `json` that is half of a UTF-16 surrogate
+/// pair without its other half. serde_json keeps such escapes in a
+/// [`RawValue`] (it checks them only when a string is decoded), but no
+/// string can be decoded from them: the policy, or a later reader, would
+/// fail on an object the webhook had accepted as JSON.
+///
+/// `json` is a [`RawValue`]'s text, so every backslash starts a well-formed
+/// escape; this only pairs the surrogates.
+fn lone_surrogate(json: &str) -> Option<&str> {
+    // The UTF-16 code unit of a `\uXXXX` escape that starts at `at`.
+    let unit_at = |at: usize| -> Option<u16> {
+        let hex = json.get(at..at + 6)?.strip_prefix("\\u")?;
+        u16::from_str_radix(hex, 16).ok()
+    };
+    let mut at = 0;
+    while let Some(offset) = json.get(at..)?.find('\\') {
+        let escape = at + offset;
+        at = match unit_at(escape) {
+            Some(0xD800..=0xDBFF) if matches!(unit_at(escape + 6), Some(0xDC00..=0xDFFF)) => {
+                escape + 12
+            }
+            Some(0xD800..=0xDFFF) => return json.get(escape..escape + 6),
+            Some(_) => escape + 6,
+            // A two-character escape such as `\\` or `\"`.
+            None => escape + 2,
+        };
+    }
+    None
 }
 
 impl Serialize for RawObject {

@@ -126,6 +126,15 @@ fn corpus() -> Vec<Case> {
         .replacen(r#""replicas":3"#, r#""replicas":1e400"#, 1)
         .into_bytes();
     assert_ne!(huge_number, good_text, "the fixture has replicas: 3");
+    // serde_json keeps `\uXXXX` escapes unchecked in a raw value; these
+    // would reach the policy unless the webhook pairs the surrogates.
+    let in_object = |escape: &str| {
+        let text = String::from_utf8(good_text.clone()).unwrap();
+        let marker = r#""serviceName":""#;
+        assert!(text.contains(marker), "the fixture has a serviceName");
+        text.replacen(marker, &format!("{marker}{escape}"), 1)
+            .into_bytes()
+    };
 
     let mut sts_without_containers = sts();
     sts_without_containers["spec"]["template"]["spec"]["containers"] = json!([]);
@@ -303,6 +312,22 @@ fn corpus() -> Vec<Case> {
             "lone surrogate in name",
             raw_name(br"\ud800"),
             Expect::Denied("hex escape"),
+        ),
+        post(
+            "high surrogate alone in the object",
+            in_object(r"\udafe\/"),
+            Expect::Denied(r"\udafe) that is half of a UTF-16 surrogate pair"),
+        ),
+        post(
+            "low surrogate alone in the object",
+            in_object(r"\uDC00"),
+            Expect::Denied("half of a UTF-16 surrogate pair"),
+        ),
+        post(
+            "surrogate pair in the object",
+            in_object(r"\ud83d\ude00-"),
+            // A valid escape: the review goes on to the policy.
+            Expect::Patched,
         ),
         post(
             "invalid UTF-8 in name",
