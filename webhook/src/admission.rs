@@ -4,6 +4,7 @@
 //! Pure CPU work with no I/O; the server runs it on a blocking thread.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::time::Instant;
 
 use base64::Engine as _;
@@ -12,7 +13,7 @@ use kube::core::admission::{
 };
 use kube::core::{DynamicResourceScope, ObjectMeta, Resource, TypeMeta};
 use serde::Deserialize;
-use serde::de::{Deserializer, Error as _};
+use serde::de::{Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 use straddle_policy_host::{HostError, Operation, Policy, Request, Verdict};
@@ -103,10 +104,9 @@ impl<'de> Deserialize<'de> for RawObject {
         if !json.get().starts_with('{') {
             return Err(D::Error::custom("the object is not a JSON object"));
         }
-        if let Some(escape) = lone_surrogate(json.get()) {
+        if let Err(e) = serde_json::from_str::<Checked>(json.get()) {
             return Err(D::Error::custom(format_args!(
-                "the object has a \\u escape ({escape}) that is half of a UTF-16 surrogate pair; \
-                 strings must be valid Unicode"
+                "the object is not valid JSON ({e}, counted from the object's first character)"
             )));
         }
         Ok(RawObject {
@@ -116,34 +116,55 @@ impl<'de> Deserialize<'de> for RawObject {
     }
 }
 
-/// The first `\\uXXXX` escape in `json` that is half of a UTF-16 surrogate
-/// pair without its other half. serde_json keeps such escapes in a
-/// [`RawValue`] (it checks them only when a string is decoded), but no
-/// string can be decoded from them: the policy, or a later reader, would
-/// fail on an object the webhook had accepted as JSON.
+/// Any JSON value, read through serde_json's full parser and dropped.
 ///
-/// `json` is a [`RawValue`]'s text, so every backslash starts a well-formed
-/// escape; this only pairs the surrogates.
-fn lone_surrogate(json: &str) -> Option<&str> {
-    // The UTF-16 code unit of a `\uXXXX` escape that starts at `at`.
-    let unit_at = |at: usize| -> Option<u16> {
-        let hex = json.get(at..at + 6)?.strip_prefix("\\u")?;
-        u16::from_str_radix(hex, 16).ok()
-    };
-    let mut at = 0;
-    while let Some(offset) = json.get(at..)?.find('\\') {
-        let escape = at + offset;
-        at = match unit_at(escape) {
-            Some(0xD800..=0xDBFF) if matches!(unit_at(escape + 6), Some(0xDC00..=0xDFFF)) => {
-                escape + 12
-            }
-            Some(0xD800..=0xDFFF) => return json.get(escape..escape + 6),
-            Some(_) => escape + 6,
-            // A two-character escape such as `\\` or `\"`.
-            None => escape + 2,
-        };
+/// [`RawValue`] only skips over the text: it does not pair the surrogates
+/// of `\uXXXX` escapes nor check that a number is in range (`"\udafe"`,
+/// `1e400`), both found by the `admission_decode` fuzz target. No JSON
+/// reader can decode such an object, yet the policy would review it (and
+/// patch it) when the bad value sits in a field it skips. Decoding every
+/// string and number, without building a tree, costs a few microseconds
+/// per object (benches/decode.rs).
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(Checked)
     }
-    None
+}
+
+impl<'de> Visitor<'de> for Checked {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
 }
 
 impl Serialize for RawObject {

@@ -126,13 +126,14 @@ fn corpus() -> Vec<Case> {
         .replacen(r#""replicas":3"#, r#""replicas":1e400"#, 1)
         .into_bytes();
     assert_ne!(huge_number, good_text, "the fixture has replicas: 3");
-    // serde_json keeps `\uXXXX` escapes unchecked in a raw value; these
-    // would reach the policy unless the webhook pairs the surrogates.
-    let in_object = |escape: &str| {
+    // serde_json's raw values skip over strings and numbers without
+    // decoding them; these would reach the policy, in a field it does not
+    // read, unless the webhook decodes every value.
+    let in_object = |member: &str| {
         let text = String::from_utf8(good_text.clone()).unwrap();
-        let marker = r#""serviceName":""#;
+        let marker = r#""serviceName":"#;
         assert!(text.contains(marker), "the fixture has a serviceName");
-        text.replacen(marker, &format!("{marker}{escape}"), 1)
+        text.replacen(marker, &format!("{member},{marker}"), 1)
             .into_bytes()
     };
 
@@ -315,18 +316,23 @@ fn corpus() -> Vec<Case> {
         ),
         post(
             "high surrogate alone in the object",
-            in_object(r"\udafe\/"),
-            Expect::Denied(r"\udafe) that is half of a UTF-16 surrogate pair"),
+            in_object(r#""unread":"\udafe\/""#),
+            Expect::Denied("the object is not valid JSON (unexpected end of hex escape"),
         ),
         post(
             "low surrogate alone in the object",
-            in_object(r"\uDC00"),
-            Expect::Denied("half of a UTF-16 surrogate pair"),
+            in_object(r#""unread":"\uDC00""#),
+            Expect::Denied("the object is not valid JSON (lone leading surrogate"),
         ),
         post(
-            "surrogate pair in the object",
-            in_object(r"\ud83d\ude00-"),
-            // A valid escape: the review goes on to the policy.
+            "number out of range in the object",
+            in_object(r#""unread":[-1e400]"#),
+            Expect::Denied("the object is not valid JSON (number out of range"),
+        ),
+        post(
+            "surrogate pair and tiny number in the object",
+            in_object(r#""unread":{"\ud83d\ude00":1e-400}"#),
+            // Valid JSON: the review goes on to the policy.
             Expect::Patched,
         ),
         post(
