@@ -4,7 +4,6 @@
 //! `cargo bench -p straddle-webhook --bench decode`
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::hint::black_box;
