@@ -164,6 +164,94 @@ fn has_quorum_everywhere(configs: &[ZkConfig], running: &Running) -> bool {
     !held.is_empty() && held.iter().all(|&c| configs[c].has_quorum(&live))
 }
 
+/// Restarts `id` into configuration `to`: what runs afterwards, if a quorum
+/// holds while it is down and once it is back.
+fn restart_one(configs: &[ZkConfig], running: &Running, id: u32, to: usize) -> Option<Running> {
+    let mut during = running.clone();
+    during.remove(&id);
+    if !has_quorum_everywhere(configs, &during) {
+        return None;
+    }
+    during.insert(id, to);
+    has_quorum_everywhere(configs, &during).then_some(during)
+}
+
+/// An order in which to restart `ids` from `running` into configuration
+/// `to`, one at a time, such that a quorum exists while each server is down
+/// and after it is back; with `last`, that server (one of `ids`) goes last.
+fn rolling_order(
+    configs: &[ZkConfig],
+    running: &Running,
+    ids: &[u32],
+    to: usize,
+    last: Option<u32>,
+) -> Option<Vec<u32>> {
+    struct Search<'c> {
+        configs: &'c [ZkConfig],
+        to: usize,
+        last: Option<u32>,
+        order: Vec<u32>,
+        dead_ends: BTreeSet<Vec<u32>>,
+    }
+    impl Search<'_> {
+        // Which servers are left determines what runs, so a set of servers
+        // left that led nowhere once never will.
+        fn run(&mut self, running: &Running, left: &[u32]) -> bool {
+            if left.is_empty() {
+                return self
+                    .last
+                    .is_none_or(|id| restart_one(self.configs, running, id, self.to).is_some());
+            }
+            if self.dead_ends.contains(left) {
+                return false;
+            }
+            for (i, &id) in left.iter().enumerate() {
+                let Some(after) = restart_one(self.configs, running, id, self.to) else {
+                    continue;
+                };
+                let mut rest = left.to_vec();
+                rest.remove(i);
+                self.order.push(id);
+                if self.run(&after, &rest) {
+                    return true;
+                }
+                self.order.pop();
+            }
+            self.dead_ends.insert(left.to_vec());
+            false
+        }
+    }
+    let mut search = Search {
+        configs,
+        to,
+        last,
+        order: Vec::new(),
+        dead_ends: BTreeSet::new(),
+    };
+    let first: Vec<u32> = ids.iter().copied().filter(|&id| Some(id) != last).collect();
+    if !search.run(running, &first) {
+        return None;
+    }
+    let mut order = search.order;
+    order.extend(last);
+    Some(order)
+}
+
+/// Whether restarting `order` from `running` into configuration `to`, one
+/// server at a time, keeps a quorum while each is down and after.
+fn keeps_quorum(configs: &[ZkConfig], running: &Running, order: &[u32], to: usize) -> bool {
+    let mut running = running.clone();
+    order
+        .iter()
+        .all(|&id| match restart_one(configs, &running, id, to) {
+            Some(after) => {
+                running = after;
+                true
+            }
+            None => false,
+        })
+}
+
 /// What happens to ZooKeeper servers in one step, and what the plan claims.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -495,54 +583,72 @@ impl<'a> Planner<'a> {
     /// An order in which to restart `ids` into `to`, one at a time, such that
     /// a quorum exists while each server is down and after it is back.
     fn rolling_order(&self, ids: &[u32], to: usize) -> Option<Vec<u32>> {
-        fn search(
-            configs: &[ZkConfig],
-            running: &Running,
-            left: &[u32],
-            to: usize,
-            order: &mut Vec<u32>,
-            dead_ends: &mut BTreeSet<Vec<u32>>,
-        ) -> bool {
-            if left.is_empty() {
-                return true;
+        self.rolling_order_ending_with(ids, to, None)
+    }
+
+    /// [`Self::rolling_order`], with `last` (one of `ids`) restarted last.
+    fn rolling_order_ending_with(
+        &self,
+        ids: &[u32],
+        to: usize,
+        last: Option<u32>,
+    ) -> Option<Vec<u32>> {
+        rolling_order(&self.configs, &self.running, ids, to, last)
+    }
+
+    fn keeps_quorum(&self, order: &[u32], to: usize) -> bool {
+        keeps_quorum(&self.configs, &self.running, order, to)
+    }
+
+    /// What to tell about the leader for a one-at-a-time restart in `order`.
+    ///
+    /// The leader goes last. While two configurations run side by side the
+    /// servers disagree on who may lead (a weight is 0 in one, 1 in the
+    /// other), and restarting the leader early forces an election that no
+    /// candidate can win: observed in tests/tests/zookeeper_ensemble.rs,
+    /// where plain ordinal order left the ensemble without a leader for
+    /// 25 s. Which
+    /// server leads is only known at run time, so every choice is checked
+    /// here: the order with that server moved to the end, or another order
+    /// that ends with it.
+    fn leader_last(&self, order: &[u32], to: usize) -> String {
+        let mut text = "Restart the current leader last (`srvr` prints `Mode: leader`): skip its `delete pod` below and run it after the others. Then the one election happens among servers that all run the new configuration; restarting the leader earlier forces an election while configurations are mixed, which servers that disagree on who may lead can stall.".to_string();
+        let mut exceptions = Vec::new();
+        for &leader in order {
+            let mut moved: Vec<u32> = order.iter().copied().filter(|&id| id != leader).collect();
+            moved.push(leader);
+            if self.keeps_quorum(&moved, to) {
+                continue;
             }
-            let key: Vec<u32> = left.to_vec();
-            if dead_ends.contains(&key) {
-                return false;
-            }
-            for (i, &id) in left.iter().enumerate() {
-                let mut during = running.clone();
-                during.remove(&id);
-                if !has_quorum_everywhere(configs, &during) {
-                    continue;
-                }
-                let mut after = running.clone();
-                after.insert(id, to);
-                if !has_quorum_everywhere(configs, &after) {
-                    continue;
-                }
-                let mut rest = left.to_vec();
-                rest.remove(i);
-                order.push(id);
-                if search(configs, &after, &rest, to, order, dead_ends) {
-                    return true;
-                }
-                order.pop();
-            }
-            dead_ends.insert(key);
-            false
+            let pods = |ids: &[u32]| {
+                ids.iter()
+                    .map(|&id| self.pod_of(id))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            exceptions.push(match self.rolling_order_ending_with(order, to, Some(leader)) {
+                Some(other) => format!(
+                    "if {} leads, restart in this order instead: {}",
+                    self.pod_of(leader),
+                    pods(&other)
+                ),
+                None => format!(
+                    "if {} leads, no order that ends with it keeps a quorum: restart it at its place in the list",
+                    self.pod_of(leader)
+                ),
+            });
         }
-        let mut order = Vec::new();
-        let mut dead_ends = BTreeSet::new();
-        search(
-            &self.configs,
-            &self.running,
-            ids,
-            to,
-            &mut order,
-            &mut dead_ends,
-        )
-        .then_some(order)
+        if exceptions.is_empty() {
+            text.push_str(
+                " Whichever server leads, that order keeps a quorum at every step (checked).",
+            );
+        } else {
+            text.push_str(&format!(
+                " Every other choice keeps a quorum at every step (checked); {}.",
+                exceptions.join("; ")
+            ));
+        }
+        text
     }
 
     fn push(&mut self, mut step: Step) {
@@ -846,6 +952,7 @@ impl<'a> Planner<'a> {
         } else {
             None
         };
+        let leader_note = order.as_deref().map(|order| self.leader_last(order, to));
         let (actions, commands, wait_for) = match order {
             Some(order) => {
                 let mut commands = vec![freeze];
@@ -878,16 +985,17 @@ impl<'a> Planner<'a> {
             }
         };
         let kept = actions.iter().all(|a| a.quorum_during && a.quorum_after) && overlap;
+        let how = match (kept, leader_note) {
+            (true, Some(leader)) => format!(
+                "The patch switches the StatefulSet to OnDelete, so the webhook writes the new values without restarting anything; then each server is restarted by hand, one at a time (the chart has no readiness probe, so a normal rolling update would not wait for a server to rejoin before stopping the next). {leader}"
+            ),
+            _ => "PLANNED OUTAGE: the old and the new configuration must not run side by side (their quorums do not overlap), so all servers restart together; ZooKeeper is unavailable until enough servers of the new configuration run. Kafka keeps serving partitions whose leaders do not change, but cannot elect leaders or change topics meanwhile.".to_string(),
+        };
         let changes = format!(
-            "{home}'s ZooKeeper servers move from the chart's list ({} servers, majority) to the stretch list with {} ({}). {}",
+            "{home}'s ZooKeeper servers move from the chart's list ({} servers, majority) to the stretch list with {} ({}). {how}",
             self.configs[0].servers.len(),
             self.configs[to].name,
             self.weights_of(to),
-            if kept {
-                "The patch switches the StatefulSet to OnDelete, so the webhook writes the new values without restarting anything; then each server is restarted by hand, one at a time (the chart has no readiness probe, so a normal rolling update would not wait for a server to rejoin before stopping the next)."
-            } else {
-                "PLANNED OUTAGE: the old and the new configuration must not run side by side (their quorums do not overlap), so all servers restart together; ZooKeeper is unavailable until enough servers of the new configuration run. Kafka keeps serving partitions whose leaders do not change, but cannot elect leaders or change topics meanwhile."
-            }
         );
         self.push(Step {
             number: 0,
@@ -1028,6 +1136,7 @@ impl<'a> Planner<'a> {
         } else {
             None
         };
+        let leader_note = order.as_deref().map(|order| self.leader_last(order, to));
         let actions = match order {
             Some(order) => order
                 .into_iter()
@@ -1065,10 +1174,11 @@ impl<'a> Planner<'a> {
             changes: format!(
                 "Weights become {}. {}",
                 self.weights_of(to),
-                if kept {
-                    "Every quorum of the previous stage overlaps every quorum of this one, and the order below keeps a quorum while each server restarts. Restart strictly one server at a time."
-                } else {
-                    "PLANNED OUTAGE: no restart order keeps a quorum (or the two stages' quorums do not overlap), so each cluster's servers restart together."
+                match (kept, leader_note) {
+                    (true, Some(leader)) => format!(
+                        "Every quorum of the previous stage overlaps every quorum of this one, and the order below keeps a quorum while each server restarts. Restart strictly one server at a time. {leader}"
+                    ),
+                    _ => "PLANNED OUTAGE: no restart order keeps a quorum (or the two stages' quorums do not overlap), so each cluster's servers restart together.".to_string(),
                 }
             ),
             commands,
@@ -1246,6 +1356,77 @@ mod tests {
                 .unwrap_err()
                 .contains("first-clusters=N")
         );
+    }
+
+    /// Every order of `ids` (small `ids` only).
+    fn permutations(ids: &[u32]) -> Vec<Vec<u32>> {
+        if ids.is_empty() {
+            return vec![vec![]];
+        }
+        let mut all = Vec::new();
+        for (i, &id) in ids.iter().enumerate() {
+            let mut rest = ids.to_vec();
+            rest.remove(i);
+            for mut tail in permutations(&rest) {
+                tail.insert(0, id);
+                all.push(tail);
+            }
+        }
+        all
+    }
+
+    /// The search finds an order (ending with the given server, when asked)
+    /// exactly when one exists, and the order it finds keeps a quorum:
+    /// checked against every permutation, from a first-cluster-like stage
+    /// (cluster 1 weighted out) to every weighting of five servers.
+    #[test]
+    fn rolling_order_is_found_exactly_when_one_exists() {
+        let from = config(
+            "hierarchical",
+            &[(1, 0, 1), (2, 0, 1), (3, 0, 1), (4, 1, 0), (5, 1, 0)],
+        );
+        let ids = [1, 2, 3, 4, 5];
+        let running: Running = ids.iter().map(|&id| (id, 0)).collect();
+        let orders = permutations(&ids);
+        let (mut found, mut refused, mut leader_matters) = (0, 0, 0);
+        for weights in 0..1u32 << ids.len() {
+            let servers: Vec<(u32, usize, u32)> = ids
+                .iter()
+                .enumerate()
+                .map(|(i, &id)| (id, usize::from(id > 3), weights >> i & 1))
+                .collect();
+            let configs = [from.clone(), config("hierarchical", &servers)];
+            let mut free_order = false;
+            for last in std::iter::once(None).chain(ids.iter().copied().map(Some)) {
+                let exists = orders.iter().any(|order| {
+                    last.is_none_or(|l| order.last() == Some(&l))
+                        && keeps_quorum(&configs, &running, order, 1)
+                });
+                let order = rolling_order(&configs, &running, &ids, 1, last);
+                assert_eq!(
+                    order.is_some(),
+                    exists,
+                    "weights {weights:05b}, last {last:?}"
+                );
+                free_order |= last.is_none() && exists;
+                leader_matters += usize::from(free_order && !exists);
+                if let Some(order) = order {
+                    let mut sorted = order.clone();
+                    sorted.sort();
+                    assert_eq!(sorted, ids, "{order:?}");
+                    assert!(last.is_none_or(|l| order.last() == Some(&l)));
+                    assert!(keeps_quorum(&configs, &running, &order, 1));
+                    found += 1;
+                } else {
+                    refused += 1;
+                }
+            }
+        }
+        // Both outcomes occur, so neither side of the check is vacuous; and
+        // some weightings have an order, but none that ends with a given
+        // server (the plan's "if X leads" case).
+        assert!(found > 0 && refused > 0, "{found} found, {refused} refused");
+        assert!(leader_matters > 0);
     }
 
     #[test]

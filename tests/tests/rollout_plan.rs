@@ -257,6 +257,7 @@ fn every_step_of_the_plan_matches_zookeeper_quorum_rules() {
             let what = format!("{} step {} ({})", case.spec, step.number, step.title);
             let mut step_quorum = true;
             let mut step_overlap = true;
+            let before = running.clone();
             for a in &step.zookeeper {
                 actions += a.servers.len();
                 let mut during = running.clone();
@@ -302,6 +303,49 @@ fn every_step_of_the_plan_matches_zookeeper_quorum_rules() {
             }
             if let Some(claim) = step.configs_overlap {
                 assert_eq!(claim, step_overlap, "{what}: configurations overlap");
+            }
+            // "The current leader last ... whichever server leads": the
+            // listed order with any one server moved to the end keeps a
+            // quorum too.
+            let leader_last = step.changes.contains("Restart the current leader last");
+            let one_at_a_time = step.zookeeper.iter().all(|a| a.action == "restart");
+            assert_eq!(
+                leader_last,
+                one_at_a_time && step_quorum && !step.zookeeper.is_empty(),
+                "{what}: the leader-last advice goes with every one-at-a-time restart"
+            );
+            if leader_last {
+                assert!(
+                    step.changes.contains("Whichever server leads"),
+                    "{what}: {}",
+                    step.changes
+                );
+                let order: Vec<(u32, &str)> = step
+                    .zookeeper
+                    .iter()
+                    .map(|a| (a.servers[0], a.config.as_str()))
+                    .collect();
+                for &(leader, _) in &order {
+                    let mut moved: Vec<(u32, &str)> = order
+                        .iter()
+                        .copied()
+                        .filter(|(id, _)| *id != leader)
+                        .collect();
+                    moved.extend(order.iter().copied().filter(|(id, _)| *id == leader));
+                    let mut live = before.clone();
+                    for (id, stage) in moved {
+                        live.remove(&id);
+                        assert!(
+                            quorum(&live),
+                            "{what}: leader {leader} last: no quorum while {id} is down"
+                        );
+                        live.insert(id, (stage.to_string(), config_for(stage, id)));
+                        assert!(
+                            quorum(&live),
+                            "{what}: leader {leader} last: no quorum after {id}"
+                        );
+                    }
+                }
             }
             assert_eq!(
                 step.keeps_quorum,
