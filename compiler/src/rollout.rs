@@ -583,21 +583,7 @@ impl<'a> Planner<'a> {
     /// An order in which to restart `ids` into `to`, one at a time, such that
     /// a quorum exists while each server is down and after it is back.
     fn rolling_order(&self, ids: &[u32], to: usize) -> Option<Vec<u32>> {
-        self.rolling_order_ending_with(ids, to, None)
-    }
-
-    /// [`Self::rolling_order`], with `last` (one of `ids`) restarted last.
-    fn rolling_order_ending_with(
-        &self,
-        ids: &[u32],
-        to: usize,
-        last: Option<u32>,
-    ) -> Option<Vec<u32>> {
-        rolling_order(&self.configs, &self.running, ids, to, last)
-    }
-
-    fn keeps_quorum(&self, order: &[u32], to: usize) -> bool {
-        keeps_quorum(&self.configs, &self.running, order, to)
+        rolling_order(&self.configs, &self.running, ids, to, None)
     }
 
     /// What to tell about the leader for a one-at-a-time restart in `order`.
@@ -607,17 +593,16 @@ impl<'a> Planner<'a> {
     /// other), and restarting the leader early forces an election that no
     /// candidate can win: observed in tests/tests/zookeeper_ensemble.rs,
     /// where plain ordinal order left the ensemble without a leader for
-    /// 25 s. Which
-    /// server leads is only known at run time, so every choice is checked
-    /// here: the order with that server moved to the end, or another order
-    /// that ends with it.
+    /// 25 s. Which server leads is only known at run time, so every choice
+    /// is checked here: the order with that server moved to the end, or
+    /// another order that ends with it.
     fn leader_last(&self, order: &[u32], to: usize) -> String {
         let mut text = "Restart the current leader last (`srvr` prints `Mode: leader`): skip its `delete pod` below and run it after the others. Then the one election happens among servers that all run the new configuration; restarting the leader earlier forces an election while configurations are mixed, which servers that disagree on who may lead can stall.".to_string();
         let mut exceptions = Vec::new();
         for &leader in order {
             let mut moved: Vec<u32> = order.iter().copied().filter(|&id| id != leader).collect();
             moved.push(leader);
-            if self.keeps_quorum(&moved, to) {
+            if keeps_quorum(&self.configs, &self.running, &moved, to) {
                 continue;
             }
             let pods = |ids: &[u32]| {
@@ -626,7 +611,7 @@ impl<'a> Planner<'a> {
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            exceptions.push(match self.rolling_order_ending_with(order, to, Some(leader)) {
+            exceptions.push(match rolling_order(&self.configs, &self.running, order, to, Some(leader)) {
                 Some(other) => format!(
                     "if {} leads, restart in this order instead: {}",
                     self.pod_of(leader),
