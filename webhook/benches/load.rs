@@ -28,6 +28,13 @@
 //!
 //! With `--connect ADDR --ca FILE` it only generates load against a running
 //! server (and reads its `/metrics` there); `--pid` adds RSS and CPU.
+//!
+//! With `--floor` it measures what this machine allows at all: the same
+//! requests, at the same rate, on the same kind of connections, against a
+//! do-nothing HTTPS server (the webhook's TLS settings, hyper, one async
+//! thread) that reads each body and answers with an answer the real webhook
+//! gave, without looking at the request. Its latencies are the floor under
+//! the webhook's: TLS, HTTP, the loopback, the scheduler and the hypervisor.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -77,6 +84,9 @@ struct Args {
     /// Extra flags for the started server.
     #[arg(long, allow_hyphen_values = true)]
     server_arg: Vec<String>,
+    /// Load a do-nothing HTTPS server instead of the webhook (the floor).
+    #[arg(long, conflicts_with = "connect")]
+    floor: bool,
     /// Ignored (cargo bench passes it).
     #[arg(long, hide = true)]
     bench: bool,
@@ -96,6 +106,8 @@ struct Target {
     addr: SocketAddr,
     tls: Arc<ClientConfig>,
     pid: Option<u32>,
+    /// Serves `/metrics` (not the floor server).
+    metrics: bool,
     _server: Option<Server>,
 }
 
@@ -128,6 +140,32 @@ async fn run(args: Args) -> Result<()> {
                 addr,
                 tls: client_config(&ca)?,
                 pid: args.pid,
+                metrics: true,
+                _server: None,
+            }
+        }
+        None if args.floor => {
+            let pki = Pki::new();
+            let (cert, key) = pki.write(&dir.0);
+            std::fs::write(dir.path("policy.wasm"), compile(CP_TWO))?;
+            // One real answer, recorded from the real webhook.
+            let server = Server::start(&dir.0, &dir.path("cache"), &args.server_arg).await?;
+            let tls = pki.client_config(None, false);
+            let answer = Client::connect(server.addr, tls.clone())
+                .await?
+                .mutate(objects[0].clone())
+                .await?
+                .body;
+            server.stop().await?;
+            println!(
+                "== floor: a do-nothing HTTPS server that answers every request with a recorded {}-byte webhook answer",
+                answer.len()
+            );
+            Target {
+                addr: floor::start(&cert, &key, answer)?,
+                tls,
+                pid: None,
+                metrics: false,
                 _server: None,
             }
         }
@@ -166,6 +204,7 @@ async fn run(args: Args) -> Result<()> {
                 addr: server.addr,
                 tls,
                 pid: Some(server.pid),
+                metrics: true,
                 _server: Some(server),
             }
         }
@@ -283,12 +322,13 @@ async fn fixed_rate(
     let mut timeline: Vec<(Instant, Duration)> = Vec::with_capacity(total);
     let mut lag = Duration::ZERO;
     let sampling = async {
-        if let Some(pid) = target.pid {
-            loop {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                if let Ok((rss, _)) = rss(pid) {
-                    rss_peak = rss_peak.max(rss);
-                }
+        let Some(pid) = target.pid else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Ok((rss, _)) = rss(pid) {
+                rss_peak = rss_peak.max(rss);
             }
         }
     };
@@ -494,8 +534,12 @@ fn print_latencies(who: &str, latencies: &mut [Duration]) {
 
 type Histogram = Vec<(f64, f64)>;
 
-/// `straddle_webhook_request_duration_seconds` buckets (le, cumulative count).
+/// `straddle_webhook_request_duration_seconds` buckets (le, cumulative count);
+/// none from the floor server.
 async fn scrape(target: &Target) -> Result<Histogram> {
+    if !target.metrics {
+        return Ok(Vec::new());
+    }
     let mut client = Client::connect(target.addr, target.tls.clone()).await?;
     let text = client.get("/metrics").await?.text();
     let mut buckets = Vec::new();
@@ -521,6 +565,9 @@ async fn scrape(target: &Target) -> Result<Histogram> {
 /// within it is at least the share the client saw (the client's time adds
 /// TLS, HTTP and the loopback to the server's).
 fn compare_histogram(before: &Histogram, after: &Histogram, client: &[Duration]) {
+    if after.is_empty() {
+        return;
+    }
     let count = after.last().map_or(0.0, |b| b.1) - before.last().map_or(0.0, |b| b.1);
     println!(
         "   server /metrics (request_duration_seconds over the same requests): count {count:.0} (client sent {})",
@@ -574,4 +621,68 @@ fn steal() -> Result<f64> {
     let cpu = stat.lines().next().context("/proc/stat")?;
     let steal: f64 = cpu.split_whitespace().nth(8).context("steal")?.parse()?;
     Ok(steal / 100.0)
+}
+
+mod floor {
+    //! The do-nothing server of `--floor`.
+
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use anyhow::{Context, Result};
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::{Bytes, Incoming};
+    use hyper_util::rt::TokioIo;
+    use tokio_rustls::TlsAcceptor;
+
+    /// Starts the server on its own thread and runtime (one async worker,
+    /// like the webhook's default on two CPUs); it lives until the process
+    /// ends.
+    pub fn start(cert: &Path, key: &Path, answer: Bytes) -> Result<SocketAddr> {
+        let tls = straddle_webhook::tls::server_config(cert, key, None)?;
+        let acceptor = TlsAcceptor::from(Arc::new(tls));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("floor")
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("floor".into())
+            .spawn(move || runtime.block_on(serve(listener, acceptor, answer)))
+            .context("starting the floor server")?;
+        Ok(addr)
+    }
+
+    async fn serve(listener: std::net::TcpListener, acceptor: TlsAcceptor, answer: Bytes) {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
+        while let Ok((tcp, _)) = listener.accept().await {
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, answer) = (acceptor.clone(), answer.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service =
+                    hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                        let answer = answer.clone();
+                        async move {
+                            request.into_body().collect().await?;
+                            let mut response = hyper::Response::new(Full::new(answer));
+                            response.headers_mut().insert(
+                                hyper::header::CONTENT_TYPE,
+                                hyper::header::HeaderValue::from_static("application/json"),
+                            );
+                            Ok::<_, hyper::Error>(response)
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    }
 }
