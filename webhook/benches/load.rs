@@ -25,16 +25,20 @@
 //! 4. **saturation**: closed loop (each connection sends its next request
 //!    when the previous answer arrives) on `--saturation-connections`
 //!    connections: requests/s and latencies.
+//! 5. **floor** (unless `--skip-floor`): the fixed-rate phase again, against
+//!    a do-nothing HTTPS server (below), and both p99s side by side.
 //!
 //! With `--connect ADDR --ca FILE` it only generates load against a running
 //! server (and reads its `/metrics` there); `--pid` adds RSS and CPU.
 //!
-//! With `--floor` it measures what this machine allows at all: the same
-//! requests, at the same rate, on the same kind of connections, against a
-//! do-nothing HTTPS server (the webhook's TLS settings, hyper, one async
-//! thread) that reads each body and answers with an answer the real webhook
-//! gave, without looking at the request. Its latencies are the floor under
-//! the webhook's: TLS, HTTP, the loopback, the scheduler and the hypervisor.
+//! The floor measures what this machine allows at all: the same requests,
+//! at the same rate, on the same kind of connections, against a do-nothing
+//! HTTPS server (the webhook's TLS settings, hyper, one async thread) that
+//! reads each body and answers with an answer the real webhook gave,
+//! without looking at the request. Its latencies are the floor under the
+//! webhook's: TLS, HTTP, the loopback, the scheduler and the hypervisor
+//! (whose steal time, printed with every phase, moves both). `--floor`
+//! runs only that phase.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -84,9 +88,12 @@ struct Args {
     /// Extra flags for the started server.
     #[arg(long, allow_hyphen_values = true)]
     server_arg: Vec<String>,
-    /// Load a do-nothing HTTPS server instead of the webhook (the floor).
+    /// Only the floor: load the do-nothing HTTPS server, not the webhook.
     #[arg(long, conflicts_with = "connect")]
     floor: bool,
+    /// Skip the floor phase after the webhook's.
+    #[arg(long)]
+    skip_floor: bool,
     /// Ignored (cargo bench passes it).
     #[arg(long, hide = true)]
     bench: bool,
@@ -108,6 +115,8 @@ struct Target {
     pid: Option<u32>,
     /// Serves `/metrics` (not the floor server).
     metrics: bool,
+    /// "webhook" or "floor", in the report.
+    label: &'static str,
     _server: Option<Server>,
 }
 
@@ -141,33 +150,24 @@ async fn run(args: Args) -> Result<()> {
                 tls: client_config(&ca)?,
                 pid: args.pid,
                 metrics: true,
+                label: "webhook",
                 _server: None,
             }
         }
         None if args.floor => {
             let pki = Pki::new();
-            let (cert, key) = pki.write(&dir.0);
+            pki.write(&dir.0);
             std::fs::write(dir.path("policy.wasm"), compile(CP_TWO))?;
-            // One real answer, recorded from the real webhook.
             let server = Server::start(&dir.0, &dir.path("cache"), &args.server_arg).await?;
-            let tls = pki.client_config(None, false);
-            let answer = Client::connect(server.addr, tls.clone())
-                .await?
-                .mutate(objects[0].clone())
-                .await?
-                .body;
-            server.stop().await?;
-            println!(
-                "== floor: a do-nothing HTTPS server that answers every request with a recorded {}-byte webhook answer",
-                answer.len()
-            );
-            Target {
-                addr: floor::start(&cert, &key, answer)?,
-                tls,
-                pid: None,
-                metrics: false,
-                _server: None,
-            }
+            let webhook = Target {
+                addr: server.addr,
+                tls: pki.client_config(None, false),
+                pid: Some(server.pid),
+                metrics: true,
+                label: "webhook",
+                _server: Some(server),
+            };
+            floor_target(webhook, &objects[0], &dir).await?
         }
         None => {
             let pki = Pki::new();
@@ -205,6 +205,7 @@ async fn run(args: Args) -> Result<()> {
                 tls,
                 pid: Some(server.pid),
                 metrics: true,
+                label: "webhook",
                 _server: Some(server),
             }
         }
@@ -220,26 +221,8 @@ async fn run(args: Args) -> Result<()> {
         );
     }
 
-    // A short warm-up, then the fixed-rate phase.
-    fixed_rate(
-        &target,
-        &objects,
-        args.rate.min(1000),
-        Duration::from_secs(1),
-        args.connections,
-        false,
-    )
-    .await?;
-    fixed_rate(
-        &target,
-        &objects,
-        args.rate,
-        args.duration,
-        args.connections,
-        true,
-    )
-    .await?;
-    if !args.skip_saturation {
+    let measured = warm_up_and_fixed_rate(&target, &objects, &args).await?;
+    if !args.skip_saturation && !args.floor {
         saturation(
             &target,
             &objects,
@@ -256,10 +239,83 @@ async fn run(args: Args) -> Result<()> {
             mib(hwm)
         );
     }
-    if let Some(server) = target._server {
+    if target._server.is_none() || args.floor || args.skip_floor {
+        if let Some(server) = target._server {
+            server.stop().await?;
+        }
+        return Ok(());
+    }
+    let floor = floor_target(target, &objects[0], &dir).await?;
+    let floor_measured = warm_up_and_fixed_rate(&floor, &objects, &args).await?;
+    println!(
+        "== webhook vs floor at {} requests/s: p50 {:.3} vs {:.3} ms, p99 {:.3} vs {:.3} ms (steal {:.1}% vs {:.1}%)",
+        args.rate,
+        measured.p50_ms,
+        floor_measured.p50_ms,
+        measured.p99_ms,
+        floor_measured.p99_ms,
+        measured.steal_pct,
+        floor_measured.steal_pct
+    );
+    Ok(())
+}
+
+/// Records one real answer from the webhook, stops it, and starts the
+/// floor server (same certificate) in its place.
+async fn floor_target(webhook: Target, object: &Bytes, dir: &TempDir) -> Result<Target> {
+    let answer = Client::connect(webhook.addr, webhook.tls.clone())
+        .await?
+        .mutate(object.clone())
+        .await?
+        .body;
+    if let Some(server) = webhook._server {
         server.stop().await?;
     }
-    Ok(())
+    println!(
+        "== floor: a do-nothing HTTPS server that answers every request with a recorded {}-byte webhook answer",
+        answer.len()
+    );
+    Ok(Target {
+        addr: floor::start(&dir.path("tls.crt"), &dir.path("tls.key"), answer)?,
+        tls: webhook.tls,
+        pid: None,
+        metrics: false,
+        label: "floor",
+        _server: None,
+    })
+}
+
+/// What the fixed-rate phase measured.
+struct Measured {
+    p50_ms: f64,
+    p99_ms: f64,
+    steal_pct: f64,
+}
+
+/// A short warm-up, then the fixed-rate phase.
+async fn warm_up_and_fixed_rate(
+    target: &Target,
+    objects: &[Bytes],
+    args: &Args,
+) -> Result<Measured> {
+    fixed_rate(
+        target,
+        objects,
+        args.rate.min(1000),
+        Duration::from_secs(1),
+        args.connections,
+        false,
+    )
+    .await?;
+    fixed_rate(
+        target,
+        objects,
+        args.rate,
+        args.duration,
+        args.connections,
+        true,
+    )
+    .await
 }
 
 fn client_config(ca_pem: &str) -> Result<Arc<ClientConfig>> {
@@ -286,7 +342,7 @@ async fn fixed_rate(
     duration: Duration,
     connections: usize,
     report: bool,
-) -> Result<()> {
+) -> Result<Measured> {
     let total = (f64::from(rate) * duration.as_secs_f64()) as usize;
     let before = scrape(target).await?;
     let cpu_before = target.pid.map(cpu_seconds).transpose()?;
@@ -365,13 +421,19 @@ async fn fixed_rate(
         std::fs::write(&path, lines).context("writing STRADDLE_LOAD_TIMELINE")?;
     }
     let mut latencies: Vec<Duration> = timeline.iter().map(|(_, took)| *took).collect();
-    let steal_pct = (steal()? - steal_before) / took.as_secs_f64() / cores() as f64 * 100.0;
+    latencies.sort();
+    let measured = Measured {
+        p50_ms: ms(quantile(&latencies, 0.5)),
+        p99_ms: ms(quantile(&latencies, 0.99)),
+        steal_pct: (steal()? - steal_before) / took.as_secs_f64() / cores() as f64 * 100.0,
+    };
     if !report {
-        return Ok(());
+        return Ok(measured);
     }
     let after = scrape(target).await?;
     println!(
-        "== fixed rate: {rate} requests/s for {duration:?} on {connections} keep-alive connections (fixture StatefulSets, each patched)"
+        "== fixed rate, {}: {rate} requests/s for {duration:?} on {connections} keep-alive connections (fixture StatefulSets, each patched)",
+        target.label
     );
     println!(
         "   {} requests in {:.2} s = {:.0} requests/s, 0 failures; worst schedule lag {:.2} ms",
@@ -380,7 +442,10 @@ async fn fixed_rate(
         latencies.len() as f64 / took.as_secs_f64(),
         ms(lag)
     );
-    println!("   CPU stolen by the hypervisor during the run: {steal_pct:.1}%");
+    println!(
+        "   CPU stolen by the hypervisor during the run: {:.1}%",
+        measured.steal_pct
+    );
     print_latencies("   client", &mut latencies);
     if let (Some(pid), Some(before)) = (target.pid, cpu_before) {
         let cpu = cpu_seconds(pid)? - before;
@@ -392,7 +457,7 @@ async fn fixed_rate(
         );
     }
     compare_histogram(&before, &after, &latencies);
-    Ok(())
+    Ok(measured)
 }
 
 /// Hands request i to connection i mod n at `start + i * interval`.
