@@ -44,7 +44,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -142,6 +142,9 @@ async fn run(args: Args) -> Result<()> {
     .collect();
 
     let dir = TempDir::new("load");
+    // Certificates for the started webhook and, later, the floor server.
+    let pki = Pki::new();
+    let (cert, key) = pki.write(&dir.0);
     let target = match args.connect {
         Some(addr) => {
             let ca = std::fs::read_to_string(args.ca.as_ref().unwrap())?;
@@ -155,8 +158,6 @@ async fn run(args: Args) -> Result<()> {
             }
         }
         None if args.floor => {
-            let pki = Pki::new();
-            pki.write(&dir.0);
             std::fs::write(dir.path("policy.wasm"), compile(CP_TWO))?;
             let server = Server::start(&dir.0, &dir.path("cache"), &args.server_arg).await?;
             let webhook = Target {
@@ -167,11 +168,9 @@ async fn run(args: Args) -> Result<()> {
                 label: "webhook",
                 _server: Some(server),
             };
-            floor_target(webhook, &objects[0], &dir).await?
+            floor_target(webhook, &objects[0], (&cert, &key)).await?
         }
         None => {
-            let pki = Pki::new();
-            pki.write(&dir.0);
             std::fs::write(dir.path("policy.wasm"), compile(CP_TWO))?;
             let cache = dir.path("cache");
             // Warm the cache, then measure ready times.
@@ -245,7 +244,7 @@ async fn run(args: Args) -> Result<()> {
         }
         return Ok(());
     }
-    let floor = floor_target(target, &objects[0], &dir).await?;
+    let floor = floor_target(target, &objects[0], (&cert, &key)).await?;
     let floor_measured = warm_up_and_fixed_rate(&floor, &objects, &args).await?;
     println!(
         "== webhook vs floor at {} requests/s: p50 {:.3} vs {:.3} ms, p99 {:.3} vs {:.3} ms (steal {:.1}% vs {:.1}%)",
@@ -261,8 +260,12 @@ async fn run(args: Args) -> Result<()> {
 }
 
 /// Records one real answer from the webhook, stops it, and starts the
-/// floor server (same certificate) in its place.
-async fn floor_target(webhook: Target, object: &Bytes, dir: &TempDir) -> Result<Target> {
+/// floor server with the webhook's certificate and key in its place.
+async fn floor_target(
+    webhook: Target,
+    object: &Bytes,
+    (cert, key): (&Path, &Path),
+) -> Result<Target> {
     let answer = Client::connect(webhook.addr, webhook.tls.clone())
         .await?
         .mutate(object.clone())
@@ -276,7 +279,7 @@ async fn floor_target(webhook: Target, object: &Bytes, dir: &TempDir) -> Result<
         answer.len()
     );
     Ok(Target {
-        addr: floor::start(&dir.path("tls.crt"), &dir.path("tls.key"), answer)?,
+        addr: floor::start(cert, key, answer)?,
         tls: webhook.tls,
         pid: None,
         metrics: false,

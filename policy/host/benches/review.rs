@@ -24,7 +24,8 @@ fn fixture() -> Option<String> {
     let path = std::env::var("STRADDLE_BENCH_OBJECT").unwrap_or_else(|_| FIXTURE.to_owned());
     match std::fs::read_to_string(&path) {
         // The fixture is indented; the API server sends compact JSON, and
-        // half of the indented bytes would be whitespace to skip.
+        // half of the indented bytes would be whitespace to skip. (Keys may
+        // come out reordered; the engine does not depend on key order.)
         Ok(object) => Some(
             serde_json::from_str::<serde_json::Value>(&object)
                 .and_then(|v| serde_json::to_string(&v))
