@@ -9,11 +9,18 @@
 //! - [`stretch`]: a spec compiled, its policy run over a fixture in every
 //!   cluster, every pod enumerated from the mutated StatefulSets;
 //! - [`dns`]: each cluster's DNS view for the networking mode;
+//! - [`controlplane`]: real Kubernetes control planes (etcd, kube-apiserver,
+//!   kube-controller-manager) per member cluster, on loopback;
+//! - [`process`], [`scratch`]: child processes and directories that never
+//!   outlive the test;
 //! - [`fuzzing`]: the invariants the fuzz targets in `fuzz/` check, shared
 //!   with `tests/fuzz_corpus.rs`.
 
+pub mod controlplane;
 pub mod dns;
 pub mod effective;
 pub mod fuzzing;
 pub mod kube;
+pub mod process;
+pub mod scratch;
 pub mod stretch;
