@@ -1,0 +1,615 @@
+//! The real path: real kube-apiservers call `straddle-webhook`, store what
+//! its JSON Patches make of unmodified chart output, and real
+//! StatefulSet controllers make pods from the stored objects.
+//!
+//! For every fixture variant with a stretch spec: one control plane per
+//! member cluster (`straddle_tests::controlplane`), the webhook installed
+//! in each with `helm install` of `deploy/helm/straddle-webhook` (the
+//! policy from a ConfigMap; self-managed certificates, or cert-manager's
+//! files), the chart output applied with `kubectl apply` as a user would.
+//! Then, per cluster:
+//! - every stored object holds what `straddle mutate` predicts (the
+//!   prediction is a subset of the stored object: the API server only adds
+//!   defaults and metadata);
+//! - the StatefulSet controller made exactly the spec's pods: names from
+//!   the cluster's ordinal block, the cluster's count, the policy's env;
+//! - a second identical apply changes no object (same resourceVersion);
+//! - an upgrade (a changed pod-template annotation, as a new config
+//!   checksum gives) is reviewed as UPDATE and keeps every policy value,
+//!   and the controller rolls the pods onto it;
+//! - `kubectl scale` past the spec is refused with the policy's message;
+//! - Secrets are stored as the chart wrote them, and the webhook's own
+//!   identity touched no Secret but its certificate Secret (audit log);
+//! - `straddle render`'s companions apply (the MCS ServiceExport CRD is
+//!   installed for them).
+//! `webhook_failure_modes` covers the webhook stopped, frozen past
+//! `timeoutSeconds`, its policy hot-swapped under a stream of applies and
+//! its certificate rotated.
+//!
+//! Needs the binaries of `tests/tools/build.sh`; without them it prints
+//! why and passes, unless `STRADDLE_REQUIRE_KUBE=1` (CI).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Value, json};
+use straddle_compiler::{check, compile, manifest, render};
+use straddle_policy_host::{Runtime, RuntimeConfig};
+use straddle_tests::controlplane::webhook::{self, Certificates, Install, Webhook};
+use straddle_tests::controlplane::{Cluster, ControlPlanes, Tools};
+use straddle_tests::process::workspace_binary;
+use straddle_tests::stretch::Stretch;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every fixture variant, with the spec it is stretched by and the
+/// certificate mode its webhooks are installed with.
+const CASES: &[(&str, &str, Certificates)] = &[
+    (
+        "../examples/cp-two-clusters.yaml",
+        "cp-zk-kafka-only",
+        Certificates::SelfManaged,
+    ),
+    (
+        "../examples/cp-two-clusters.yaml",
+        "cp-default",
+        Certificates::SelfManaged,
+    ),
+    (
+        "../examples/bitnami-kraft-three-clusters.yaml",
+        "bitnami-kafka-kraft-dedicated",
+        Certificates::SelfManaged,
+    ),
+    (
+        "specs/bitnami-kraft-combined.yaml",
+        "bitnami-kafka-kraft-combined",
+        Certificates::CertManager,
+    ),
+];
+
+/// API versions the charts render that Kubernetes has removed: the API
+/// server refuses them, and the test says so rather than hiding them.
+const REMOVED_APIS: &[&str] = &["policy/v1beta1"];
+
+fn tools() -> Option<Tools> {
+    match Tools::find() {
+        Ok(t) => Some(t),
+        Err(why) => {
+            if std::env::var_os("STRADDLE_REQUIRE_KUBE").is_some_and(|v| v == "1") {
+                panic!("STRADDLE_REQUIRE_KUBE=1, but {why}");
+            }
+            eprintln!("skipped: {why}");
+            None
+        }
+    }
+}
+
+/// A spec and fixture on a fresh control plane per cluster, the webhook
+/// installed everywhere.
+struct Stage {
+    stretch: Stretch,
+    module: Vec<u8>,
+    planes: ControlPlanes,
+    webhooks: Vec<Webhook>,
+    namespace: String,
+    /// The documents `kubectl apply` gets (no hooks, no removed APIs).
+    docs: Vec<Value>,
+    /// Documents of removed API versions.
+    removed: Vec<Value>,
+}
+
+impl Stage {
+    fn new(tools: &Tools, spec: &str, variant: &str, certificates: Certificates) -> Result<Stage> {
+        let runtime = Runtime::new(RuntimeConfig::default())?;
+        let spec_path = root().join(spec);
+        let fixture = root().join(format!("fixtures/charts/{variant}/rendered.yaml"));
+        let stretch = Stretch::load(&runtime, &spec_path, &fixture)?;
+        let text = std::fs::read_to_string(&spec_path)?;
+        let checked = check(spec, &text).map_err(|r| anyhow::anyhow!("{r}"))?;
+        let module = compile::module(&checked.topology)?;
+        let namespaces = stretch.topo.namespaces();
+        ensure!(namespaces.len() == 1, "one namespace per spec here");
+        let namespace = namespaces[0].clone();
+
+        let mut docs = Vec::new();
+        let mut removed = Vec::new();
+        for doc in manifest::parse(&std::fs::read_to_string(&fixture)?)? {
+            if doc["metadata"]["annotations"]["helm.sh/hook"].is_string() {
+                continue; // `helm test` pods: not part of an install
+            }
+            if REMOVED_APIS.contains(&doc["apiVersion"].as_str().unwrap_or_default()) {
+                removed.push(doc);
+            } else {
+                docs.push(doc);
+            }
+        }
+
+        let names: Vec<&str> = stretch
+            .topo
+            .clusters
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        let planes = ControlPlanes::start(tools, &names)?;
+        let binary = workspace_binary("straddle-webhook", "straddle-webhook")?;
+        let chart = root().join("../deploy/helm/straddle-webhook");
+        let mut webhooks = Vec::new();
+        for cluster in &planes.clusters {
+            cluster.kubectl(&["create", "namespace", &namespace])?;
+            let started = Instant::now();
+            webhooks.push(Webhook::install(
+                cluster,
+                planes.host_ip,
+                &Install {
+                    binary: &binary,
+                    chart: &chart,
+                    policy: &module,
+                    namespaces: &[&namespace],
+                    certificates,
+                    // Short enough for the frozen-webhook case.
+                    set: &["webhook.timeoutSeconds=3"],
+                },
+            )?);
+            eprintln!(
+                "{variant} {}: webhook installed and ready in {:.1} s",
+                cluster.name,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Ok(Stage {
+            stretch,
+            module,
+            planes,
+            webhooks,
+            namespace,
+            docs,
+            removed,
+        })
+    }
+
+    fn cluster(&self, i: usize) -> &Cluster {
+        &self.planes.clusters[i]
+    }
+
+    /// `kubectl apply` of `docs` in cluster `i`.
+    fn apply(&self, i: usize, docs: &[Value]) -> Result<String> {
+        let yaml = manifest::to_yaml(docs)?;
+        self.cluster(i)
+            .kubectl_stdin(&["apply", "-n", &self.namespace, "-f", "-"], Some(&yaml))
+    }
+
+    /// Every applied object's kind/name -> resourceVersion.
+    fn versions(&self, i: usize) -> Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        for doc in &self.docs {
+            let (kind, name) = kind_name(doc);
+            let stored = self
+                .cluster(i)
+                .get(&kind, &self.namespace, &name)?
+                .with_context(|| format!("{kind} {name} is not stored"))?;
+            out.insert(
+                format!("{kind}/{name}"),
+                stored["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+        }
+        Ok(out)
+    }
+
+    /// The pods the spec gives cluster `i`, per StatefulSet.
+    fn expected_pods(&self, i: usize) -> BTreeMap<String, BTreeSet<String>> {
+        let mut out = BTreeMap::new();
+        for outcome in &self.stretch.mutated[i] {
+            let sts = &outcome.after;
+            if sts["kind"] != "StatefulSet" {
+                continue;
+            }
+            let name = sts["metadata"]["name"].as_str().unwrap_or_default();
+            let replicas = sts["spec"]["replicas"].as_u64().unwrap_or(1);
+            let start = sts["spec"]["ordinals"]["start"].as_u64().unwrap_or(0);
+            out.insert(
+                name.to_string(),
+                (start..start + replicas)
+                    .map(|o| format!("{name}-{o}"))
+                    .collect(),
+            );
+        }
+        out
+    }
+
+    /// Plays the kubelet until the pods of cluster `i` are exactly the
+    /// expected ones, all made from their StatefulSet's current revision.
+    fn wait_for_pods(&self, i: usize) -> Result<Vec<Value>> {
+        let cluster = self.cluster(i);
+        let expected = self.expected_pods(i);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            cluster.mark_pods_ready(&self.namespace)?;
+            let pods = cluster.list("pods", &self.namespace)?;
+            let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            let mut current = true;
+            for pod in &pods {
+                let owner = pod["metadata"]["ownerReferences"][0]["name"]
+                    .as_str()
+                    .unwrap_or_default();
+                let sts = cluster
+                    .get("statefulset", &self.namespace, owner)?
+                    .unwrap_or(Value::Null);
+                let revision = pod["metadata"]["labels"]["controller-revision-hash"].as_str();
+                current &= revision == sts["status"]["updateRevision"].as_str()
+                    && pod["metadata"]["deletionTimestamp"].is_null();
+                seen.entry(owner.to_string()).or_default().insert(
+                    pod["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+            }
+            if seen == expected && current {
+                return Ok(pods);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{}: pods {seen:?}, expected {expected:?} (all current: {current})\n{}",
+                    cluster.name,
+                    cluster.controller_manager_log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+fn kind_name(doc: &Value) -> (String, String) {
+    (
+        doc["kind"].as_str().unwrap_or_default().to_lowercase(),
+        doc["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// Where `expected` is not contained in `actual`: every key of an object,
+/// every element of an array (same length), every scalar equal. A `null`
+/// expected value (a chart's empty `type:`) is the API server's to default.
+fn not_contained(expected: &Value, actual: &Value, path: &str, out: &mut Vec<String>) {
+    match (expected, actual) {
+        (Value::Null, _) => {}
+        (Value::Object(e), Value::Object(a)) => {
+            for (k, v) in e {
+                let here = format!("{path}/{k}");
+                match a.get(k) {
+                    Some(av) => not_contained(v, av, &here, out),
+                    None if v.is_null() => {}
+                    None if v.as_object().is_some_and(|o| o.is_empty()) => {}
+                    None => out.push(format!("{here}: missing (expected {v})")),
+                }
+            }
+        }
+        (Value::Array(e), Value::Array(a)) if e.len() == a.len() => {
+            for (n, (ev, av)) in e.iter().zip(a).enumerate() {
+                not_contained(ev, av, &format!("{path}/{n}"), out);
+            }
+        }
+        (e, a) if e == a => {}
+        // Quantities and ports as the API server normalises them.
+        (Value::String(e), Value::Number(a)) if e == &a.to_string() => {}
+        (Value::Number(e), Value::String(a)) if &e.to_string() == a => {}
+        (e, a) => out.push(format!("{path}: expected {e}, stored {a}")),
+    }
+}
+
+fn check_stored_objects(stage: &Stage, i: usize, extra: Option<&(String, String)>) -> Result<()> {
+    let cluster = stage.cluster(i);
+    let mut problems = Vec::new();
+    for outcome in &stage.stretch.mutated[i] {
+        let doc = &outcome.after;
+        if !stage.docs.iter().any(|d| kind_name(d) == kind_name(doc)) {
+            continue;
+        }
+        let (kind, name) = kind_name(doc);
+        let stored = cluster
+            .get(&kind, &stage.namespace, &name)?
+            .with_context(|| format!("{}: {kind} {name} is not stored", cluster.name))?;
+        let mut expected = doc.clone();
+        if let Some((key, value)) = extra
+            && kind == "statefulset"
+        {
+            expected["spec"]["template"]["metadata"]["annotations"][key] = json!(value);
+        }
+        let mut diffs = Vec::new();
+        not_contained(&expected, &stored, "", &mut diffs);
+        for d in diffs {
+            problems.push(format!("{kind} {name}{d}"));
+        }
+    }
+    ensure!(
+        problems.is_empty(),
+        "{}: stored objects differ from `straddle mutate`'s:\n  {}",
+        cluster.name,
+        problems.join("\n  ")
+    );
+    Ok(())
+}
+
+/// Each pod's containers carry their StatefulSet's (mutated) env.
+fn check_pod_env(stage: &Stage, i: usize, pods: &[Value]) -> Result<()> {
+    for pod in pods {
+        let owner = pod["metadata"]["ownerReferences"][0]["name"]
+            .as_str()
+            .unwrap_or_default();
+        let predicted = &stage
+            .stretch
+            .object(i, "StatefulSet", owner)?
+            .after
+            .clone();
+        for (kind, containers) in [("initContainers", true), ("containers", false)] {
+            let _ = containers;
+            let want = predicted["spec"]["template"]["spec"][kind].as_array();
+            let have = pod["spec"][kind].as_array();
+            for (w, h) in want.into_iter().flatten().zip(have.into_iter().flatten()) {
+                let mut diffs = Vec::new();
+                not_contained(&w["env"], &h["env"], "", &mut diffs);
+                ensure!(
+                    diffs.is_empty(),
+                    "{}: pod {} container {}: env differs from the policy's: {diffs:?}",
+                    stage.cluster(i).name,
+                    pod["metadata"]["name"],
+                    w["name"]
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_case(tools: &Tools, spec: &str, variant: &str, certificates: Certificates) -> Result<()> {
+    let started = Instant::now();
+    let stage = Stage::new(tools, spec, variant, certificates)?;
+    for i in 0..stage.planes.clusters.len() {
+        let cluster = stage.cluster(i);
+        let name = &cluster.name;
+        let context = || format!("{spec} × {variant}, cluster {name}");
+
+        // 1. Create.
+        stage.apply(i, &stage.docs).with_context(context)?;
+        for doc in &stage.removed {
+            let err = stage
+                .apply(i, std::slice::from_ref(doc))
+                .err()
+                .with_context(|| format!("{}: {} was accepted", context(), doc["apiVersion"]))?;
+            ensure!(
+                format!("{err:#}").contains("no matches for kind"),
+                "{}: unexpected refusal: {err:#}",
+                context()
+            );
+        }
+        check_stored_objects(&stage, i, None).with_context(context)?;
+        let pods = stage.wait_for_pods(i).with_context(context)?;
+        check_pod_env(&stage, i, &pods).with_context(context)?;
+
+        // 2. The same apply again: nothing changes.
+        let before = stage.versions(i)?;
+        stage.apply(i, &stage.docs).with_context(context)?;
+        let after = stage.versions(i)?;
+        let churned: Vec<_> = before
+            .iter()
+            .filter(|(k, v)| after.get(*k) != Some(v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        ensure!(
+            churned.is_empty(),
+            "{}: re-applying changed {churned:?}",
+            context()
+        );
+
+        // 3. An upgrade: one changed value in every StatefulSet's pod
+        //    template (UPDATE through the webhook, then a rolling update).
+        let key = ("straddle.dev/test-upgrade".to_string(), "2".to_string());
+        let upgraded: Vec<Value> = stage
+            .docs
+            .iter()
+            .map(|d| {
+                let mut d = d.clone();
+                if d["kind"] == "StatefulSet" {
+                    d["spec"]["template"]["metadata"]["annotations"][&key.0] = json!(key.1);
+                }
+                d
+            })
+            .collect();
+        stage.apply(i, &upgraded).with_context(context)?;
+        check_stored_objects(&stage, i, Some(&key)).with_context(context)?;
+        let pods = stage.wait_for_pods(i).with_context(context)?;
+        check_pod_env(&stage, i, &pods).with_context(context)?;
+        for pod in &pods {
+            ensure!(
+                pod["metadata"]["annotations"][&key.0] == key.1,
+                "{}: pod {} was not rolled onto the upgrade",
+                context(),
+                pod["metadata"]["name"]
+            );
+        }
+
+        // 4. `kubectl scale` beyond what the spec allows.
+        for group in stage.stretch.topo.groups() {
+            let slice = group.slices.iter().find(|s| s.cluster == i);
+            let Some(slice) = slice.filter(|s| s.replicas > 0) else {
+                continue;
+            };
+            let quorum = !matches!(group.role, straddle_compiler::topology::Role::Broker);
+            let too_many = if quorum {
+                slice.replicas + 1
+            } else {
+                slice.block + 1
+            };
+            let err = cluster
+                .kubectl(&[
+                    "scale",
+                    "statefulset",
+                    &group.statefulset,
+                    "-n",
+                    &stage.namespace,
+                    &format!("--replicas={too_many}"),
+                ])
+                .err()
+                .with_context(|| {
+                    format!(
+                        "{}: scaling {} to {too_many} was accepted",
+                        context(),
+                        group.statefulset
+                    )
+                })?;
+            ensure!(
+                format!("{err:#}").contains(&format!("scaling to {too_many} is refused")),
+                "{}: scale refused without the policy's message: {err:#}",
+                context()
+            );
+        }
+
+        // 5. Secrets: as the chart wrote them; the webhook's identity
+        //    touched only its own certificate Secret.
+        for doc in stage.docs.iter().filter(|d| d["kind"] == "Secret") {
+            let (_, name) = kind_name(doc);
+            let stored = cluster
+                .get("secret", &stage.namespace, &name)?
+                .context("secret")?;
+            for (k, v) in doc["data"].as_object().into_iter().flatten() {
+                ensure!(
+                    &stored["data"][k] == v,
+                    "{}: Secret {name} key {k} changed",
+                    context()
+                );
+            }
+        }
+        check_audit(cluster, certificates).with_context(context)?;
+
+        // 6. `straddle render`'s companions.
+        let companions = render::companions(&stage.stretch.topo, i);
+        if !companions.is_empty() {
+            if companions.iter().any(|c| c["kind"] == "ServiceExport") {
+                cluster.kubectl_stdin(&["apply", "-f", "-"], Some(SERVICE_EXPORT_CRD))?;
+                cluster.kubectl(&[
+                    "wait",
+                    "--for=condition=Established",
+                    "crd/serviceexports.multicluster.x-k8s.io",
+                ])?;
+            }
+            stage
+                .apply(i, &companions)
+                .with_context(|| format!("{}: applying render's companions", context()))?;
+        }
+    }
+    report_admission_latency(&stage);
+    eprintln!(
+        "{spec} × {variant}: {} clusters checked in {:.1} s",
+        stage.planes.clusters.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let _ = &stage.module;
+    Ok(())
+}
+
+/// Every audited request by the webhook's ServiceAccount that touched a
+/// Secret named its certificate Secret (cert-manager mode: none at all).
+fn check_audit(cluster: &Cluster, certificates: Certificates) -> Result<()> {
+    let user = format!(
+        "system:serviceaccount:{}:{}",
+        webhook::NAMESPACE,
+        webhook::RELEASE
+    );
+    let log = std::fs::read_to_string(&cluster.audit_log)?;
+    let mut touched = BTreeSet::new();
+    for line in log.lines() {
+        let event: Value = serde_json::from_str(line)?;
+        if event["user"]["username"] == user.as_str() && event["objectRef"]["resource"] == "secrets"
+        {
+            touched.insert(format!(
+                "{} {}/{}",
+                event["verb"].as_str().unwrap_or_default(),
+                event["objectRef"]["namespace"].as_str().unwrap_or_default(),
+                event["objectRef"]["name"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    let own = format!("{}/{}-certs", webhook::NAMESPACE, webhook::RELEASE);
+    let foreign: Vec<_> = touched.iter().filter(|t| !t.ends_with(&own)).collect();
+    ensure!(
+        foreign.is_empty(),
+        "the webhook touched Secrets other than its own: {foreign:?}"
+    );
+    if certificates == Certificates::CertManager {
+        ensure!(
+            touched.is_empty(),
+            "with cert-manager the webhook touched Secrets: {touched:?}"
+        );
+    }
+    Ok(())
+}
+
+/// The MCS API's ServiceExport, as its CRD defines the kind (schema-less).
+const SERVICE_EXPORT_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: serviceexports.multicluster.x-k8s.io}
+spec:
+  group: multicluster.x-k8s.io
+  scope: Namespaced
+  names: {kind: ServiceExport, plural: serviceexports, singular: serviceexport, listKind: ServiceExportList}
+  versions:
+    - name: v1alpha1
+      served: true
+      storage: true
+      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+"#;
+
+/// The API servers' own view of the webhook's latency.
+fn report_admission_latency(stage: &Stage) {
+    for cluster in &stage.planes.clusters {
+        let Ok(lines) = cluster.metrics("apiserver_admission_webhook_admission_duration_seconds")
+        else {
+            continue;
+        };
+        let pick = |suffix: &str| -> f64 {
+            lines
+                .iter()
+                .filter(|l| l.contains(suffix) && l.contains("mutate.straddle.dev"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        let (sum, count) = (pick("_sum{"), pick("_count{"));
+        if count > 0.0 {
+            eprintln!(
+                "{}: the API server called the webhook {count} times, mean {:.2} ms",
+                cluster.name,
+                1000.0 * sum / count
+            );
+        }
+    }
+}
+
+#[test]
+fn charts_through_real_api_servers() {
+    let Some(tools) = tools() else { return };
+    let mut failures = Vec::new();
+    // STRADDLE_KUBE_CASES=cp-default,… runs only those variants.
+    let only = std::env::var("STRADDLE_KUBE_CASES").unwrap_or_default();
+    for (spec, variant, certificates) in CASES {
+        if !only.is_empty() && !only.split(',').any(|v| v == *variant) {
+            continue;
+        }
+        if let Err(e) = run_case(&tools, spec, variant, *certificates) {
+            failures.push(format!("{spec} × {variant}: {e:#}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[allow(dead_code)]
+fn unused(_: &Path) {}
