@@ -182,22 +182,27 @@ impl Stage {
             .kubectl_stdin(&["apply", "-n", &self.namespace, "-f", "-"], Some(&yaml))
     }
 
-    /// Every applied object's kind/name -> resourceVersion.
-    fn versions(&self, i: usize) -> Result<BTreeMap<String, String>> {
+    /// Every applied object as stored, without what its controllers
+    /// write (`status`, their managed-fields entries, and so the
+    /// resourceVersion): kind/name -> object.
+    fn stored_specs(&self, i: usize) -> Result<BTreeMap<String, Value>> {
         let mut out = BTreeMap::new();
         for doc in &self.docs {
             let (kind, name) = kind_name(doc);
-            let stored = self
+            let mut stored = self
                 .cluster(i)
                 .get(&kind, &self.namespace, &name)?
                 .with_context(|| format!("{kind} {name} is not stored"))?;
-            out.insert(
-                format!("{kind}/{name}"),
-                stored["metadata"]["resourceVersion"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            );
+            if let Some(o) = stored.as_object_mut() {
+                o.remove("status");
+            }
+            if let Some(meta) = stored["metadata"].as_object_mut() {
+                meta.remove("resourceVersion");
+                if let Some(Value::Array(fields)) = meta.get_mut("managedFields") {
+                    fields.retain(|f| f["subresource"] != "status");
+                }
+            }
+            out.insert(format!("{kind}/{name}"), stored);
         }
         Ok(out)
     }
@@ -396,13 +401,13 @@ fn run_case(tools: &Tools, spec: &str, variant: &str, certificates: Certificates
         check_pod_env(&stage, i, &pods).with_context(context)?;
 
         // 2. The same apply again: nothing changes.
-        let before = stage.versions(i)?;
+        let before = stage.stored_specs(i)?;
         stage.apply(i, &stage.docs).with_context(context)?;
-        let after = stage.versions(i)?;
+        let after = stage.stored_specs(i)?;
         let churned: Vec<_> = before
             .iter()
             .filter(|(k, v)| after.get(*k) != Some(v))
-            .map(|(k, _)| k.clone())
+            .map(|(k, v)| format!("{k}: {v} -> {}", after[k]))
             .collect();
         ensure!(
             churned.is_empty(),

@@ -327,7 +327,7 @@ impl Cluster {
         .arg("--controllers=statefulset,serviceaccount")
         .arg("--leader-elect=false")
         .arg("--secure-port=0")
-        .arg("--use-service-account-credentials=false");
+        .arg("--use-service-account-credentials=true");
         self.controller_manager = Some(Process::spawn(
             &format!("{}/kube-controller-manager", self.name),
             kcm,
