@@ -218,6 +218,9 @@ impl Stage {
             let name = sts["metadata"]["name"].as_str().unwrap_or_default();
             let replicas = sts["spec"]["replicas"].as_u64().unwrap_or(1);
             let start = sts["spec"]["ordinals"]["start"].as_u64().unwrap_or(0);
+            if replicas == 0 {
+                continue;
+            }
             out.insert(
                 name.to_string(),
                 (start..start + replicas)
@@ -281,8 +284,20 @@ fn kind_name(doc: &Value) -> (String, String) {
     )
 }
 
+fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    }
+}
+
 /// Where `expected` is not contained in `actual`: every key of an object,
-/// every element of an array (same length), every scalar equal. A `null`
+/// every element of an array (same length), every scalar equal; a zero
+/// value may be absent. A `null`
 /// expected value (a chart's empty `type:`) is the API server's to default.
 fn not_contained(expected: &Value, actual: &Value, path: &str, out: &mut Vec<String>) {
     match (expected, actual) {
@@ -292,8 +307,8 @@ fn not_contained(expected: &Value, actual: &Value, path: &str, out: &mut Vec<Str
                 let here = format!("{path}/{k}");
                 match a.get(k) {
                     Some(av) => not_contained(v, av, &here, out),
-                    None if v.is_null() => {}
-                    None if v.as_object().is_some_and(|o| o.is_empty()) => {}
+                    // Go's `omitempty`: zero values are not stored.
+                    None if is_zero(v) => {}
                     None => out.push(format!("{here}: missing (expected {v})")),
                 }
             }
