@@ -30,7 +30,7 @@
 //! why and passes, unless `STRADDLE_REQUIRE_KUBE=1` (CI).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -103,7 +103,13 @@ struct Stage {
 }
 
 impl Stage {
-    fn new(tools: &Tools, spec: &str, variant: &str, certificates: Certificates) -> Result<Stage> {
+    fn new(
+        tools: &Tools,
+        spec: &str,
+        variant: &str,
+        certificates: Certificates,
+        set: &[&str],
+    ) -> Result<Stage> {
         let runtime = Runtime::new(RuntimeConfig::default())?;
         let spec_path = root().join(spec);
         let fixture = root().join(format!("fixtures/charts/{variant}/rendered.yaml"));
@@ -150,8 +156,7 @@ impl Stage {
                     policy: &module,
                     namespaces: &[&namespace],
                     certificates,
-                    // Short enough for the frozen-webhook case.
-                    set: &["webhook.timeoutSeconds=3"],
+                    set,
                 },
             )?);
             eprintln!(
@@ -392,7 +397,7 @@ fn check_pod_env(stage: &Stage, i: usize, pods: &[Value]) -> Result<()> {
 
 fn run_case(tools: &Tools, spec: &str, variant: &str, certificates: Certificates) -> Result<()> {
     let started = Instant::now();
-    let stage = Stage::new(tools, spec, variant, certificates)?;
+    let stage = Stage::new(tools, spec, variant, certificates, &[])?;
     for i in 0..stage.planes.clusters.len() {
         let cluster = stage.cluster(i);
         let name = &cluster.name;
@@ -433,17 +438,7 @@ fn run_case(tools: &Tools, spec: &str, variant: &str, certificates: Certificates
         // 3. An upgrade: one changed value in every StatefulSet's pod
         //    template (UPDATE through the webhook, then a rolling update).
         let key = ("straddle.dev/test-upgrade".to_string(), "2".to_string());
-        let upgraded: Vec<Value> = stage
-            .docs
-            .iter()
-            .map(|d| {
-                let mut d = d.clone();
-                if d["kind"] == "StatefulSet" {
-                    d["spec"]["template"]["metadata"]["annotations"][&key.0] = json!(key.1);
-                }
-                d
-            })
-            .collect();
+        let upgraded = with_template_annotation(&stage.docs, &key.1);
         stage.apply(i, &upgraded).with_context(context)?;
         check_stored_objects(&stage, i, Some(&key)).with_context(context)?;
         let pods = stage.wait_for_pods(i).with_context(context)?;
@@ -631,5 +626,188 @@ fn charts_through_real_api_servers() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-#[allow(dead_code)]
-fn unused(_: &Path) {}
+/// Every StatefulSet of `docs` with a pod-template annotation set to
+/// `value` (a changed chart value: the apply is an UPDATE).
+fn with_template_annotation(docs: &[Value], value: &str) -> Vec<Value> {
+    docs.iter()
+        .map(|d| {
+            let mut d = d.clone();
+            if d["kind"] == "StatefulSet" {
+                d["spec"]["template"]["metadata"]["annotations"]["straddle.dev/test-upgrade"] =
+                    json!(value);
+            }
+            d
+        })
+        .collect()
+}
+
+/// The webhook stopped, frozen past `timeoutSeconds`, its policy swapped
+/// under a stream of applies, and its self-managed serving certificate
+/// renewed: every apply either succeeds whole with one policy's values or
+/// is refused with a readable message and changes nothing.
+#[test]
+fn webhook_failure_modes() {
+    let Some(tools) = tools() else { return };
+    if let Err(e) = failure_modes(&tools) {
+        panic!("{e:#}");
+    }
+}
+
+fn failure_modes(tools: &Tools) -> Result<()> {
+    let spec = "../examples/cp-two-clusters.yaml";
+    let mut stage = Stage::new(
+        tools,
+        spec,
+        "cp-zk-kafka-only",
+        Certificates::SelfManaged,
+        &[
+            "webhook.timeoutSeconds=3",
+            // Valid for 3 minutes from 5 minutes in the past (the
+            // webhook backdates for clock skew): an 8-minute lifetime,
+            // renewed two thirds in, about 20 s after it is made.
+            "certificates.selfManaged.certValidity=3m",
+            "certificates.selfManaged.checkInterval=2s",
+        ],
+    )?;
+    let i = 1;
+    let cluster_name = stage.cluster(i).name.clone();
+    stage.apply(i, &stage.docs)?;
+    stage.wait_for_pods(i)?;
+    let next = with_template_annotation(&stage.docs, "next");
+
+    // 1. Stopped: `failurePolicy: Fail` refuses, nothing is half-applied.
+    stage.webhooks[i].stop();
+    let before = stage.stored_specs(i)?;
+    let err = stage
+        .apply(i, &next)
+        .err()
+        .context("an apply with the webhook stopped was accepted")?;
+    let message = format!("{err:#}");
+    ensure!(
+        message.contains("failed calling webhook \"mutate.straddle.dev\""),
+        "stopped webhook: unexpected message: {message}"
+    );
+    ensure!(
+        stage.stored_specs(i)? == before,
+        "{cluster_name}: a refused apply changed stored objects"
+    );
+    eprintln!("webhook stopped: refused ({})", first_line(&message));
+    stage.webhooks[i].start()?;
+    stage.apply(i, &next)?;
+    check_stored_objects_with(&stage, i, "next")?;
+
+    // 2. Frozen (accepts connections, never answers): refused after
+    //    timeoutSeconds, nothing changed; thawed, the same apply succeeds.
+    let again = with_template_annotation(&stage.docs, "frozen");
+    stage.webhooks[i].freeze(true)?;
+    let before = stage.stored_specs(i)?;
+    let started = Instant::now();
+    let refused = stage.apply(i, &again);
+    let waited = started.elapsed();
+    stage.webhooks[i].freeze(false)?;
+    let err = refused.err().context("an apply with the webhook frozen was accepted")?;
+    let message = format!("{err:#}");
+    ensure!(
+        message.contains("mutate.straddle.dev") && waited >= Duration::from_secs(3),
+        "frozen webhook: refused after {waited:?} with: {message}"
+    );
+    ensure!(
+        stage.stored_specs(i)? == before,
+        "{cluster_name}: a timed-out apply changed stored objects"
+    );
+    eprintln!(
+        "webhook frozen: refused after {:.1} s ({})",
+        waited.as_secs_f64(),
+        first_line(&message)
+    );
+    stage.apply(i, &again)?;
+    check_stored_objects_with(&stage, i, "frozen")?;
+
+    // 3. Hot swap under a stream of applies: a policy with one more
+    //    broker in this cluster replaces the running one. Every apply
+    //    succeeds, and every stored StatefulSet pairs the old digest with
+    //    3 brokers or the new digest with 4.
+    let text = std::fs::read_to_string(root().join(spec))?;
+    let cut = text.rfind("cluster-1: 3").context("spec layout")?;
+    let swapped_text = format!("{}cluster-1: 4{}", &text[..cut], &text[cut + 12..]);
+    let swapped = check("swapped.yaml", &swapped_text).map_err(|r| anyhow::anyhow!("{r}"))?;
+    let new_module = compile::module(&swapped.topology)?;
+    let kafka = "confluent-cp-kafka";
+    let mut seen: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    let started = Instant::now();
+    let mut swapped_at = None;
+    for n in 0.. {
+        if n == 3 {
+            stage.webhooks[i].update_policy(stage.cluster(i), &new_module)?;
+            swapped_at = Some(n);
+        }
+        stage
+            .apply(i, &with_template_annotation(&stage.docs, &format!("swap-{n}")))
+            .with_context(|| format!("apply {n} during the hot swap"))?;
+        let sts = stage
+            .cluster(i)
+            .get("statefulset", &stage.namespace, kafka)?
+            .context("kafka StatefulSet")?;
+        let digest = sts["metadata"]["annotations"]["straddle.dev/policy-digest"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        seen.entry(digest)
+            .or_default()
+            .insert(sts["spec"]["replicas"].as_u64().unwrap_or(0));
+        if seen.values().any(|r| r.contains(&4)) && n > 6 {
+            break;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "the new policy was not in force within 60 s: {seen:?}\n{}",
+            stage.webhooks[i].log_tail()
+        );
+    }
+    ensure!(
+        seen.len() == 2 && seen.values().all(|r| r.len() == 1),
+        "hot swap: digests and broker counts seen {seen:?}"
+    );
+    eprintln!(
+        "hot swap after apply {}: every apply admitted, digests and broker counts {seen:?}",
+        swapped_at.unwrap_or_default()
+    );
+
+    // 4. The self-managed serving certificate renews (20 s in); applies
+    //    go on being admitted across the switch.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut applies = 0;
+    loop {
+        stage.apply(i, &with_template_annotation(&stage.docs, &format!("renew-{applies}")))?;
+        applies += 1;
+        if stage.webhooks[i].log_tail().contains("TLS certificate reloaded") {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the serving certificate was not renewed within 90 s:\n{}",
+            stage.webhooks[i].log_tail()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    for _ in 0..3 {
+        stage.apply(i, &with_template_annotation(&stage.docs, &format!("renew-{applies}")))?;
+        applies += 1;
+    }
+    eprintln!("certificate renewed and reloaded: {applies} applies admitted across it");
+    Ok(())
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or_default()
+}
+
+/// The stored objects hold the policy's values with the pod-template
+/// annotation `value`.
+fn check_stored_objects_with(stage: &Stage, i: usize, value: &str) -> Result<()> {
+    check_stored_objects(
+        stage,
+        i,
+        Some(&("straddle.dev/test-upgrade".to_string(), value.to_string())),
+    )
+}

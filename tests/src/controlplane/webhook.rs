@@ -478,6 +478,9 @@ impl Webhook {
     /// projected into the webhook's volume.
     pub fn update_policy(&self, cluster: &Cluster, policy: &[u8]) -> Result<()> {
         let patch = json!({"binaryData": {"policy.wasm": B64.encode(policy)}});
+        // A file: the module is longer than one command-line argument may be.
+        let patch_file = self.dir.join("policy-patch.json");
+        std::fs::write(&patch_file, patch.to_string())?;
         cluster.kubectl(&[
             "patch",
             "configmap",
@@ -485,8 +488,7 @@ impl Webhook {
             "-n",
             NAMESPACE,
             "--type=merge",
-            "-p",
-            &patch.to_string(),
+            &format!("--patch-file={}", patch_file.display()),
         ])?;
         self.project_volumes(cluster)
     }
