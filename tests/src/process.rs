@@ -130,7 +130,10 @@ pub fn workspace_binary(package: &str, name: &str) -> Result<PathBuf> {
             build.arg("--release");
         }
         let status = build.status().context("running cargo build")?;
-        anyhow::ensure!(status.success(), "cargo build -p {package} --bin {name} failed");
+        anyhow::ensure!(
+            status.success(),
+            "cargo build -p {package} --bin {name} failed"
+        );
     }
     Ok(path)
 }

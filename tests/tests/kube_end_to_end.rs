@@ -22,6 +22,7 @@
 //!   identity touched no Secret but its certificate Secret (audit log);
 //! - `straddle render`'s companions apply (the MCS ServiceExport CRD is
 //!   installed for them).
+//!
 //! `webhook_failure_modes` covers the webhook stopped, frozen past
 //! `timeoutSeconds`, its policy hot-swapped under a stream of applies and
 //! its certificate rotated.
@@ -92,7 +93,6 @@ fn tools() -> Option<Tools> {
 /// installed everywhere.
 struct Stage {
     stretch: Stretch,
-    module: Vec<u8>,
     planes: ControlPlanes,
     webhooks: Vec<Webhook>,
     namespace: String,
@@ -167,7 +167,6 @@ impl Stage {
         }
         Ok(Stage {
             stretch,
-            module,
             planes,
             webhooks,
             namespace,
@@ -370,13 +369,8 @@ fn check_pod_env(stage: &Stage, i: usize, pods: &[Value]) -> Result<()> {
         let owner = pod["metadata"]["ownerReferences"][0]["name"]
             .as_str()
             .unwrap_or_default();
-        let predicted = &stage
-            .stretch
-            .object(i, "StatefulSet", owner)?
-            .after
-            .clone();
-        for (kind, containers) in [("initContainers", true), ("containers", false)] {
-            let _ = containers;
+        let predicted = &stage.stretch.object(i, "StatefulSet", owner)?.after.clone();
+        for kind in ["initContainers", "containers"] {
             let want = predicted["spec"]["template"]["spec"][kind].as_array();
             let have = pod["spec"][kind].as_array();
             for (w, h) in want.into_iter().flatten().zip(have.into_iter().flatten()) {
@@ -527,7 +521,6 @@ fn run_case(tools: &Tools, spec: &str, variant: &str, certificates: Certificates
         stage.planes.clusters.len(),
         started.elapsed().as_secs_f64()
     );
-    let _ = &stage.module;
     Ok(())
 }
 
@@ -691,7 +684,7 @@ fn failure_modes(tools: &Tools) -> Result<()> {
         stage.stored_specs(i)? == before,
         "{cluster_name}: a refused apply changed stored objects"
     );
-    eprintln!("webhook stopped: refused ({})", first_line(&message));
+    eprintln!("webhook stopped: refused ({})", webhook_line(&message));
     stage.webhooks[i].start()?;
     stage.apply(i, &next)?;
     check_stored_objects_with(&stage, i, "next")?;
@@ -705,7 +698,9 @@ fn failure_modes(tools: &Tools) -> Result<()> {
     let refused = stage.apply(i, &again);
     let waited = started.elapsed();
     stage.webhooks[i].freeze(false)?;
-    let err = refused.err().context("an apply with the webhook frozen was accepted")?;
+    let err = refused
+        .err()
+        .context("an apply with the webhook frozen was accepted")?;
     let message = format!("{err:#}");
     ensure!(
         message.contains("mutate.straddle.dev") && waited >= Duration::from_secs(3),
@@ -718,7 +713,7 @@ fn failure_modes(tools: &Tools) -> Result<()> {
     eprintln!(
         "webhook frozen: refused after {:.1} s ({})",
         waited.as_secs_f64(),
-        first_line(&message)
+        webhook_line(&message)
     );
     stage.apply(i, &again)?;
     check_stored_objects_with(&stage, i, "frozen")?;
@@ -742,7 +737,10 @@ fn failure_modes(tools: &Tools) -> Result<()> {
             swapped_at = Some(n);
         }
         stage
-            .apply(i, &with_template_annotation(&stage.docs, &format!("swap-{n}")))
+            .apply(
+                i,
+                &with_template_annotation(&stage.docs, &format!("swap-{n}")),
+            )
             .with_context(|| format!("apply {n} during the hot swap"))?;
         let sts = stage
             .cluster(i)
@@ -778,9 +776,15 @@ fn failure_modes(tools: &Tools) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut applies = 0;
     loop {
-        stage.apply(i, &with_template_annotation(&stage.docs, &format!("renew-{applies}")))?;
+        stage.apply(
+            i,
+            &with_template_annotation(&stage.docs, &format!("renew-{applies}")),
+        )?;
         applies += 1;
-        if stage.webhooks[i].log_tail().contains("TLS certificate reloaded") {
+        if stage.webhooks[i]
+            .log_tail()
+            .contains("TLS certificate reloaded")
+        {
             break;
         }
         ensure!(
@@ -791,15 +795,22 @@ fn failure_modes(tools: &Tools) -> Result<()> {
         std::thread::sleep(Duration::from_secs(1));
     }
     for _ in 0..3 {
-        stage.apply(i, &with_template_annotation(&stage.docs, &format!("renew-{applies}")))?;
+        stage.apply(
+            i,
+            &with_template_annotation(&stage.docs, &format!("renew-{applies}")),
+        )?;
         applies += 1;
     }
     eprintln!("certificate renewed and reloaded: {applies} applies admitted across it");
     Ok(())
 }
 
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or_default()
+/// The line of an error that names the webhook (kubectl prints a preamble).
+fn webhook_line(s: &str) -> &str {
+    s.lines()
+        .find(|l| l.contains("mutate.straddle.dev"))
+        .unwrap_or_default()
+        .trim()
 }
 
 /// The stored objects hold the policy's values with the pod-template

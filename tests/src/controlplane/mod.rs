@@ -138,12 +138,7 @@ impl ControlPlanes {
         let started = Instant::now();
         let mut clusters = Vec::new();
         for name in names {
-            clusters.push(Cluster::spawn(
-                tools,
-                name,
-                &scratch.join(name),
-                host_ip,
-            )?);
+            clusters.push(Cluster::spawn(tools, name, &scratch.join(name), host_ip)?);
         }
         for cluster in &mut clusters {
             cluster.wait_ready(Duration::from_secs(180))?;
@@ -311,7 +306,10 @@ impl Cluster {
                 bail!(
                     "{}: the API server was not ready within {timeout:?}:\n{}",
                     self.name,
-                    self.apiserver.as_ref().map(|p| p.log_tail(4000)).unwrap_or_default()
+                    self.apiserver
+                        .as_ref()
+                        .map(|p| p.log_tail(4000))
+                        .unwrap_or_default()
                 );
             }
             std::thread::sleep(Duration::from_millis(250));
@@ -401,9 +399,10 @@ impl Cluster {
     pub fn mark_pods_ready(&self, namespace: &str) -> Result<usize> {
         let mut marked = 0;
         for pod in self.list("pods", namespace)? {
-            let ready = pod["status"]["conditions"]
-                .as_array()
-                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+            let ready = pod["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
             if ready {
                 continue;
             }

@@ -59,7 +59,9 @@ impl ClusterPki {
             let mut params = CertificateParams::new(Vec::<String>::new())?;
             params.distinguished_name.push(DnType::CommonName, cn);
             if let Some(org) = org {
-                params.distinguished_name.push(DnType::OrganizationName, org);
+                params
+                    .distinguished_name
+                    .push(DnType::OrganizationName, org);
             }
             params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
             params.extended_key_usages = vec![usage];
@@ -81,8 +83,12 @@ impl ClusterPki {
         for ip in [Ipv4Addr::LOCALHOST, host_ip, KUBERNETES_SERVICE_IP] {
             sans.push(SanType::IpAddress(IpAddr::V4(ip)));
         }
-        let (serving_cert, serving_key) =
-            leaf("kube-apiserver", None, ExtendedKeyUsagePurpose::ServerAuth, sans)?;
+        let (serving_cert, serving_key) = leaf(
+            "kube-apiserver",
+            None,
+            ExtendedKeyUsagePurpose::ServerAuth,
+            sans,
+        )?;
         let (admin_cert, admin_key) = leaf(
             "straddle-test-admin",
             Some("system:masters"),

@@ -356,7 +356,8 @@ impl Webhook {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.probe_port))?;
         stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-        stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        stream
+            .write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
         let mut out = String::new();
         stream.read_to_string(&mut out)?;
         let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
@@ -376,7 +377,10 @@ impl Webhook {
     /// Freezes (SIGSTOP) or thaws (SIGCONT) the webhook: a frozen webhook
     /// accepts connections and never answers.
     pub fn freeze(&self, frozen: bool) -> Result<()> {
-        let p = self.process.as_ref().context("the webhook is not running")?;
+        let p = self
+            .process
+            .as_ref()
+            .context("the webhook is not running")?;
         p.signal(if frozen { Signal::STOP } else { Signal::CONT })
     }
 
