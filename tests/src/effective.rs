@@ -161,7 +161,7 @@ fn string_command(container: &Value, pod: &str) -> Result<Vec<String>> {
 
 /// What the cp-zookeeper image writes for one pod: `myid` and the lines of
 /// `zookeeper.properties`, in the template's order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ZkConfig {
     pub myid: u32,
     pub properties: Properties,

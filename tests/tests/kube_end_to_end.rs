@@ -34,14 +34,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
-use straddle_compiler::{check, compile, manifest, render};
-use straddle_policy_host::{Runtime, RuntimeConfig};
-use straddle_tests::controlplane::webhook::{self, Certificates, Install, Webhook};
-use straddle_tests::controlplane::{Cluster, ControlPlanes, Tools};
-use straddle_tests::process::workspace_binary;
-use straddle_tests::stretch::Stretch;
+use straddle_compiler::{check, compile, render};
+use straddle_tests::controlplane::stretch::{KubeStretch, kind_name};
+use straddle_tests::controlplane::webhook::{self, Certificates};
+use straddle_tests::controlplane::{Cluster, Tools};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -72,10 +70,6 @@ const CASES: &[(&str, &str, Certificates)] = &[
     ),
 ];
 
-/// API versions the charts render that Kubernetes has removed: the API
-/// server refuses them, and the test says so rather than hiding them.
-const REMOVED_APIS: &[&str] = &["policy/v1beta1"];
-
 fn tools() -> Option<Tools> {
     match Tools::find() {
         Ok(t) => Some(t),
@@ -87,205 +81,6 @@ fn tools() -> Option<Tools> {
             None
         }
     }
-}
-
-/// A spec and fixture on a fresh control plane per cluster, the webhook
-/// installed everywhere.
-struct Stage {
-    stretch: Stretch,
-    planes: ControlPlanes,
-    webhooks: Vec<Webhook>,
-    namespace: String,
-    /// The documents `kubectl apply` gets (no hooks, no removed APIs).
-    docs: Vec<Value>,
-    /// Documents of removed API versions.
-    removed: Vec<Value>,
-}
-
-impl Stage {
-    fn new(
-        tools: &Tools,
-        spec: &str,
-        variant: &str,
-        certificates: Certificates,
-        set: &[&str],
-    ) -> Result<Stage> {
-        let runtime = Runtime::new(RuntimeConfig::default())?;
-        let spec_path = root().join(spec);
-        let fixture = root().join(format!("fixtures/charts/{variant}/rendered.yaml"));
-        let stretch = Stretch::load(&runtime, &spec_path, &fixture)?;
-        let text = std::fs::read_to_string(&spec_path)?;
-        let checked = check(spec, &text).map_err(|r| anyhow::anyhow!("{r}"))?;
-        let module = compile::module(&checked.topology)?;
-        let namespaces = stretch.topo.namespaces();
-        ensure!(namespaces.len() == 1, "one namespace per spec here");
-        let namespace = namespaces[0].clone();
-
-        let mut docs = Vec::new();
-        let mut removed = Vec::new();
-        for doc in manifest::parse(&std::fs::read_to_string(&fixture)?)? {
-            if doc["metadata"]["annotations"]["helm.sh/hook"].is_string() {
-                continue; // `helm test` pods: not part of an install
-            }
-            if REMOVED_APIS.contains(&doc["apiVersion"].as_str().unwrap_or_default()) {
-                removed.push(doc);
-            } else {
-                docs.push(doc);
-            }
-        }
-
-        let names: Vec<&str> = stretch
-            .topo
-            .clusters
-            .iter()
-            .map(|c| c.name.as_str())
-            .collect();
-        let planes = ControlPlanes::start(tools, &names)?;
-        let binary = workspace_binary("straddle-webhook", "straddle-webhook")?;
-        let chart = root().join("../deploy/helm/straddle-webhook");
-        let mut webhooks = Vec::new();
-        for cluster in &planes.clusters {
-            cluster.kubectl(&["create", "namespace", &namespace])?;
-            let started = Instant::now();
-            webhooks.push(Webhook::install(
-                cluster,
-                planes.host_ip,
-                &Install {
-                    binary: &binary,
-                    chart: &chart,
-                    policy: &module,
-                    namespaces: &[&namespace],
-                    certificates,
-                    set,
-                },
-            )?);
-            eprintln!(
-                "{variant} {}: webhook installed and ready in {:.1} s",
-                cluster.name,
-                started.elapsed().as_secs_f64()
-            );
-        }
-        Ok(Stage {
-            stretch,
-            planes,
-            webhooks,
-            namespace,
-            docs,
-            removed,
-        })
-    }
-
-    fn cluster(&self, i: usize) -> &Cluster {
-        &self.planes.clusters[i]
-    }
-
-    /// `kubectl apply` of `docs` in cluster `i`.
-    fn apply(&self, i: usize, docs: &[Value]) -> Result<String> {
-        let yaml = manifest::to_yaml(docs)?;
-        self.cluster(i)
-            .kubectl_stdin(&["apply", "-n", &self.namespace, "-f", "-"], Some(&yaml))
-    }
-
-    /// Every applied object as stored, without what its controllers
-    /// write (`status`, their managed-fields entries, and so the
-    /// resourceVersion): kind/name -> object.
-    fn stored_specs(&self, i: usize) -> Result<BTreeMap<String, Value>> {
-        let mut out = BTreeMap::new();
-        for doc in &self.docs {
-            let (kind, name) = kind_name(doc);
-            let mut stored = self
-                .cluster(i)
-                .get(&kind, &self.namespace, &name)?
-                .with_context(|| format!("{kind} {name} is not stored"))?;
-            if let Some(o) = stored.as_object_mut() {
-                o.remove("status");
-            }
-            if let Some(meta) = stored["metadata"].as_object_mut() {
-                meta.remove("resourceVersion");
-                if let Some(Value::Array(fields)) = meta.get_mut("managedFields") {
-                    fields.retain(|f| f["subresource"] != "status");
-                }
-            }
-            out.insert(format!("{kind}/{name}"), stored);
-        }
-        Ok(out)
-    }
-
-    /// The pods the spec gives cluster `i`, per StatefulSet.
-    fn expected_pods(&self, i: usize) -> BTreeMap<String, BTreeSet<String>> {
-        let mut out = BTreeMap::new();
-        for outcome in &self.stretch.mutated[i] {
-            let sts = &outcome.after;
-            if sts["kind"] != "StatefulSet" {
-                continue;
-            }
-            let name = sts["metadata"]["name"].as_str().unwrap_or_default();
-            let replicas = sts["spec"]["replicas"].as_u64().unwrap_or(1);
-            let start = sts["spec"]["ordinals"]["start"].as_u64().unwrap_or(0);
-            if replicas == 0 {
-                continue;
-            }
-            out.insert(
-                name.to_string(),
-                (start..start + replicas)
-                    .map(|o| format!("{name}-{o}"))
-                    .collect(),
-            );
-        }
-        out
-    }
-
-    /// Plays the kubelet until the pods of cluster `i` are exactly the
-    /// expected ones, all made from their StatefulSet's current revision.
-    fn wait_for_pods(&self, i: usize) -> Result<Vec<Value>> {
-        let cluster = self.cluster(i);
-        let expected = self.expected_pods(i);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            cluster.mark_pods_ready(&self.namespace)?;
-            let pods = cluster.list("pods", &self.namespace)?;
-            let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-            let mut current = true;
-            for pod in &pods {
-                let owner = pod["metadata"]["ownerReferences"][0]["name"]
-                    .as_str()
-                    .unwrap_or_default();
-                let sts = cluster
-                    .get("statefulset", &self.namespace, owner)?
-                    .unwrap_or(Value::Null);
-                let revision = pod["metadata"]["labels"]["controller-revision-hash"].as_str();
-                current &= revision == sts["status"]["updateRevision"].as_str()
-                    && pod["metadata"]["deletionTimestamp"].is_null();
-                seen.entry(owner.to_string()).or_default().insert(
-                    pod["metadata"]["name"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                );
-            }
-            if seen == expected && current {
-                return Ok(pods);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{}: pods {seen:?}, expected {expected:?} (all current: {current})\n{}",
-                    cluster.name,
-                    cluster.controller_manager_log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-}
-
-fn kind_name(doc: &Value) -> (String, String) {
-    (
-        doc["kind"].as_str().unwrap_or_default().to_lowercase(),
-        doc["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    )
 }
 
 fn is_zero(v: &Value) -> bool {
@@ -330,7 +125,11 @@ fn not_contained(expected: &Value, actual: &Value, path: &str, out: &mut Vec<Str
     }
 }
 
-fn check_stored_objects(stage: &Stage, i: usize, extra: Option<&(String, String)>) -> Result<()> {
+fn check_stored_objects(
+    stage: &KubeStretch,
+    i: usize,
+    extra: Option<&(String, String)>,
+) -> Result<()> {
     let cluster = stage.cluster(i);
     let mut problems = Vec::new();
     for outcome in &stage.stretch.mutated[i] {
@@ -364,7 +163,7 @@ fn check_stored_objects(stage: &Stage, i: usize, extra: Option<&(String, String)
 }
 
 /// Each pod's containers carry their StatefulSet's (mutated) env.
-fn check_pod_env(stage: &Stage, i: usize, pods: &[Value]) -> Result<()> {
+fn check_pod_env(stage: &KubeStretch, i: usize, pods: &[Value]) -> Result<()> {
     for pod in pods {
         let owner = pod["metadata"]["ownerReferences"][0]["name"]
             .as_str()
@@ -391,7 +190,7 @@ fn check_pod_env(stage: &Stage, i: usize, pods: &[Value]) -> Result<()> {
 
 fn run_case(tools: &Tools, spec: &str, variant: &str, certificates: Certificates) -> Result<()> {
     let started = Instant::now();
-    let stage = Stage::new(tools, spec, variant, certificates, &[])?;
+    let stage = KubeStretch::new(tools, spec, variant, certificates, &[])?;
     for i in 0..stage.planes.clusters.len() {
         let cluster = stage.cluster(i);
         let name = &cluster.name;
@@ -578,7 +377,7 @@ spec:
 "#;
 
 /// The API servers' own view of the webhook's latency.
-fn report_admission_latency(stage: &Stage) {
+fn report_admission_latency(stage: &KubeStretch) {
     for cluster in &stage.planes.clusters {
         let Ok(lines) = cluster.metrics("apiserver_admission_webhook_admission_duration_seconds")
         else {
@@ -648,7 +447,7 @@ fn webhook_failure_modes() {
 
 fn failure_modes(tools: &Tools) -> Result<()> {
     let spec = "../examples/cp-two-clusters.yaml";
-    let mut stage = Stage::new(
+    let mut stage = KubeStretch::new(
         tools,
         spec,
         "cp-zk-kafka-only",
@@ -815,7 +614,7 @@ fn webhook_line(s: &str) -> &str {
 
 /// The stored objects hold the policy's values with the pod-template
 /// annotation `value`.
-fn check_stored_objects_with(stage: &Stage, i: usize, value: &str) -> Result<()> {
+fn check_stored_objects_with(stage: &KubeStretch, i: usize, value: &str) -> Result<()> {
     check_stored_objects(
         stage,
         i,

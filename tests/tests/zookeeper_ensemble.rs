@@ -1,9 +1,12 @@
 //! Straddle's survivability claims, proven on real ZooKeeper 3.8 servers.
 //!
-//! For each spec: compile it in-process, run the wasm policy over the real
-//! cp-helm-charts output for every cluster and derive each pod's effective
-//! ZooKeeper configuration the way the chart's command and the cp-zookeeper
-//! image would (`straddle_tests::stretch`, `straddle_tests::effective`);
+//! For each spec: compile it, apply the real cp-helm-charts output to one
+//! real control plane per cluster with the webhook installed
+//! (`straddle_tests::controlplane`), read back the Pods the real
+//! StatefulSet controllers made, and derive each pod's effective ZooKeeper
+//! configuration from its Pod the way the chart's command and the
+//! cp-zookeeper image would (`straddle_tests::effective`; the in-process
+//! model of the StatefulSet step, `straddle_tests::stretch`, must agree);
 //! then run one real `QuorumPeerMain` per pod.
 //!
 //! Every pod gets its own network namespace (as in Kubernetes; the chart's
@@ -33,7 +36,8 @@
 //! A failure names the spec, the step, the cluster and server (pod and id)
 //! and the expectation, with every server's state and its log tail.
 //!
-//! Needs root, `ip` (iproute2), `java` and Debian's `zookeeper` package.
+//! Needs root, `ip` (iproute2), `java`, Debian's `zookeeper` package and the
+//! binaries of `tests/tools/build.sh`.
 //! Without them it prints why and passes, unless `STRADDLE_REQUIRE_REAL_ZK=1`
 //! (CI), which turns a skip into a failure. `--nocapture` shows the timings.
 
@@ -51,10 +55,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use serde_json::{Value, json};
 use straddle_compiler::quorum::{self, Quorum, Survivability};
 use straddle_compiler::spec::QuorumType;
 use straddle_compiler::topology::Topology;
 use straddle_policy_host::{Runtime, RuntimeConfig};
+use straddle_tests::controlplane::Tools;
+use straddle_tests::controlplane::stretch::KubeStretch;
+use straddle_tests::controlplane::webhook::Certificates;
 use straddle_tests::dns;
 use straddle_tests::effective::{ZkConfig, cp_zookeeper};
 use straddle_tests::stretch::Stretch;
@@ -163,6 +171,9 @@ fn missing_prerequisite() -> Option<String> {
             return Some(format!("`{tool}` is not on PATH"));
         }
     }
+    if let Err(why) = Tools::find() {
+        return Some(why);
+    }
     if !Path::new(ZK_JAR).is_file() {
         return Some(format!(
             "{ZK_JAR} is missing (install Debian's `zookeeper` package)"
@@ -183,6 +194,42 @@ fn missing_prerequisite() -> Option<String> {
 
 // ---------------------------------------------------------------------------
 // A compiled spec, as the pods will see it.
+
+/// The ZooKeeper pods of `spec` as real control planes make them: the
+/// fixture applied in every cluster through the webhook, the pods read back
+/// from each API server; (cluster index, pod name) -> Pod.
+fn real_zookeeper_pods(tools: &Tools, spec: &str) -> BTreeMap<(usize, String), Value> {
+    let started = Instant::now();
+    let kube = KubeStretch::new(
+        tools,
+        spec,
+        "cp-zk-kafka-only",
+        Certificates::SelfManaged,
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{spec}: {e:#}"));
+    let mut pods = BTreeMap::new();
+    for i in 0..kube.planes.clusters.len() {
+        kube.apply(i, &kube.docs)
+            .and_then(|_| kube.wait_for_pods(i))
+            .unwrap_or_else(|e| panic!("{spec}: {e:#}"))
+            .into_iter()
+            .filter(|p| p["metadata"]["ownerReferences"][0]["name"] == ZK_STATEFULSET)
+            .for_each(|p| {
+                let name = p["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                pods.insert((i, name), p);
+            });
+    }
+    eprintln!(
+        "{spec}: {} ZooKeeper pods from real API servers in {:.1?}",
+        pods.len(),
+        started.elapsed()
+    );
+    pods
+}
 
 #[derive(Debug)]
 struct Pod {
@@ -210,11 +257,15 @@ struct Case {
 }
 
 impl Case {
-    /// Compiles `spec`, runs its policy over the cp-helm-charts fixture in
-    /// every cluster ([`Stretch`]) and derives every ZooKeeper pod's
-    /// effective configuration ([`cp_zookeeper::effective_config`]) and every
-    /// cluster's DNS view ([`dns::views`]).
-    fn load(runtime: &Runtime, spec: &'static str) -> Case {
+    /// Compiles `spec`; applies the cp-helm-charts fixture to one real
+    /// control plane per cluster with the webhook installed
+    /// ([`KubeStretch`]); derives every ZooKeeper pod's effective
+    /// configuration ([`cp_zookeeper::effective_config`]) from the Pod the
+    /// real StatefulSet controller made, read back from its API server (and
+    /// checks that the in-process model of that step, [`Stretch`], agrees);
+    /// and every cluster's DNS view ([`dns::views`]).
+    fn load(runtime: &Runtime, tools: &Tools, spec: &'static str) -> Case {
+        let real_pods = real_zookeeper_pods(tools, spec);
         let stretch = Stretch::load(runtime, &root().join(spec), &root().join(FIXTURE))
             .unwrap_or_else(|e| panic!("{spec}: {e:#}"));
         let zk = &stretch
@@ -228,8 +279,30 @@ impl Case {
         let mut pods: Vec<(Pod, dns::PodAddress)> = refs
             .iter()
             .map(|r| {
-                let config = cp_zookeeper::effective_config(r.statefulset, &r.namespace, r.ordinal)
-                    .unwrap_or_else(|e| panic!("{spec}: {e:#}"));
+                let real = real_pods
+                    .get(&(r.cluster, r.name.clone()))
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "{spec}: the StatefulSet controller of {} made no pod {}",
+                            stretch.cluster_name(r.cluster),
+                            r.name
+                        )
+                    });
+                // The pod's spec where the chart model reads a template.
+                let from_pod = json!({
+                    "metadata": {"name": ZK_STATEFULSET},
+                    "spec": {"template": {"spec": real["spec"]}},
+                });
+                let config = cp_zookeeper::effective_config(&from_pod, &r.namespace, r.ordinal)
+                    .unwrap_or_else(|e| panic!("{spec} {}: {e:#}", r.name));
+                let modelled =
+                    cp_zookeeper::effective_config(r.statefulset, &r.namespace, r.ordinal)
+                        .unwrap_or_else(|e| panic!("{spec}: {e:#}"));
+                assert_eq!(
+                    config, modelled,
+                    "{spec} {}: the real pod's configuration differs from the model's",
+                    r.name
+                );
                 let pod = Pod {
                     cluster: r.cluster,
                     name: r.name.clone(),
@@ -239,6 +312,12 @@ impl Case {
                 (pod, r.address(Ipv4Addr::UNSPECIFIED))
             })
             .collect();
+        assert_eq!(
+            pods.len(),
+            real_pods.len(),
+            "{spec}: the real controllers made other ZooKeeper pods than the spec's: {:?}",
+            real_pods.keys().collect::<Vec<_>>()
+        );
         pods.sort_by_key(|(p, _)| p.id());
         for (i, (p, a)) in pods.iter_mut().enumerate() {
             p.ip = Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], FIRST_HOST + i as u8);
@@ -1630,10 +1709,11 @@ fn real_zookeeper_agrees_with_the_survivability_analysis() {
     }
     let started = Instant::now();
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let tools = Tools::find().expect("checked above");
     let mut report = Report::default();
 
     // Three clusters, hierarchical, 3 + 3 + 1 over MCS: any one cluster can go.
-    let mcs = Case::load(&runtime, "specs/cp-three-clusters-mcs.yaml");
+    let mcs = Case::load(&runtime, &tools, "specs/cp-three-clusters-mcs.yaml");
     assert_eq!(
         mcs.losses(),
         [
@@ -1645,7 +1725,7 @@ fn real_zookeeper_agrees_with_the_survivability_analysis() {
     survive_every_cut(&mcs, &mut report);
 
     // 3 + 3 with external-dns aliases: neither cluster can go.
-    let two = Case::load(&runtime, "../examples/cp-two-clusters.yaml");
+    let two = Case::load(&runtime, &tools, "../examples/cp-two-clusters.yaml");
     assert_eq!(two.losses(), [("cluster-0", false), ("cluster-1", false)]);
     assert!(
         two.pods[0]
@@ -1660,7 +1740,7 @@ fn real_zookeeper_agrees_with_the_survivability_analysis() {
 
     // Seed 000's rollout: `first-cluster` (cluster-1 weighted 0), rolling
     // restarts, then `final` (the example above).
-    let stage = Case::load(&runtime, "specs/cp-first-cluster-stage.yaml");
+    let stage = Case::load(&runtime, &tools, "specs/cp-first-cluster-stage.yaml");
     assert_eq!(stage.losses(), [("cluster-0", false), ("cluster-1", true)]);
     rollout(&stage, &two, &mut report);
 

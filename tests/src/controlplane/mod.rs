@@ -9,6 +9,7 @@
 //! releases): `STRADDLE_KUBE_BIN`, or the build cache's `current/bin`.
 
 mod pki;
+pub mod stretch;
 pub mod webhook;
 
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
