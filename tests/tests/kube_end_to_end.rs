@@ -45,28 +45,42 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Every fixture variant, with the spec it is stretched by and the
-/// certificate mode its webhooks are installed with.
-const CASES: &[(&str, &str, Certificates)] = &[
+/// How the chart output reaches the API server.
+#[derive(Clone, Copy, Debug)]
+enum Apply {
+    /// `kubectl apply`: a three-way merge patch from the last applied
+    /// configuration.
+    ClientSide,
+    /// Server-side apply under field manager `helm`, as Helm 4 sends it.
+    ServerSide,
+}
+
+/// Every fixture variant, with the spec it is stretched by, the
+/// certificate mode its webhooks are installed with and the apply mode.
+const CASES: &[(&str, &str, Certificates, Apply)] = &[
     (
         "../examples/cp-two-clusters.yaml",
         "cp-zk-kafka-only",
         Certificates::SelfManaged,
+        Apply::ClientSide,
     ),
     (
         "../examples/cp-two-clusters.yaml",
         "cp-default",
         Certificates::SelfManaged,
+        Apply::ServerSide,
     ),
     (
         "../examples/bitnami-kraft-three-clusters.yaml",
         "bitnami-kafka-kraft-dedicated",
         Certificates::SelfManaged,
+        Apply::ServerSide,
     ),
     (
         "specs/bitnami-kraft-combined.yaml",
         "bitnami-kafka-kraft-combined",
         Certificates::CertManager,
+        Apply::ClientSide,
     ),
 ];
 
@@ -188,9 +202,16 @@ fn check_pod_env(stage: &KubeStretch, i: usize, pods: &[Value]) -> Result<()> {
     Ok(())
 }
 
-fn run_case(tools: &Tools, spec: &str, variant: &str, certificates: Certificates) -> Result<()> {
+fn run_case(
+    tools: &Tools,
+    spec: &str,
+    variant: &str,
+    certificates: Certificates,
+    apply: Apply,
+) -> Result<()> {
     let started = Instant::now();
-    let stage = KubeStretch::new(tools, spec, variant, certificates, &[])?;
+    let mut stage = KubeStretch::new(tools, spec, variant, certificates, &[])?;
+    stage.server_side = matches!(apply, Apply::ServerSide);
     for i in 0..stage.planes.clusters.len() {
         let cluster = stage.cluster(i);
         let name = &cluster.name;
@@ -316,7 +337,7 @@ fn run_case(tools: &Tools, spec: &str, variant: &str, certificates: Certificates
     }
     report_admission_latency(&stage);
     eprintln!(
-        "{spec} × {variant}: {} clusters checked in {:.1} s",
+        "{spec} × {variant} ({apply:?} apply): {} clusters checked in {:.1} s",
         stage.planes.clusters.len(),
         started.elapsed().as_secs_f64()
     );
@@ -407,12 +428,12 @@ fn charts_through_real_api_servers() {
     let mut failures = Vec::new();
     // STRADDLE_KUBE_CASES=cp-default,… runs only those variants.
     let only = std::env::var("STRADDLE_KUBE_CASES").unwrap_or_default();
-    for (spec, variant, certificates) in CASES {
+    for (spec, variant, certificates, apply) in CASES {
         if !only.is_empty() && !only.split(',').any(|v| v == *variant) {
             continue;
         }
-        if let Err(e) = run_case(&tools, spec, variant, *certificates) {
-            failures.push(format!("{spec} × {variant}: {e:#}"));
+        if let Err(e) = run_case(&tools, spec, variant, *certificates, *apply) {
+            failures.push(format!("{spec} × {variant} ({apply:?} apply): {e:#}"));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));

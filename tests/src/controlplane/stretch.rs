@@ -36,6 +36,9 @@ pub struct KubeStretch {
     pub docs: Vec<Value>,
     /// Documents of removed API versions.
     pub removed: Vec<Value>,
+    /// Apply server-side (Helm 4's way) instead of kubectl's client-side
+    /// three-way merge.
+    pub server_side: bool,
 }
 
 impl KubeStretch {
@@ -108,6 +111,7 @@ impl KubeStretch {
             namespace,
             docs,
             removed,
+            server_side: false,
         })
     }
 
@@ -115,11 +119,16 @@ impl KubeStretch {
         &self.planes.clusters[i]
     }
 
-    /// `kubectl apply` of `docs` in cluster `i`.
+    /// `kubectl apply` of `docs` in cluster `i` (server-side if asked).
     pub fn apply(&self, i: usize, docs: &[Value]) -> Result<String> {
         let yaml = manifest::to_yaml(docs)?;
-        self.cluster(i)
-            .kubectl_stdin(&["apply", "-n", &self.namespace, "-f", "-"], Some(&yaml))
+        let mut args = vec!["apply", "-n", &self.namespace, "-f", "-"];
+        if self.server_side {
+            // As Helm 4 installs and upgrades: server-side apply under its
+            // own field manager.
+            args.extend(["--server-side", "--field-manager=helm"]);
+        }
+        self.cluster(i).kubectl_stdin(&args, Some(&yaml))
     }
 
     /// Every applied object as stored, without what its controllers
