@@ -319,7 +319,29 @@ fn run_case(
         }
         check_audit(cluster, certificates).with_context(context)?;
 
-        // 6. `straddle render`'s companions.
+        // 6. The `kube-root-ca.crt` ConfigMap a controller made in the
+        //    stretched namespace was kept from the webhook by the chart's
+        //    matchConditions (the API server counts the exclusion).
+        ensure!(
+            cluster
+                .get("configmap", &stage.namespace, "kube-root-ca.crt")?
+                .is_some(),
+            "{}: no kube-root-ca.crt",
+            context()
+        );
+        let excluded: f64 = cluster
+            .metrics("apiserver_admission_match_condition_exclusions_total")?
+            .iter()
+            .filter(|l| l.contains("mutate.straddle.dev"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        ensure!(
+            excluded >= 1.0,
+            "{}: the API server excluded nothing by the webhook's matchConditions",
+            context()
+        );
+
+        // 7. `straddle render`'s companions.
         let companions = render::companions(&stage.stretch.topo, i);
         if !companions.is_empty() {
             if companions.iter().any(|c| c["kind"] == "ServiceExport") {

@@ -322,8 +322,11 @@ impl Cluster {
             self.dir.join("controller-manager.kubeconfig").display()
         ))
         // Pods from StatefulSets; the `default` ServiceAccount every
-        // namespace needs before the API server admits a pod in it.
-        .arg("--controllers=statefulset,serviceaccount")
+        // namespace needs before the API server admits a pod in it; the
+        // `kube-root-ca.crt` ConfigMap every namespace gets (a write the
+        // webhook's matchConditions keep away from the policy).
+        .arg("--controllers=statefulset,serviceaccount,root-ca-certificate-publisher-controller")
+        .arg(format!("--root-ca-file={}", self.pki.ca_cert.display()))
         .arg("--leader-elect=false")
         .arg("--secure-port=0")
         .arg("--use-service-account-credentials=true");

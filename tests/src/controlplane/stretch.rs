@@ -84,7 +84,6 @@ impl KubeStretch {
         let chart = root().join("../deploy/helm/straddle-webhook");
         let mut webhooks = Vec::new();
         for cluster in &planes.clusters {
-            cluster.kubectl(&["create", "namespace", &namespace])?;
             let started = Instant::now();
             webhooks.push(Webhook::install(
                 cluster,
@@ -103,6 +102,9 @@ impl KubeStretch {
                 cluster.name,
                 started.elapsed().as_secs_f64()
             );
+            // After the webhook, as a user would: everything made in the
+            // namespace from here on is admitted through it.
+            cluster.kubectl(&["create", "namespace", &namespace])?;
         }
         Ok(KubeStretch {
             stretch,
