@@ -13,6 +13,8 @@
 //!   defaults and metadata);
 //! - the StatefulSet controller made exactly the spec's pods: names from
 //!   the cluster's ordinal block, the cluster's count, the policy's env;
+//! - another mutating admission in the path (a MutatingAdmissionPolicy
+//!   labelling StatefulSets) keeps its change and the policy's;
 //! - a second identical apply changes no object (same resourceVersion);
 //! - an upgrade (a changed pod-template annotation, as a new config
 //!   checksum gives) is reviewed as UPDATE and keeps every policy value,
@@ -212,6 +214,12 @@ fn run_case(
     let started = Instant::now();
     let mut stage = KubeStretch::new(tools, spec, variant, certificates, &[])?;
     stage.server_side = matches!(apply, Apply::ServerSide);
+    for cluster in &stage.planes.clusters {
+        cluster.kubectl_stdin(&["apply", "-f", "-"], Some(OTHER_MUTATION))?;
+    }
+    for i in 0..stage.planes.clusters.len() {
+        wait_for_other_mutation(&stage, i)?;
+    }
     for i in 0..stage.planes.clusters.len() {
         let cluster = stage.cluster(i);
         let name = &cluster.name;
@@ -231,6 +239,7 @@ fn run_case(
             );
         }
         check_stored_objects(&stage, i, None).with_context(context)?;
+        check_other_mutation(&stage, i).with_context(context)?;
         let pods = stage.wait_for_pods(i).with_context(context)?;
         check_pod_env(&stage, i, &pods).with_context(context)?;
 
@@ -398,6 +407,88 @@ fn check_audit(cluster: &Cluster, certificates: Certificates) -> Result<()> {
         ensure!(
             touched.is_empty(),
             "with cert-manager the webhook touched Secrets: {touched:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Another mutating admission in the same path, as platform teams have
+/// (here an in-tree MutatingAdmissionPolicy, GA since 1.36): it labels
+/// every StatefulSet, and is reinvoked if the webhook changes the object
+/// after it ran. Both changes must survive, and re-applies stay no-ops.
+const OTHER_MUTATION: &str = r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingAdmissionPolicy
+metadata: {name: team-label}
+spec:
+  matchConstraints:
+    resourceRules:
+      - apiGroups: [apps]
+        apiVersions: [v1]
+        operations: [CREATE, UPDATE]
+        resources: [statefulsets]
+  failurePolicy: Fail
+  reinvocationPolicy: IfNeeded
+  mutations:
+    - patchType: JSONPatch
+      jsonPatch:
+        expression: >
+          [JSONPatch{op: "add", path: "/metadata/labels/example.com~1team", value: "data"}]
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingAdmissionPolicyBinding
+metadata: {name: team-label}
+spec:
+  policyName: team-label
+"#;
+
+/// A new admission policy takes effect once the API server's informers
+/// have it: a server-side dry run of a StatefulSet shows when.
+fn wait_for_other_mutation(stage: &KubeStretch, i: usize) -> Result<()> {
+    let sts = stage
+        .docs
+        .iter()
+        .find(|d| d["kind"] == "StatefulSet")
+        .context("no StatefulSet")?;
+    let yaml = serde_json::to_string(sts)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = stage.cluster(i).kubectl_stdin(
+            &[
+                "create",
+                "--dry-run=server",
+                "-n",
+                &stage.namespace,
+                "-o",
+                "json",
+                "-f",
+                "-",
+            ],
+            Some(&yaml),
+        )?;
+        let seen: Value = serde_json::from_str(&out)?;
+        if seen["metadata"]["labels"]["example.com/team"] == "data" {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the MutatingAdmissionPolicy did not take effect within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every stored StatefulSet carries the other mutation's label.
+fn check_other_mutation(stage: &KubeStretch, i: usize) -> Result<()> {
+    for doc in stage.docs.iter().filter(|d| d["kind"] == "StatefulSet") {
+        let (_, name) = kind_name(doc);
+        let stored = stage
+            .cluster(i)
+            .get("statefulset", &stage.namespace, &name)?
+            .context("statefulset")?;
+        ensure!(
+            stored["metadata"]["labels"]["example.com/team"] == "data",
+            "StatefulSet {name} lost the other mutating admission's label"
         );
     }
     Ok(())
