@@ -26,6 +26,10 @@ use crate::topology::{Ensemble, Topology};
 
 /// The largest ensemble the overlap check enumerates (2^n subsets).
 const MAX_SERVERS: usize = 16;
+/// Where deploy/helm/straddle-webhook is installed, and the ConfigMap that
+/// holds its policy (deploy/README.md).
+const WEBHOOK_NAMESPACE: &str = "straddle-system";
+const POLICY_CONFIGMAP: &str = "straddle-policy";
 
 /// A ZooKeeper rollout stage, as `straddle compile --stage` takes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -438,6 +442,41 @@ impl<'a> Planner<'a> {
                 "kubectl --context {} -n {} {args}",
                 self.cluster(c),
                 self.ns()
+            ),
+        }
+    }
+
+    /// Installs the webhook chart in cluster `c` with `file` as its policy,
+    /// the way deploy/README.md does (the end-to-end test on real API
+    /// servers runs these same steps).
+    fn install_webhook(&self, c: usize, file: &str) -> Vec<Command> {
+        let name = self.cluster(c);
+        let at = |run: String| Command {
+            cluster: Some(name.to_string()),
+            run,
+        };
+        vec![
+            at(format!(
+                "kubectl --context {name} create namespace {WEBHOOK_NAMESPACE}"
+            )),
+            at(format!(
+                "kubectl --context {name} -n {WEBHOOK_NAMESPACE} create configmap {POLICY_CONFIGMAP} --from-file=policy.wasm={file}"
+            )),
+            at(format!(
+                "helm --kube-context {name} upgrade --install straddle-webhook deploy/helm/straddle-webhook -n {WEBHOOK_NAMESPACE} --set cluster={name} --set-json 'webhook.namespaces=[\"{}\"]'",
+                self.ns()
+            )),
+        ]
+    }
+
+    /// Replaces the policy of cluster `c`'s webhook: its ConfigMap, which
+    /// the webhook reloads without a restart.
+    fn replace_policy(&self, c: usize, file: &str) -> Command {
+        let name = self.cluster(c);
+        Command {
+            cluster: Some(name.to_string()),
+            run: format!(
+                "kubectl --context {name} -n {WEBHOOK_NAMESPACE} create configmap {POLICY_CONFIGMAP} --from-file=policy.wasm={file} --dry-run=client -o yaml | kubectl --context {name} apply -f -"
             ),
         }
     }
@@ -918,12 +957,7 @@ impl<'a> Planner<'a> {
             changes: format!(
                 "From now on every StatefulSet, Service and ConfigMap of the release admitted in {home} gets the stretch values. Nothing restarts yet: existing objects change only when they are next written."
             ),
-            commands: vec![Command {
-                cluster: Some(home.clone()),
-                run: format!(
-                    "# deploy the straddle webhook to {home} with --cluster {home} and policy {file} (deploy/: Helm chart or manifests)"
-                ),
-            }],
+            commands: self.install_webhook(0, &file),
             wait_for: vec![format!("the webhook's /readyz reports policy {digest}")],
             zookeeper: vec![],
             configs_overlap: None,
@@ -1068,22 +1102,18 @@ impl<'a> Planner<'a> {
                 },
                 home = self.cluster(0)
             ),
-            commands: vec![
-                Command {
-                    cluster: Some(name.clone()),
-                    run: format!(
-                        "# deploy the straddle webhook to {name} with --cluster {name} and policy {file}"
-                    ),
-                },
-                Command {
+            commands: [
+                self.install_webhook(c, &file),
+                vec![Command {
                     cluster: Some(name.clone()),
                     run: format!(
                         "helm --kube-context {name} install <release> <chart> -n {} -f <values>   # the release name, chart version and values of {}",
                         self.ns(),
                         self.cluster(0)
                     ),
-                },
-            ],
+                }],
+            ]
+            .concat(),
             wait_for: waits,
             configs_overlap: (!actions.is_empty()).then_some(overlap),
             zookeeper: actions,
@@ -1102,13 +1132,7 @@ impl<'a> Planner<'a> {
         let mut commands = Vec::new();
         let mut waits = Vec::new();
         for &c in &clusters {
-            commands.push(Command {
-                cluster: Some(self.cluster(c).to_string()),
-                run: format!(
-                    "# deploy policy {file} to the straddle webhook in {}",
-                    self.cluster(c)
-                ),
-            });
+            commands.push(self.replace_policy(c, &file));
         }
         for &c in &clusters {
             let (freeze, check) = self.freeze(c, &sts, &digest);
