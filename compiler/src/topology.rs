@@ -321,7 +321,10 @@ pub fn build(doc: &StretchCluster) -> Result<Topology, Vec<Diagnostic>> {
     let kafka = s
         .kafka
         .as_ref()
-        .and_then(|k| ctx.kafka(k, zookeeper.is_some(), &mut errs));
+        // Declared, not built: a ZooKeeper refused for its own reasons
+        // (its chart, say) has its own error; "needs a ZooKeeper" would
+        // only mislead.
+        .and_then(|k| ctx.kafka(k, s.zookeeper.is_some(), &mut errs));
 
     let topo = Topology {
         name: doc.metadata.name.clone(),
