@@ -24,7 +24,16 @@ pub struct Explanation {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kraft: Option<KraftView>,
     pub survivability: Vec<Survivability>,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
+}
+
+/// A warning of `straddle check`, with the field it is about and the fix.
+#[derive(Serialize)]
+pub struct Warning {
+    pub path: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -213,7 +222,11 @@ pub fn explain(checked: &Checked, digest: &str) -> Explanation {
             .diagnostics
             .iter()
             .filter(|d| d.severity == Severity::Warning)
-            .map(|d| format!("{}: {}", d.path, d.message))
+            .map(|d| Warning {
+                path: d.path.clone(),
+                message: d.message.clone(),
+                fix: d.fix.clone(),
+            })
             .collect(),
     }
 }
@@ -345,7 +358,10 @@ pub fn to_text(e: &Explanation) -> String {
         }
     }
     for w in &e.warnings {
-        let _ = writeln!(o, "\nwarning: {w}");
+        let _ = writeln!(o, "\nwarning: {}: {}", w.path, w.message);
+        if let Some(fix) = &w.fix {
+            let _ = writeln!(o, "  fix: {fix}");
+        }
     }
     o
 }

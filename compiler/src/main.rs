@@ -130,10 +130,18 @@ fn read_text(path: &Path) -> Result<String> {
 
 /// Loads and checks a spec; prints the report and returns None on errors.
 fn load(path: &Path) -> Result<Option<compile::Checked>> {
+    load_with(path, true)
+}
+
+/// As [`load`]; without `warnings`, a spec that passes prints nothing here
+/// (`explain` prints its warnings in the explanation itself).
+fn load_with(path: &Path, warnings: bool) -> Result<Option<compile::Checked>> {
     let source = read_text(path)?;
     match compile::check(&path.display().to_string(), &source) {
         Ok(checked) => {
-            eprint!("{}", checked.report);
+            if warnings {
+                eprint!("{}", checked.report);
+            }
             Ok(Some(checked))
         }
         Err(report) => {
@@ -157,7 +165,7 @@ fn run(command: Command) -> Result<ExitCode> {
             );
         }
         Command::Explain { spec, output } => {
-            let Some(c) = load(&spec)? else {
+            let Some(c) = load_with(&spec, false)? else {
                 return Ok(ExitCode::FAILURE);
             };
             let (_, digest) = compile::plan(&c.topology);
