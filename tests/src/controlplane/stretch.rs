@@ -105,6 +105,7 @@ impl KubeStretch {
             // After the webhook, as a user would: everything made in the
             // namespace from here on is admitted through it.
             cluster.kubectl(&["create", "namespace", &namespace])?;
+            wait_until_admitted(cluster, &namespace, &docs)?;
         }
         Ok(KubeStretch {
             stretch,
@@ -233,4 +234,40 @@ pub fn kind_name(doc: &Value) -> (String, String) {
             .unwrap_or_default()
             .to_string(),
     )
+}
+
+/// Waits until the API server calls the webhook: a server-side dry run of
+/// the chart's first StatefulSet comes back with the policy's annotation
+/// (deploy/README.md's gate before installing the chart). A webhook
+/// configuration takes effect only once the API server's informers have it.
+fn wait_until_admitted(cluster: &Cluster, namespace: &str, docs: &[Value]) -> Result<()> {
+    let Some(sts) = docs.iter().find(|d| d["kind"] == "StatefulSet") else {
+        return Ok(());
+    };
+    let json = serde_json::to_string(sts)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let digest = cluster.kubectl_stdin(
+            &[
+                "create",
+                "--dry-run=server",
+                "-n",
+                namespace,
+                "-f",
+                "-",
+                "-o",
+                "jsonpath={.metadata.annotations.straddle\\.dev/policy-digest}",
+            ],
+            Some(&json),
+        );
+        if digest.as_ref().is_ok_and(|d| d.starts_with("sha256:")) {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{}: a dry-run StatefulSet is still not admitted through the webhook after 30 s: {digest:?}",
+            cluster.name
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
