@@ -83,7 +83,7 @@ impl KubeStretch {
         let binary = workspace_binary("straddle-webhook", "straddle-webhook")?;
         let chart = root().join("../deploy/helm/straddle-webhook");
         let mut webhooks = Vec::new();
-        for cluster in &planes.clusters {
+        for (i, cluster) in planes.clusters.iter().enumerate() {
             let started = Instant::now();
             webhooks.push(Webhook::install(
                 cluster,
@@ -105,7 +105,18 @@ impl KubeStretch {
             // After the webhook, as a user would: everything made in the
             // namespace from here on is admitted through it.
             cluster.kubectl(&["create", "namespace", &namespace])?;
-            wait_until_admitted(cluster, &namespace, &docs)?;
+            // A StatefulSet the policy mutates (one the spec names).
+            let stretched = stretch.mutated[i]
+                .iter()
+                .find(|o| {
+                    o.after["kind"] == "StatefulSet"
+                        && o.after["metadata"]["annotations"]["straddle.dev/policy-digest"]
+                            .is_string()
+                })
+                .map(|o| &o.before);
+            if let Some(sts) = stretched {
+                wait_until_admitted(cluster, &namespace, sts)?;
+            }
         }
         Ok(KubeStretch {
             stretch,
@@ -237,13 +248,11 @@ pub fn kind_name(doc: &Value) -> (String, String) {
 }
 
 /// Waits until the API server calls the webhook: a server-side dry run of
-/// the chart's first StatefulSet comes back with the policy's annotation
-/// (deploy/README.md's gate before installing the chart). A webhook
-/// configuration takes effect only once the API server's informers have it.
-fn wait_until_admitted(cluster: &Cluster, namespace: &str, docs: &[Value]) -> Result<()> {
-    let Some(sts) = docs.iter().find(|d| d["kind"] == "StatefulSet") else {
-        return Ok(());
-    };
+/// a StatefulSet of the chart that the spec names comes back with the
+/// policy's annotation (deploy/README.md's gate before installing the
+/// chart). A webhook configuration takes effect only once the API server's
+/// informers have it.
+fn wait_until_admitted(cluster: &Cluster, namespace: &str, sts: &Value) -> Result<()> {
     let json = serde_json::to_string(sts)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
