@@ -156,13 +156,6 @@ impl ControlPlanes {
             scratch,
         })
     }
-
-    pub fn cluster(&self, name: &str) -> &Cluster {
-        self.clusters
-            .iter()
-            .find(|c| c.name == name)
-            .unwrap_or_else(|| panic!("no cluster {name}"))
-    }
 }
 
 fn kubeconfig(server: &str, ca: &Path, cert: &Path, key: &Path, user: &str) -> String {
@@ -336,14 +329,6 @@ impl Cluster {
             &self.dir.join("kube-controller-manager.log"),
         )?);
         Ok(())
-    }
-
-    /// The API server's process (to read its log).
-    pub fn apiserver_log(&self) -> String {
-        self.apiserver
-            .as_ref()
-            .map(|p| p.log_tail(8000))
-            .unwrap_or_default()
     }
 
     pub fn controller_manager_log(&self) -> String {

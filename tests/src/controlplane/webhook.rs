@@ -89,7 +89,6 @@ pub struct Install<'a> {
 /// One cluster's webhook: its installation and its process on the host.
 pub struct Webhook {
     pub cluster: String,
-    pub certificates: Certificates,
     /// The container's arguments, mount paths mapped (see the module doc).
     pub args: Vec<String>,
     pub port: u16,
@@ -100,7 +99,6 @@ pub struct Webhook {
     /// (volume directory, `configMap`/`secret`, object name) per volume.
     volumes: Vec<(PathBuf, &'static str, String)>,
     process: Option<Process>,
-    restarts: u32,
 }
 
 impl Webhook {
@@ -252,7 +250,6 @@ impl Webhook {
 
         let mut webhook = Webhook {
             cluster: cluster.name.clone(),
-            certificates,
             args,
             port,
             probe_port,
@@ -261,7 +258,6 @@ impl Webhook {
             binary: binary.to_path_buf(),
             volumes,
             process: None,
-            restarts: 0,
         };
         if certificates == Certificates::CertManager {
             webhook.issue_certificate(cluster)?;
@@ -315,7 +311,6 @@ impl Webhook {
             .args(&self.args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env_remove("KUBERNETES_SERVICE_HOST");
-        self.restarts += 1;
         let process = Process::spawn(
             &format!("{}/straddle-webhook", self.cluster),
             command,
