@@ -15,7 +15,9 @@
 
 use std::borrow::Cow;
 
-use straddle_policy::plan::{Check, EnvValue, EnvVar, ObjectKind, ObjectRule, Op, PropEdit};
+use straddle_policy::plan::{
+    Check, EnvValue, EnvVar, ObjectKind, ObjectRule, Op, PropEdit, Watch,
+};
 
 use crate::spec::{Chart, NetworkingMode};
 use crate::topology::{Ensemble, Kafka, Role, RoleGroup, Topology};
@@ -145,6 +147,48 @@ pub fn plan_objects(topo: &Topology) -> Vec<PlannedObject> {
                 }
             }
         }
+    }
+    out
+}
+
+/// The labels by which each stretched component's chart is recognised on
+/// objects the plan does not name (a release or namespace the spec gets wrong).
+pub fn watches(topo: &Topology) -> Vec<Watch<'static>> {
+    let mut out: Vec<Watch<'static>> = Vec::new();
+    let zk = topo.zookeeper.iter().map(|z| (&z.group, "spec.zookeeper"));
+    let kafka = topo
+        .kafka
+        .iter()
+        .flat_map(|k| k.groups().next().map(|g| (g, "spec.kafka")));
+    for (g, field) in zk.chain(kafka) {
+        let (label, value, release_label, chart) = match (g.chart, g.role) {
+            (Chart::CpHelmCharts, Role::ZooKeeper) => {
+                ("app", "cp-zookeeper", "release", "cp-helm-charts cp-zookeeper")
+            }
+            (Chart::CpHelmCharts, _) => ("app", "cp-kafka", "release", "cp-helm-charts cp-kafka"),
+            (Chart::Bitnami, Role::ZooKeeper) => (
+                "app.kubernetes.io/name",
+                "zookeeper",
+                "app.kubernetes.io/instance",
+                "bitnami/zookeeper",
+            ),
+            (Chart::Bitnami, _) => (
+                "app.kubernetes.io/name",
+                "kafka",
+                "app.kubernetes.io/instance",
+                "bitnami/kafka",
+            ),
+        };
+        out.push(Watch {
+            label: s(label),
+            value: s(value),
+            release_label: s(release_label),
+            release: s(g.release.clone()),
+            namespace: s(g.namespace.clone()),
+            what: s(format!(
+                "the {chart} chart ({field}.release, {field}.namespace, {field}.fullnameOverride)"
+            )),
+        });
     }
     out
 }
@@ -469,6 +513,54 @@ pub fn kraft_strings(k: &Kafka) -> Option<KraftStrings> {
     })
 }
 
+/// What bitnami/kafka's StatefulSet must say for the spec to be true of it:
+/// the process roles (dedicated or combined) and the listener ports the plan
+/// writes into lists and Services.
+fn bitnami_shape_checks(g: &RoleGroup) -> Vec<Check<'static>> {
+    let (roles, fix) = match g.role {
+        Role::Broker => (
+            "broker",
+            "the chart's broker StatefulSet runs brokers only".to_string(),
+        ),
+        Role::Controller { combined: false } => (
+            "controller",
+            format!(
+                "{} declares dedicated controllers; set the chart value \
+                 controller.controllerOnly=true (and broker.replicaCount for the brokers), or \
+                 declare combined: true in {} and recompile",
+                g.field, g.field
+            ),
+        ),
+        Role::Controller { combined: true } | Role::ZooKeeper => (
+            "controller,broker",
+            format!(
+                "{} declares combined controller+broker nodes; set the chart value \
+                 controller.controllerOnly=false, or remove combined: true from {} and recompile",
+                g.field, g.field
+            ),
+        ),
+    };
+    let mut checks = vec![Check::Env {
+        container: s(BITNAMI_MAIN),
+        init: false,
+        name: s("KAFKA_CFG_PROCESS_ROLES"),
+        value: s(roles),
+        message: s(fix),
+    }];
+    for (name, port) in ports(g) {
+        checks.push(Check::ContainerPort {
+            container: s(BITNAMI_MAIN),
+            name: s(name),
+            port,
+            message: s(format!(
+                "Straddle assumes the chart's default listener ports; set the chart value \
+                 listeners.{name}.containerPort={port}"
+            )),
+        });
+    }
+    checks
+}
+
 fn bitnami_kafka(
     topo: &Topology,
     k: &Kafka,
@@ -481,7 +573,8 @@ fn bitnami_kafka(
     let is_controller = matches!(g.role, Role::Controller { .. });
     let is_broker = matches!(g.role, Role::Broker | Role::Controller { combined: true });
 
-    let (checks, mut ops) = statefulset_base(g, cluster, &topo.clusters[cluster].name);
+    let (mut checks, mut ops) = statefulset_base(g, cluster, &topo.clusters[cluster].name);
+    checks.extend(bitnami_shape_checks(g));
     // The init script advertises
     // ${MY_POD_NAME}.${KAFKA_FULLNAME}-${POD_ROLE}-headless.${MY_POD_NAMESPACE}.svc.${CLUSTER_DOMAIN}.
     let (fullname, domain) = match g.mode {

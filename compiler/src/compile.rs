@@ -275,6 +275,7 @@ pub fn plan(topo: &Topology) -> (Vec<u8>, String) {
             .collect(),
         namespaces: topo.namespaces().into_iter().map(Into::into).collect(),
         compiler_version: COMPILER_VERSION.into(),
+        watches: charts::watches(topo),
     };
     (builder.finish(&bundle), digest)
 }

@@ -77,6 +77,10 @@ enum Command {
         /// Print a unified diff instead of the mutated manifests.
         #[arg(long)]
         diff: bool,
+        /// Fail on warnings too (objects that look like the stretched charts
+        /// but that the spec does not name), as CI should.
+        #[arg(long)]
+        strict: bool,
     },
     /// Print the companion manifests a webhook cannot create, for one cluster.
     Render {
@@ -216,7 +220,16 @@ fn run(command: Command) -> Result<ExitCode> {
             namespace,
             operation,
             diff,
-        } => return mutate(&policy, &cluster, &file, namespace, operation, diff),
+            strict,
+        } => {
+            let options = MutateOptions {
+                namespace,
+                operation,
+                diff,
+                strict,
+            };
+            return mutate(&policy, &cluster, &file, options);
+        }
         Command::Render { spec, cluster } => {
             let Some(c) = load(&spec)? else {
                 return Ok(ExitCode::FAILURE);
@@ -274,14 +287,25 @@ fn run(command: Command) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+struct MutateOptions {
+    namespace: Option<String>,
+    operation: Op,
+    diff: bool,
+    strict: bool,
+}
+
 fn mutate(
     policy_path: &Path,
     cluster: &str,
     file: &Path,
-    namespace: Option<String>,
-    operation: Op,
-    diff: bool,
+    options: MutateOptions,
 ) -> Result<ExitCode> {
+    let MutateOptions {
+        namespace,
+        operation,
+        diff,
+        strict,
+    } = options;
     let bytes = std::fs::read(policy_path)
         .with_context(|| format!("cannot read {}", policy_path.display()))?;
     let runtime = Runtime::new(RuntimeConfig::default())?;
@@ -319,10 +343,21 @@ fn mutate(
             })
         })
         .collect();
+    // Printed as kubectl and Helm print an admission warning.
+    let warnings = outcomes.iter().filter_map(|o| o.warning());
+    let mut warned = false;
+    for w in warnings {
+        eprintln!("Warning: {w}");
+        warned = true;
+    }
     if !denials.is_empty() {
         for d in &denials {
             eprintln!("{d}");
         }
+        return Ok(ExitCode::FAILURE);
+    }
+    if warned && strict {
+        eprintln!("error: warnings with --strict");
         return Ok(ExitCode::FAILURE);
     }
     if diff {

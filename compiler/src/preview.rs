@@ -23,6 +23,13 @@ impl Outcome {
             _ => None,
         }
     }
+
+    pub fn warning(&self) -> Option<&str> {
+        match &self.verdict {
+            Verdict::Warn(m) => Some(m),
+            _ => None,
+        }
+    }
 }
 
 /// Applies a verdict's patch to a document.
@@ -36,7 +43,7 @@ pub fn apply(doc: &Value, verdict: &Verdict) -> Result<Value> {
                 .context("the policy's JSON Patch does not apply")?;
             Ok(out)
         }
-        Verdict::Allow | Verdict::Deny(_) => Ok(doc.clone()),
+        Verdict::Allow | Verdict::Deny(_) | Verdict::Warn(_) => Ok(doc.clone()),
     }
 }
 

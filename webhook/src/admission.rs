@@ -391,6 +391,11 @@ fn decide(ctx: &Context<'_>, req: &AdmissionRequest<RawObject>) -> Reply {
             summary.message = Some(message);
             "deny"
         }
+        Ok(Verdict::Warn(message)) => {
+            response.warnings = Some(vec![message.clone()]);
+            summary.message = Some(message);
+            "warn"
+        }
         Err(error) => {
             let cause = cause(&error);
             ctx.metrics

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use crate::k8s;
 use crate::patch::{PatchWriter, escape_token, json_string, push_json_string};
-use crate::plan::{Check, EnvValue, EnvVar, ObjectKind, ObjectRule, Op, Plan};
+use crate::plan::{BundleInfo, Check, EnvValue, EnvVar, ObjectKind, ObjectRule, Op, Plan};
 use crate::props;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +41,8 @@ pub enum Verdict {
     /// An RFC 6902 JSON Patch, as a JSON array.
     Patch(String),
     Deny(String),
+    /// Admit unchanged, with a warning for the user (kubectl and Helm print it).
+    Warn(String),
 }
 
 /// Reviews one request against a plan given as bytes.
@@ -68,7 +70,7 @@ pub fn review_plan(plan: &Plan<'_>, req: &Request<'_>) -> Verdict {
     };
     let rule = match plan.lookup(req.cluster, kind, req.namespace, req.name) {
         Ok(Some(rule)) => rule,
-        Ok(None) => return unnamed_object(plan, req.cluster),
+        Ok(None) => return unnamed_object(plan, req, kind),
         Err(e) => return Verdict::Deny(format!("policy module has no valid plan: {e}")),
     };
     let target = Target {
@@ -79,6 +81,11 @@ pub fn review_plan(plan: &Plan<'_>, req: &Request<'_>) -> Verdict {
     };
     if is_scale {
         return scale(&target, &rule, req.object);
+    }
+    for check in &rule.checks {
+        if let Check::Refuse { message } = check {
+            return Verdict::Deny(format!("{target}: {message}"));
+        }
     }
     let result = match kind {
         ObjectKind::StatefulSet => statefulset(&target, &rule, req.object),
@@ -93,10 +100,14 @@ pub fn review_plan(plan: &Plan<'_>, req: &Request<'_>) -> Verdict {
 
 /// Objects the spec does not name pass untouched, but only in a member
 /// cluster: a host configured with a cluster the bundle does not know must
-/// not admit anything, or it would run chart objects unmutated.
-fn unnamed_object(plan: &Plan<'_>, cluster: &str) -> Verdict {
+/// not admit anything, or it would run chart objects unmutated. One that
+/// looks like part of a chart the spec stretches gets a warning.
+fn unnamed_object(plan: &Plan<'_>, req: &Request<'_>, kind: ObjectKind) -> Verdict {
+    let cluster = req.cluster;
     match plan.bundle() {
-        Ok(b) if b.clusters.iter().any(|c| c == cluster) => Verdict::Allow,
+        Ok(b) if b.clusters.iter().any(|c| c == cluster) => {
+            watched(&b, req, kind).map_or(Verdict::Allow, Verdict::Warn)
+        }
         Ok(b) => {
             let known: Vec<&str> = b.clusters.iter().map(|c| c.as_ref()).collect();
             Verdict::Deny(format!(
@@ -109,6 +120,48 @@ fn unnamed_object(plan: &Plan<'_>, cluster: &str) -> Verdict {
         }
         Err(e) => Verdict::Deny(format!("policy module has no valid plan: {e}")),
     }
+}
+
+/// The warning for an unnamed object that carries the labels of a chart the
+/// spec stretches (see [`Watch`]).
+fn watched(bundle: &BundleInfo<'_>, req: &Request<'_>, kind: ObjectKind) -> Option<String> {
+    if bundle.watches.is_empty() || req.kind == "Scale" {
+        return None;
+    }
+    let object: k8s::Object = serde_json::from_str(req.object).ok()?;
+    let labels = object.metadata.labels?;
+    let watch = bundle
+        .watches
+        .iter()
+        .find(|w| labels.get(&w.label) == Some(w.value.as_ref()))?;
+    let release = labels.get(&watch.release_label).unwrap_or("");
+    let known = release == watch.release && req.namespace == watch.namespace;
+    if known && kind != ObjectKind::StatefulSet {
+        return None;
+    }
+    let why = if known {
+        "the spec names no StatefulSet of that name (check the chart's name or \
+         fullname override against the spec)"
+            .to_string()
+    } else {
+        format!(
+            "the spec names release \"{}\" in namespace \"{}\"",
+            watch.release, watch.namespace
+        )
+    };
+    Some(format!(
+        "{} {}/{} of release \"{release}\" carries the labels of {} ({}={}), but stretch \"{}\" \
+         does not name it: {why}. It passes unmutated, so this cluster would run its own \
+         ensemble with colliding IDs. Install the chart with the release and namespace of the \
+         spec, or fix the spec and recompile.",
+        kind.as_str(),
+        req.namespace,
+        req.name,
+        watch.what,
+        watch.label,
+        watch.value,
+        bundle.name,
+    ))
 }
 
 struct Target<'a> {
@@ -136,6 +189,9 @@ fn statefulset(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<Pa
     annotations(&mut patch, &sts.metadata.annotations, &rule.ops);
     labels(&mut patch, &sts.metadata.labels, &rule.ops);
     let pod = spec.template.as_ref().and_then(|t| t.spec.as_ref());
+    for check in &rule.checks {
+        contradiction(t, pod, check)?;
+    }
     for op in &rule.ops {
         match op {
             Op::Replicas(want) => {
@@ -194,12 +250,83 @@ fn statefulset(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<Pa
                 }
             }
             Op::Annotation { .. } | Op::Label { .. } => {}
-            Op::PublishNotReadyAddresses(_) | Op::Properties { .. } | Op::ServicePort { .. } => {
+            Op::PublishNotReadyAddresses(_)
+            | Op::Properties { .. }
+            | Op::ServicePort { .. }
+            | Op::Selector { .. }
+            | Op::PortNumbers { .. } => {
                 return Err(mismatched_op(t));
             }
         }
     }
     Ok(patch)
+}
+
+/// A value of the pod template that contradicts the spec is a denial: the
+/// policy cannot make such a chart variant right by setting values.
+fn contradiction(
+    t: &Target<'_>,
+    pod: Option<&k8s::PodSpec<'_>>,
+    check: &Check<'_>,
+) -> Result<(), String> {
+    let container = |name: &str, init: bool| {
+        pod.and_then(|p| {
+            if init {
+                p.init_containers.as_ref()
+            } else {
+                p.containers.as_ref()
+            }
+        })
+        .and_then(|cs| cs.iter().find(|c| c.name == name))
+    };
+    match check {
+        Check::Env {
+            container: c,
+            init,
+            name,
+            value,
+            message,
+        } => {
+            let Some(c) = container(c, *init) else {
+                return Ok(());
+            };
+            let mut found = None;
+            for raw in c.env.as_deref().unwrap_or(&[]) {
+                let entry: k8s::EnvEntry = serde_json::from_str(raw.get())
+                    .map_err(|e| format!("{t}: cannot read an env entry ({e})"))?;
+                if entry.name == *name {
+                    found = Some(entry.value.unwrap_or_default());
+                }
+            }
+            if found.as_deref().unwrap_or("") != value.as_ref() {
+                return Err(format!(
+                    "{t}: {name}={} contradicts the stretch spec: {message}",
+                    found.as_deref().unwrap_or("(unset)")
+                ));
+            }
+        }
+        Check::ContainerPort {
+            container: c,
+            name,
+            port,
+            message,
+        } => {
+            let declared = container(c, false)
+                .and_then(|c| c.ports.as_ref())
+                .and_then(|ps| ps.iter().find(|p| p.name.as_deref() == Some(name.as_ref())));
+            if let Some(p) = declared
+                && p.container_port != Some(i64::from(*port))
+            {
+                return Err(format!(
+                    "{t}: container port \"{name}\" is {} where the stretch spec needs {port}: \
+                     {message}",
+                    p.container_port.unwrap_or(0)
+                ));
+            }
+        }
+        Check::ScaleLimit { .. } | Check::Refuse { .. } => {}
+    }
+    Ok(())
 }
 
 fn scale(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Verdict {
@@ -211,7 +338,9 @@ fn scale(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Verdict {
         return Verdict::Deny(format!("Scale of {t}: the object has no spec.replicas"));
     };
     for check in &rule.checks {
-        let Check::ScaleLimit { max, exact, field } = check;
+        let Check::ScaleLimit { max, exact, field } = check else {
+            continue;
+        };
         let max = i64::from(*max);
         if *exact && replicas != max {
             return Verdict::Deny(format!(
@@ -258,6 +387,29 @@ fn service(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<PatchW
                     patch.add("/spec/publishNotReadyAddresses", bool_json(*want));
                 }
             }
+            Op::Selector { key, value } => {
+                let current = spec.selector.as_ref().and_then(|s| s.get(key));
+                if current != Some(value.as_ref()) {
+                    ensure_spec(&mut patch);
+                    if spec.selector.is_some() {
+                        let path = format!("/spec/selector/{}", escape_token(key));
+                        patch.add(&path, &json_string(value));
+                    } else {
+                        let mut obj = String::from("{");
+                        push_json_string(&mut obj, key);
+                        obj.push(':');
+                        push_json_string(&mut obj, value);
+                        obj.push('}');
+                        patch.add("/spec/selector", &obj);
+                    }
+                }
+            }
+            Op::PortNumbers {
+                name,
+                port,
+                target_port,
+                node_port,
+            } => port_numbers(t, &mut patch, spec, name, [*port, *target_port, *node_port])?,
             Op::ServicePort { .. } | Op::Annotation { .. } | Op::Label { .. } => {}
             _ => return Err(mismatched_op(t)),
         }
@@ -274,6 +426,38 @@ fn service(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<PatchW
         }
     }
     Ok(patch)
+}
+
+/// Sets the numbers of the Service port named `name` (port, targetPort,
+/// nodePort; 0 = leave as is).
+fn port_numbers(
+    t: &Target<'_>,
+    patch: &mut PatchWriter,
+    spec: &k8s::ServiceSpec,
+    name: &str,
+    numbers: [u16; 3],
+) -> Result<(), String> {
+    let ports = spec.ports.as_deref().unwrap_or(&[]);
+    let Some(index) = ports.iter().position(|p| p.name.as_deref() == Some(name)) else {
+        return Err(format!(
+            "{t}: port \"{name}\" not found in spec.ports; the object does not have the chart \
+             shape the policy expects (check the chart kind and version in the stretch spec)"
+        ));
+    };
+    let current = &ports[index];
+    let target = current.target_port.map(|raw| raw.get());
+    let fields = [
+        ("port", current.port.map(|p| p.to_string())),
+        ("targetPort", target.map(str::to_string)),
+        ("nodePort", current.node_port.map(|p| p.to_string())),
+    ];
+    for ((field, now), want) in fields.into_iter().zip(numbers) {
+        let want_text = want.to_string();
+        if want != 0 && now.as_deref() != Some(want_text.as_str()) {
+            patch.add(&format!("/spec/ports/{index}/{field}"), &want_text);
+        }
+    }
+    Ok(())
 }
 
 /// The `Op::ServicePort` entries (as JSON) whose port the Service does not
@@ -589,12 +773,65 @@ mod tests {
             ],
         };
         b.insert("west", ObjectKind::Service, "ns", "zk-headless", &svc);
+        let per_pod = ObjectRule {
+            field: "spec.kafka.brokers".into(),
+            checks: vec![],
+            ops: vec![
+                Op::Selector {
+                    key: "statefulset.kubernetes.io/pod-name".into(),
+                    value: "kafka-10".into(),
+                },
+                Op::PortNumbers {
+                    name: "external".into(),
+                    port: 0,
+                    target_port: 31100,
+                    node_port: 31100,
+                },
+            ],
+        };
+        b.insert("west", ObjectKind::Service, "ns", "kafka-0-external", &per_pod);
+        let refused = ObjectRule {
+            field: "spec.kafka".into(),
+            checks: vec![Check::Refuse {
+                message: "set the chart value x=false".into(),
+            }],
+            ops: vec![],
+        };
+        b.insert("west", ObjectKind::Service, "ns", "kafka-9-external", &refused);
+        let shaped = ObjectRule {
+            field: "spec.kafka.controllers".into(),
+            checks: vec![
+                Check::Env {
+                    container: "main".into(),
+                    init: false,
+                    name: "ROLES".into(),
+                    value: "controller".into(),
+                    message: "set controllerOnly=true".into(),
+                },
+                Check::ContainerPort {
+                    container: "main".into(),
+                    name: "controller".into(),
+                    port: 9093,
+                    message: "set the port back".into(),
+                },
+            ],
+            ops: vec![Op::Replicas(3)],
+        };
+        b.insert("west", ObjectKind::StatefulSet, "ns", "ctl", &shaped);
         b.finish(&BundleInfo {
             name: "t".into(),
             spec_digest: "sha256:1".into(),
             clusters: vec!["east".into(), "west".into()],
             namespaces: vec!["ns".into()],
             compiler_version: "0".into(),
+            watches: vec![crate::plan::Watch {
+                label: "app".into(),
+                value: "cp-kafka".into(),
+                release_label: "release".into(),
+                release: "prod".into(),
+                namespace: "ns".into(),
+                what: "the cp-kafka chart (spec.kafka.release)".into(),
+            }],
         })
     }
 
@@ -698,6 +935,98 @@ mod tests {
         );
         assert_eq!(
             review(&p, &req("west", "StatefulSet", "kafka", &defaulted)),
+            Verdict::Allow
+        );
+    }
+
+    #[test]
+    fn per_pod_services_are_re_pointed_and_idempotent() {
+        let p = plan();
+        let object = r#"{"metadata":{"name":"kafka-0-external"},"spec":{"type":"NodePort","selector":{"app":"kafka","statefulset.kubernetes.io/pod-name":"kafka-0"},"ports":[{"name":"external","port":19092,"targetPort":31090,"nodePort":31090}]}}"#;
+        let v = review(&p, &req("west", "Service", "kafka-0-external", object));
+        let after = apply(object, &v);
+        let doc: serde_json::Value = serde_json::from_str(&after).unwrap();
+        assert_eq!(
+            doc["spec"]["selector"]["statefulset.kubernetes.io/pod-name"],
+            "kafka-10"
+        );
+        assert_eq!(doc["spec"]["selector"]["app"], "kafka");
+        let port = &doc["spec"]["ports"][0];
+        assert_eq!(
+            (&port["port"], &port["targetPort"], &port["nodePort"]),
+            (&19092.into(), &31100.into(), &31100.into())
+        );
+        assert_eq!(
+            review(&p, &req("west", "Service", "kafka-0-external", &after)),
+            Verdict::Allow
+        );
+        let no_port = r#"{"metadata":{"name":"kafka-0-external"},"spec":{"ports":[{"name":"other","port":1}]}}"#;
+        let Verdict::Deny(m) = review(&p, &req("west", "Service", "kafka-0-external", no_port))
+        else {
+            panic!()
+        };
+        assert!(m.contains("port \"external\" not found"), "{m}");
+    }
+
+    #[test]
+    fn refused_objects_and_contradicting_shapes_are_denied_with_the_fix() {
+        let p = plan();
+        let Verdict::Deny(m) = review(&p, &req("west", "Service", "kafka-9-external", "{}")) else {
+            panic!()
+        };
+        assert!(m.ends_with("set the chart value x=false"), "{m}");
+        let sts = |roles: &str, port: u16| {
+            format!(
+                r#"{{"spec":{{"replicas":3,"template":{{"spec":{{"containers":[{{"name":"main","ports":[{{"name":"controller","containerPort":{port}}}],"env":[{{"name":"ROLES","value":"{roles}"}}]}}]}}}}}}}}"#
+            )
+        };
+        assert_eq!(
+            review(&p, &req("west", "StatefulSet", "ctl", &sts("controller", 9093))),
+            Verdict::Allow
+        );
+        let Verdict::Deny(m) = review(
+            &p,
+            &req("west", "StatefulSet", "ctl", &sts("controller,broker", 9093)),
+        ) else {
+            panic!()
+        };
+        assert!(
+            m.contains("ROLES=controller,broker contradicts") && m.ends_with("controllerOnly=true"),
+            "{m}"
+        );
+        let Verdict::Deny(m) = review(&p, &req("west", "StatefulSet", "ctl", &sts("controller", 19093)))
+        else {
+            panic!()
+        };
+        assert!(m.contains("is 19093 where the stretch spec needs 9093"), "{m}");
+    }
+
+    #[test]
+    fn unnamed_objects_of_a_stretched_chart_get_a_warning() {
+        let p = plan();
+        let labelled = |release: &str| {
+            format!(r#"{{"metadata":{{"labels":{{"app":"cp-kafka","release":"{release}"}}}}}}"#)
+        };
+        let Verdict::Warn(m) = review(&p, &req("west", "Service", "other", &labelled("kafka")))
+        else {
+            panic!()
+        };
+        assert!(
+            m.contains("release \"kafka\"") && m.contains("spec.kafka.release"),
+            "{m}"
+        );
+        // The spec's own release: other Services of the chart are fine, an
+        // unknown StatefulSet is not.
+        assert_eq!(
+            review(&p, &req("west", "Service", "other", &labelled("prod"))),
+            Verdict::Allow
+        );
+        assert!(matches!(
+            review(&p, &req("west", "StatefulSet", "other", &labelled("prod"))),
+            Verdict::Warn(_)
+        ));
+        assert_eq!(
+            review(&p, &req("west", "Service", "other", r#"{"metadata":{}}"#)),
             Verdict::Allow
         );
     }

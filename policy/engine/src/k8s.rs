@@ -52,6 +52,13 @@ pub struct Metadata<'a> {
     pub labels: Option<StrMap<'a>>,
 }
 
+/// Any object, for its labels.
+#[derive(Deserialize)]
+pub struct Object<'a> {
+    #[serde(borrow, default)]
+    pub metadata: Metadata<'a>,
+}
+
 #[derive(Deserialize)]
 pub struct StatefulSet<'a> {
     #[serde(borrow, default)]
@@ -98,6 +105,17 @@ pub struct Container<'a> {
     pub name: Cow<'a, str>,
     #[serde(borrow, default)]
     pub env: Option<Vec<&'a RawValue>>,
+    #[serde(borrow, default)]
+    pub ports: Option<Vec<ContainerPort<'a>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerPort<'a> {
+    #[serde(borrow, default)]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub container_port: Option<i64>,
 }
 
 /// The parts of one `EnvVar` the engine compares.
@@ -138,23 +156,33 @@ pub struct FieldRef<'a> {
 pub struct Service<'a> {
     #[serde(borrow, default)]
     pub metadata: Metadata<'a>,
-    #[serde(default)]
-    pub spec: Option<ServiceSpec>,
+    #[serde(borrow, default)]
+    pub spec: Option<ServiceSpec<'a>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-pub struct ServiceSpec {
+pub struct ServiceSpec<'a> {
     #[serde(default)]
     pub publish_not_ready_addresses: Option<bool>,
-    #[serde(default)]
-    pub ports: Option<Vec<ServicePort>>,
+    #[serde(borrow, default)]
+    pub ports: Option<Vec<ServicePort<'a>>>,
+    #[serde(borrow, default)]
+    pub selector: Option<StrMap<'a>>,
 }
 
 #[derive(Deserialize)]
-pub struct ServicePort {
+#[serde(rename_all = "camelCase")]
+pub struct ServicePort<'a> {
+    #[serde(borrow, default)]
+    pub name: Option<Cow<'a, str>>,
     #[serde(default)]
     pub port: Option<i64>,
+    /// A number or a named port, kept as written.
+    #[serde(borrow, default)]
+    pub target_port: Option<&'a RawValue>,
+    #[serde(default)]
+    pub node_port: Option<i64>,
 }
 
 #[derive(Deserialize)]

@@ -37,6 +37,34 @@ pub struct BundleInfo<'a> {
     pub namespaces: Vec<Cow<'a, str>>,
     #[serde(borrow)]
     pub compiler_version: Cow<'a, str>,
+    /// Chart labels to look for on objects the plan does not name.
+    #[serde(borrow)]
+    pub watches: Vec<Watch<'a>>,
+}
+
+/// An object the plan does not name but that carries `label=value` (a chart
+/// of a component the spec stretches) gets an admission warning when its
+/// release or namespace is not one the spec names, and always when it is a
+/// StatefulSet: the chart's StatefulSets are all in the plan, so an unknown
+/// one is a release, name override or namespace the spec does not describe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watch<'a> {
+    #[serde(borrow)]
+    pub label: Cow<'a, str>,
+    #[serde(borrow)]
+    pub value: Cow<'a, str>,
+    /// The label holding the Helm release (`release`, `app.kubernetes.io/instance`).
+    #[serde(borrow)]
+    pub release_label: Cow<'a, str>,
+    /// The release the spec names.
+    #[serde(borrow)]
+    pub release: Cow<'a, str>,
+    /// The namespace the spec names.
+    #[serde(borrow)]
+    pub namespace: Cow<'a, str>,
+    /// What to tell the user: the chart, and the spec fields to check.
+    #[serde(borrow)]
+    pub what: Cow<'a, str>,
 }
 
 /// Kinds of objects the policy acts on.
@@ -92,6 +120,35 @@ pub enum Check<'a> {
         #[serde(borrow)]
         field: Cow<'a, str>,
     },
+    /// A container's env var must hold `value` (a literal, or missing when
+    /// `value` is empty); else the object contradicts the spec and is denied
+    /// with `message` (which names the chart value to change).
+    Env {
+        #[serde(borrow)]
+        container: Cow<'a, str>,
+        init: bool,
+        #[serde(borrow)]
+        name: Cow<'a, str>,
+        #[serde(borrow)]
+        value: Cow<'a, str>,
+        #[serde(borrow)]
+        message: Cow<'a, str>,
+    },
+    /// The container port named `name`, when declared, must be `port`.
+    ContainerPort {
+        #[serde(borrow)]
+        container: Cow<'a, str>,
+        #[serde(borrow)]
+        name: Cow<'a, str>,
+        port: u16,
+        #[serde(borrow)]
+        message: Cow<'a, str>,
+    },
+    /// The object is refused (a chart variant the policy cannot make right).
+    Refuse {
+        #[serde(borrow)]
+        message: Cow<'a, str>,
+    },
 }
 
 /// A desired value. Each op is a statement of the end state, never a delta.
@@ -141,6 +198,23 @@ pub enum Op<'a> {
         #[serde(borrow)]
         name: Cow<'a, str>,
         port: u16,
+    },
+    /// Service `spec.selector[key] = value` (a per-pod Service re-pointed at
+    /// this cluster's pod).
+    Selector {
+        #[serde(borrow)]
+        key: Cow<'a, str>,
+        #[serde(borrow)]
+        value: Cow<'a, str>,
+    },
+    /// The Service port named `name` gets these numbers (per-node ports
+    /// follow the node id); 0 leaves a number as it is.
+    PortNumbers {
+        #[serde(borrow)]
+        name: Cow<'a, str>,
+        port: u16,
+        target_port: u16,
+        node_port: u16,
     },
 }
 
@@ -477,6 +551,7 @@ mod tests {
             clusters: vec!["east".into(), "west".into()],
             namespaces: vec!["ns".into()],
             compiler_version: "0".into(),
+            watches: vec![],
         };
         let bytes = b.finish(&bundle);
         let plan = Plan::parse(&bytes).unwrap();
@@ -526,6 +601,7 @@ mod tests {
             clusters: vec![],
             namespaces: vec![],
             compiler_version: "0".into(),
+            watches: vec![],
         };
         let bytes = b.finish(&bundle);
         for cut in 0..bytes.len() {

@@ -180,6 +180,7 @@ impl Guest for Component {
             straddle_policy::Verdict::Allow => Verdict::Allow,
             straddle_policy::Verdict::Patch(patch) => Verdict::Patch(patch),
             straddle_policy::Verdict::Deny(message) => Verdict::Deny(message),
+            straddle_policy::Verdict::Warn(message) => Verdict::Warn(message),
         }
     }
 

@@ -295,6 +295,7 @@ impl Runtime {
                     clusters: bundle.clusters.into_iter().map(Cow::Owned).collect(),
                     namespaces: bundle.namespaces.into_iter().map(Cow::Owned).collect(),
                     compiler_version: Cow::Owned(bundle.compiler_version),
+                    watches: Vec::new(),
                 },
                 digest: format!("sha256:{}", hex(&Sha256::digest(module))),
             }),
@@ -367,6 +368,7 @@ impl Policy {
             wit::Verdict::Allow => Verdict::Allow,
             wit::Verdict::Patch(patch) => Verdict::Patch(patch),
             wit::Verdict::Deny(message) => Verdict::Deny(message),
+            wit::Verdict::Warn(message) => Verdict::Warn(message),
         })
     }
 }

@@ -21,6 +21,7 @@ pub fn bundle() -> BundleInfo<'static> {
         clusters: vec![Cow::Borrowed("east"), Cow::Borrowed("west")],
         namespaces: vec![Cow::Borrowed(NAMESPACE)],
         compiler_version: Cow::Borrowed("test"),
+        watches: vec![],
     }
 }
 
