@@ -200,8 +200,8 @@ pub fn policy_review(data: &[u8]) {
     }
     let patch = match &created {
         Verdict::Allow => return,
-        Verdict::Deny(message) => {
-            assert!(!message.trim().is_empty(), "a denial without a reason");
+        Verdict::Deny(message) | Verdict::Warn(message) => {
+            assert!(!message.trim().is_empty(), "a denial or warning without a reason");
             return;
         }
         Verdict::Patch(patch) => patch,

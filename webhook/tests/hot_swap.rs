@@ -44,7 +44,7 @@ fn expected(policy: &Policy, objects: &[Value]) -> Vec<String> {
             match verdict {
                 Verdict::Patch(p) => p,
                 Verdict::Allow => String::new(),
-                Verdict::Deny(m) => panic!("denied: {m}"),
+                Verdict::Deny(m) | Verdict::Warn(m) => panic!("denied or warned: {m}"),
             }
         })
         .collect()

@@ -122,7 +122,9 @@ fn cases() -> Vec<Case> {
                 (Expect::Patch, Some(mutated))
             }
             straddle_policy::Verdict::Allow => (Expect::Allow, None),
-            straddle_policy::Verdict::Deny(m) => panic!("{file} denied: {m}"),
+            straddle_policy::Verdict::Deny(m) | straddle_policy::Verdict::Warn(m) => {
+                panic!("{file} denied or warned: {m}")
+            }
         };
         for operation in ["CREATE", "UPDATE"] {
             let review = review_for(
