@@ -16,7 +16,7 @@
 use std::borrow::Cow;
 
 use straddle_policy::plan::{
-    Check, EnvValue, EnvVar, ObjectKind, ObjectRule, Op, PropEdit, Watch,
+    Check, EnvValue, EnvVar, ObjectKind, ObjectRule, Op, PATTERN_INDEX, PropEdit, Watch,
 };
 
 use crate::spec::{Chart, NetworkingMode};
@@ -162,9 +162,12 @@ pub fn watches(topo: &Topology) -> Vec<Watch<'static>> {
         .flat_map(|k| k.groups().next().map(|g| (g, "spec.kafka")));
     for (g, field) in zk.chain(kafka) {
         let (label, value, release_label, chart) = match (g.chart, g.role) {
-            (Chart::CpHelmCharts, Role::ZooKeeper) => {
-                ("app", "cp-zookeeper", "release", "cp-helm-charts cp-zookeeper")
-            }
+            (Chart::CpHelmCharts, Role::ZooKeeper) => (
+                "app",
+                "cp-zookeeper",
+                "release",
+                "cp-helm-charts cp-zookeeper",
+            ),
             (Chart::CpHelmCharts, _) => ("app", "cp-kafka", "release", "cp-helm-charts cp-kafka"),
             (Chart::Bitnami, Role::ZooKeeper) => (
                 "app.kubernetes.io/name",
@@ -488,7 +491,107 @@ fn cp_kafka(
         set,
         remove,
     });
+    let mut checks = checks;
+    checks.extend(cp_nodeport_checks(topo, g, cluster));
     statefulset_and_headless(out, g, cluster, checks, ops);
+    cp_nodeport_services(topo, g, cluster, out);
+}
+
+/// cp-kafka's `nodeport.enabled` declares one container port `nodeport-<i>`
+/// per broker the chart counts (`firstListenerPort + i`) and renders one
+/// Service per index; both must fit this cluster's brokers and ID block.
+fn cp_nodeport_checks(topo: &Topology, g: &RoleGroup, cluster: usize) -> Vec<Check<'static>> {
+    let slice = &g.slices[cluster];
+    let first = topo.networking.first_listener_port;
+    let port = Check::ContainerPort {
+        container: s(CP_KAFKA_CONTAINER),
+        name: s("nodeport-0"),
+        port: first,
+        message: s(format!(
+            "brokers advertise firstListenerPort + broker id; set spec.networking.\
+             firstListenerPort to the chart value cp-kafka.nodeport.firstListenerPort, or \
+             the chart value to {first}"
+        )),
+    };
+    if g.mode == NetworkingMode::Nodeport {
+        // The chart's Services are refused or are render's own (see below).
+        return vec![port];
+    }
+    vec![
+        port,
+        Check::PortCount {
+            container: s(CP_KAFKA_CONTAINER),
+            prefix: s("nodeport-"),
+            min: slice.replicas,
+            max: slice.block,
+            message: s(format!(
+                "with cp-kafka.nodeport.enabled the chart renders one NodePort Service per \
+                 broker it counts; set the chart value cp-kafka.brokers in cluster \"{}\" to \
+                 {} (at most {}.idBlockSize = {})",
+                topo.clusters[cluster].name, slice.replicas, g.field, slice.block
+            )),
+        },
+    ]
+}
+
+/// cp-kafka's per-broker NodePort Services `<fullname>-<i>-nodeport` select
+/// pod `<fullname>-<i>` on nodePort `firstListenerPort + i`: right only where
+/// ordinals start at 0. Each is re-pointed at this cluster's `i`-th pod and
+/// its broker id's port. With `networking.mode: nodeport`, `straddle render`
+/// emits these Services itself (`<pod>-nodeport`): in the first cluster the
+/// chart's names are those and already right; elsewhere the chart's indices
+/// (below the ID block) are refused and render's (this cluster's ordinals) pass.
+fn cp_nodeport_services(
+    topo: &Topology,
+    g: &RoleGroup,
+    cluster: usize,
+    out: &mut Vec<PlannedObject>,
+) {
+    let slice = &g.slices[cluster];
+    let name = format!("{}-{}-nodeport", g.fullname, PATTERN_INDEX);
+    let (checks, ops) = if g.mode == NetworkingMode::Nodeport {
+        if slice.ordinal_start == 0 {
+            return;
+        }
+        let checks = vec![
+            Check::Indices {
+                count: slice.ordinal_start,
+                beyond: s(""),
+            },
+            Check::Refuse {
+                message: s(
+                    "with networking.mode nodeport, `straddle render` emits the per-broker \
+                     NodePort Services (<pod>-nodeport); set the chart value \
+                     cp-kafka.nodeport.enabled=false",
+                ),
+            },
+        ];
+        (checks, vec![])
+    } else {
+        let first = u32::from(topo.networking.first_listener_port);
+        let checks = vec![Check::Indices {
+            count: slice.block,
+            beyond: s(format!(
+                "{} gives cluster \"{}\" {} broker IDs; set the chart value cp-kafka.brokers \
+                 to at most that",
+                g.field, topo.clusters[cluster].name, slice.block
+            )),
+        }];
+        let ops = vec![
+            Op::PodIndex {
+                selector: s("statefulset.kubernetes.io/pod-name"),
+                label: s("pod"),
+                pod_prefix: s(format!("{}-", g.statefulset)),
+                start: slice.ordinal_start,
+            },
+            Op::IndexedPort {
+                name: s("external-broker"),
+                base: first + g.min_id + slice.ordinal_start,
+            },
+        ];
+        (checks, ops)
+    };
+    push(out, cluster, ObjectKind::Service, g, &name, checks, ops);
 }
 
 /// KRaft quorum strings, identical in every cluster.
@@ -575,6 +678,7 @@ fn bitnami_kafka(
 
     let (mut checks, mut ops) = statefulset_base(g, cluster, &topo.clusters[cluster].name);
     checks.extend(bitnami_shape_checks(g));
+    checks.extend(external_access_checks(g));
     // The init script advertises
     // ${MY_POD_NAME}.${KAFKA_FULLNAME}-${POD_ROLE}-headless.${MY_POD_NAMESPACE}.svc.${CLUSTER_DOMAIN}.
     let (fullname, domain) = match g.mode {
@@ -588,14 +692,16 @@ fn bitnami_kafka(
             (g.fullname.clone(), topo.networking.cluster_domain.clone())
         }
     };
+    let mut init_env = vec![
+        literal("KAFKA_MIN_ID", g.min_id.to_string()),
+        literal("KAFKA_FULLNAME", fullname),
+        literal("CLUSTER_DOMAIN", domain),
+    ];
+    init_env.extend(external_access_lists(g, cluster));
     ops.push(Op::Env {
         container: s(BITNAMI_INIT),
         init: true,
-        set: vec![
-            literal("KAFKA_MIN_ID", g.min_id.to_string()),
-            literal("KAFKA_FULLNAME", fullname),
-            literal("CLUSTER_DOMAIN", domain),
-        ],
+        set: init_env,
         remove: vec![],
     });
     let cluster_id = k.cluster_id.clone().unwrap_or_default();
@@ -675,4 +781,119 @@ fn bitnami_kafka(
         }],
     );
     headless(out, g, cluster);
+    external_access_services(topo, g, cluster, out);
+}
+
+/// The chart value prefix of a bitnami role (`controller.*`, `broker.*`).
+fn bitnami_role_key(g: &RoleGroup) -> &'static str {
+    match g.role {
+        Role::Broker => "broker",
+        _ => "controller",
+    }
+}
+
+/// bitnami `externalAccess`: the `prepare-config` script picks this pod's
+/// entry of `EXTERNAL_ACCESS_HOSTS_LIST` / `EXTERNAL_ACCESS_PORTS_LIST` (one
+/// per pod, from `loadBalancerNames`, `loadBalancerIPs`, `externalIPs` or
+/// `nodePorts`) by its ordinal. Where ordinals start at S, the chart's list
+/// gets S placeholders in front (the script splits on `,` and drops empty
+/// fields, hence `-`), so ordinal S + i reads the chart's entry i.
+fn external_access_lists(g: &RoleGroup, cluster: usize) -> Vec<EnvVar<'static>> {
+    let start = g.slices[cluster].ordinal_start as usize;
+    if start == 0 {
+        return vec![];
+    }
+    let prefix = "-,".repeat(start);
+    ["EXTERNAL_ACCESS_HOSTS_LIST", "EXTERNAL_ACCESS_PORTS_LIST"]
+        .into_iter()
+        .map(|name| EnvVar {
+            name: s(name),
+            value: EnvValue::Prefixed {
+                saved: s(format!("STRADDLE_{name}")),
+                prefix: s(prefix.clone()),
+            },
+            before: None,
+        })
+        .collect()
+}
+
+/// Dedicated controllers serve no client listener; the policy gives them a
+/// CONTROLLER advertised listener, to which `prepare-config` would append
+/// EXTERNAL, a listener they do not define (Kafka refuses to start).
+const FORCE_EXPOSE_FIX: &str = "dedicated controllers serve no clients, and their advertised \
+    listeners would name EXTERNAL, which they do not define (Kafka refuses to start); set the \
+    chart value externalAccess.controller.forceExpose=false";
+
+/// The `externalAccess` variants that cannot work across clusters.
+fn external_access_checks(g: &RoleGroup) -> Vec<Check<'static>> {
+    let role = bitnami_role_key(g);
+    let mut checks = vec![];
+    if g.role == (Role::Controller { combined: false }) {
+        checks.push(Check::Env {
+            container: s(BITNAMI_INIT),
+            init: true,
+            name: s("EXTERNAL_ACCESS_LISTENER_NAME"),
+            value: s(""),
+            message: s(FORCE_EXPOSE_FIX),
+        });
+    }
+    checks.extend([
+        Check::NoContainer {
+            name: s("auto-discovery"),
+            init: true,
+            message: s(format!(
+                "auto-discovery looks up the Service <pod>-external, but the chart names \
+                 its per-pod Services by index from 0 in every cluster; set the chart value \
+                 defaultInitContainers.autoDiscovery.enabled=false and list the hosts in \
+                 externalAccess.{role}.service.loadBalancerNames (or loadBalancerIPs, \
+                 nodePorts)"
+            )),
+        },
+        Check::Env {
+            container: s(BITNAMI_INIT),
+            init: true,
+            name: s("EXTERNAL_ACCESS_PORT_AUTOINCREMENT"),
+            value: s(""),
+            message: s(format!(
+                "externalAccess.{role}.service.type=ClusterIP advertises port + ordinal, which \
+                 the per-index Services do not follow in other clusters; use type \
+                 LoadBalancer or NodePort"
+            )),
+        },
+    ]);
+    checks
+}
+
+/// bitnami `externalAccess` renders `<statefulset>-<i>-external` for i in
+/// 0..replicaCount, selecting pod `<statefulset>-<i>`; each is re-pointed at
+/// this cluster's `i`-th pod (whose list entry is the chart's entry i).
+fn external_access_services(
+    topo: &Topology,
+    g: &RoleGroup,
+    cluster: usize,
+    out: &mut Vec<PlannedObject>,
+) {
+    let slice = &g.slices[cluster];
+    let role = bitnami_role_key(g);
+    let mut checks = vec![Check::Indices {
+        count: slice.block,
+        beyond: s(format!(
+            "{} gives cluster \"{}\" {} IDs; set the chart value {role}.replicaCount to at \
+             most that",
+            g.field, topo.clusters[cluster].name, slice.block
+        )),
+    }];
+    if g.role == (Role::Controller { combined: false }) {
+        checks.push(Check::Refuse {
+            message: s(FORCE_EXPOSE_FIX),
+        });
+    }
+    let ops = vec![Op::PodIndex {
+        selector: s("statefulset.kubernetes.io/pod-name"),
+        label: s("pod"),
+        pod_prefix: s(format!("{}-", g.statefulset)),
+        start: slice.ordinal_start,
+    }];
+    let name = format!("{}-{}-external", g.statefulset, PATTERN_INDEX);
+    push(out, cluster, ObjectKind::Service, g, &name, checks, ops);
 }

@@ -201,7 +201,10 @@ pub fn policy_review(data: &[u8]) {
     let patch = match &created {
         Verdict::Allow => return,
         Verdict::Deny(message) | Verdict::Warn(message) => {
-            assert!(!message.trim().is_empty(), "a denial or warning without a reason");
+            assert!(
+                !message.trim().is_empty(),
+                "a denial or warning without a reason"
+            );
             return;
         }
         Verdict::Patch(patch) => patch,

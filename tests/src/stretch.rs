@@ -63,15 +63,18 @@ impl Stretch {
         let policy = runtime
             .load(&module)
             .map_err(|e| anyhow!("{name}: load: {e}"))?;
-        let docs = manifest::parse(
-            &std::fs::read_to_string(fixture)
-                .with_context(|| format!("reading {}", fixture.display()))?,
-        )
-        .map_err(|e| anyhow!("{}: {e}", fixture.display()))?;
+        let rendered = std::fs::read_to_string(fixture)
+            .with_context(|| format!("reading {}", fixture.display()))?;
         let namespaces = topo.namespaces();
         let default_ns = namespaces.first().map(String::as_str);
         let mut mutated = Vec::new();
         for cluster in &topo.clusters {
+            // External hosts (`*.example.com` in the fixtures' values) are
+            // per-cluster chart values: each cluster names its own load
+            // balancers. The fixture is one render, so each cluster's copy
+            // gets its own domain, as its own values file would give it.
+            let own = rendered.replace(".example.com", &format!(".{}.example.com", cluster.name));
+            let docs = manifest::parse(&own).map_err(|e| anyhow!("{}: {e}", fixture.display()))?;
             let out = preview::run(&docs, &cluster.name, default_ns, Operation::Create, |r| {
                 policy.review(r)
             })

@@ -23,13 +23,20 @@ fn root() -> PathBuf {
 const CASES: &[(&str, &[&str])] = &[
     (
         "../examples/cp-two-clusters.yaml",
-        &["cp-zk-kafka-only", "cp-default"],
+        &["cp-zk-kafka-only", "cp-default", "cp-kafka-nodeport"],
     ),
     (
         "../examples/bitnami-kraft-three-clusters.yaml",
-        &["bitnami-kafka-kraft-dedicated"],
+        &[
+            "bitnami-kafka-kraft-dedicated",
+            "bitnami-kafka-kraft-external",
+            "bitnami-kafka-kraft-external-nodeport",
+        ],
     ),
-    ("specs/cp-three-clusters-mcs.yaml", &["cp-zk-kafka-only"]),
+    (
+        "specs/cp-three-clusters-mcs.yaml",
+        &["cp-zk-kafka-only", "cp-kafka-nodeport"],
+    ),
     ("specs/cp-first-cluster-stage.yaml", &["cp-zk-kafka-only"]),
     (
         "specs/bitnami-kraft-combined.yaml",

@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use serde_json::Value;
 use straddle_compiler::preview::Outcome;
 use straddle_compiler::spec::Chart;
 use straddle_compiler::topology::{Role, RoleGroup};
@@ -38,12 +39,19 @@ fn root() -> PathBuf {
 const CASES: &[(&str, &[&str])] = &[
     (
         "../examples/cp-two-clusters.yaml",
-        &["cp-zk-kafka-only", "cp-default"],
+        &["cp-zk-kafka-only", "cp-default", "cp-kafka-nodeport"],
     ),
-    ("specs/cp-three-clusters-mcs.yaml", &["cp-zk-kafka-only"]),
+    (
+        "specs/cp-three-clusters-mcs.yaml",
+        &["cp-zk-kafka-only", "cp-kafka-nodeport"],
+    ),
     (
         "../examples/bitnami-kraft-three-clusters.yaml",
-        &["bitnami-kafka-kraft-dedicated"],
+        &[
+            "bitnami-kafka-kraft-dedicated",
+            "bitnami-kafka-kraft-external",
+            "bitnami-kafka-kraft-external-nodeport",
+        ],
     ),
     (
         "specs/bitnami-kraft-combined.yaml",
@@ -123,6 +131,74 @@ fn is_ip(host: &str) -> bool {
     host.parse::<Ipv4Addr>().is_ok()
 }
 
+const POD_NAME_SELECTOR: &str = "statefulset.kubernetes.io/pod-name";
+
+/// The EXTERNAL listener (the charts' per-pod external access: cp-kafka
+/// `nodeport`, bitnami `externalAccess`) must be the one of the per-pod
+/// Service that selects this pod in its cluster: that Service's nodePort
+/// (NodePort) or port (LoadBalancer), and, where the chart lists one host
+/// per pod, the entry of that Service's index. Charts that render no
+/// per-pod Service expose nothing to check.
+fn external_listener(s: &Stretch, n: &Node, host: &str, port: u16) -> Result<(), String> {
+    let per_pod: Vec<&Value> = s.mutated[n.pod.cluster]
+        .iter()
+        .map(|o| &o.after)
+        .filter(|o| o["kind"] == "Service" && o["spec"]["selector"][POD_NAME_SELECTOR].is_string())
+        .collect();
+    if per_pod.is_empty() {
+        return Ok(());
+    }
+    let mine: Vec<&&Value> = per_pod
+        .iter()
+        .filter(|o| o["spec"]["selector"][POD_NAME_SELECTOR] == n.pod.name.as_str())
+        .collect();
+    let [svc] = mine[..] else {
+        return Err(format!("{} per-pod Services select this pod", mine.len()));
+    };
+    let name = svc["metadata"]["name"].as_str().unwrap_or("");
+    let index: usize = name
+        .rsplit('-')
+        .nth(1)
+        .and_then(|i| i.parse().ok())
+        .ok_or_else(|| format!("Service {name} has no index"))?;
+    let spec_port = &svc["spec"]["ports"][0];
+    let exposed = match svc["spec"]["type"].as_str() {
+        Some("NodePort") => &spec_port["nodePort"],
+        _ => &spec_port["port"],
+    };
+    if exposed.as_u64() != Some(u64::from(port)) {
+        return Err(format!("Service {name} exposes {exposed}, not {port}"));
+    }
+    // The chart's own list, as rendered (the policy only moves it).
+    let sts = &s
+        .object(n.pod.cluster, "StatefulSet", &n.pod.group.statefulset)
+        .unwrap()
+        .before;
+    let init = &sts["spec"]["template"]["spec"]["initContainers"];
+    let chart_env = |var: &str| {
+        init.as_array()?
+            .iter()
+            .flat_map(|c| c["env"].as_array().into_iter().flatten())
+            .find(|e| e["name"] == var)
+            .and_then(|e| e["value"].as_str())
+    };
+    let want = match (
+        chart_env("EXTERNAL_ACCESS_HOSTS_LIST"),
+        chart_env("EXTERNAL_ACCESS_HOST"),
+    ) {
+        (Some(list), _) => list.split(',').nth(index),
+        (None, Some(one)) => Some(one),
+        // cp-kafka: `${HOST_IP}`, the node's address.
+        (None, None) => return Ok(()),
+    };
+    if want != Some(host) {
+        return Err(format!(
+            "Service {name} is entry {index} of the chart's hosts, {want:?}"
+        ));
+    }
+    Ok(())
+}
+
 /// Every check of the module docs; returns what broke.
 fn check(s: &Stretch, nodes: &[Node], views: &[View]) -> Vec<Failure> {
     let mut failures = Vec::new();
@@ -185,15 +261,39 @@ fn check(s: &Stretch, nodes: &[Node], views: &[View]) -> Vec<Failure> {
             _ => {}
         }
 
+        // Kafka refuses to start when `advertised.listeners` names a
+        // listener that `listeners` does not define (KafkaConfig's check).
+        if let Some(defined) = c.properties.get("listeners") {
+            let defined: BTreeSet<String> = listeners(defined)
+                .into_iter()
+                .map(|(name, _, _)| name)
+                .collect();
+            for (name, _, _) in c.advertised() {
+                if !defined.contains(&name) {
+                    fail(
+                        n,
+                        format!("advertises listener {name}, which `listeners` does not define"),
+                    );
+                }
+            }
+        }
+
         // Advertised listeners resolve everywhere to this pod.
         for (name, host, port) in c.advertised() {
             endpoints
                 .entry((host.clone(), port))
                 .or_default()
                 .push(n.pod.name.clone());
+            if name == "EXTERNAL" {
+                if let Err(why) = external_listener(s, n, &host, port) {
+                    fail(
+                        n,
+                        format!("advertised listener EXTERNAL {host}:{port}: {why}"),
+                    );
+                }
+                continue;
+            }
             if is_ip(&host) {
-                // cp-kafka's EXTERNAL listener advertises the node's IP
-                // (`${HOST_IP}`), not a name: nothing to resolve.
                 continue;
             }
             let me = n.ip;

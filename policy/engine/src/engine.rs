@@ -68,17 +68,32 @@ pub fn review_plan(plan: &Plan<'_>, req: &Request<'_>) -> Verdict {
             None => return Verdict::Allow,
         }
     };
-    let rule = match plan.lookup(req.cluster, kind, req.namespace, req.name) {
-        Ok(Some(rule)) => rule,
-        Ok(None) => return unnamed_object(plan, req, kind),
-        Err(e) => return Verdict::Deny(format!("policy module has no valid plan: {e}")),
-    };
     let target = Target {
         kind,
         namespace: req.namespace,
         name: req.name,
         cluster: req.cluster,
     };
+    let found = match plan.lookup(req.cluster, kind, req.namespace, req.name) {
+        Ok(Some(rule)) => Ok(Some((rule, None))),
+        Ok(None) => per_index(plan, req, kind),
+        Err(e) => Err(e),
+    };
+    let (rule, index) = match found {
+        Ok(Some(found)) => found,
+        Ok(None) => return unnamed_object(plan, req, kind),
+        Err(e) => return Verdict::Deny(format!("policy module has no valid plan: {e}")),
+    };
+    for check in &rule.checks {
+        if let (Check::Indices { count, beyond }, Some(i)) = (check, index)
+            && i >= *count
+        {
+            if beyond.is_empty() {
+                return unnamed_object(plan, req, kind);
+            }
+            return Verdict::Deny(format!("{target}: index {i} is beyond {count}: {beyond}"));
+        }
+    }
     if is_scale {
         return scale(&target, &rule, req.object);
     }
@@ -89,13 +104,26 @@ pub fn review_plan(plan: &Plan<'_>, req: &Request<'_>) -> Verdict {
     }
     let result = match kind {
         ObjectKind::StatefulSet => statefulset(&target, &rule, req.object),
-        ObjectKind::Service => service(&target, &rule, req.object),
+        ObjectKind::Service => service(&target, &rule, req.object, index),
         ObjectKind::ConfigMap => configmap(&target, &rule, req.object),
     };
     match result {
         Ok(patch) => patch.finish().map_or(Verdict::Allow, Verdict::Patch),
         Err(message) => Verdict::Deny(message),
     }
+}
+
+/// The rule of a per-index object (`<prefix>-<i>-<suffix>`), and its index.
+fn per_index<'p>(
+    plan: &Plan<'p>,
+    req: &Request<'_>,
+    kind: ObjectKind,
+) -> Result<Option<(ObjectRule<'p>, Option<u32>)>, crate::plan::PlanError> {
+    let Some((pattern, index)) = crate::plan::pattern_of(req.name) else {
+        return Ok(None);
+    };
+    let rule = plan.lookup(req.cluster, kind, req.namespace, &pattern)?;
+    Ok(rule.map(|rule| (rule, Some(index))))
 }
 
 /// Objects the spec does not name pass untouched, but only in a member
@@ -240,6 +268,16 @@ fn statefulset(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<Pa
                     ));
                 };
                 let current = c.env.as_deref().unwrap_or(&[]);
+                let resolved;
+                let set = if set
+                    .iter()
+                    .any(|v| matches!(v.value, EnvValue::Prefixed { .. }))
+                {
+                    resolved = resolve_prefixed(t, current, set)?;
+                    &resolved[..]
+                } else {
+                    &set[..]
+                };
                 if let Some(env) = desired_env(t, current, set, remove)? {
                     let path = format!("/spec/template/spec/{list_name}/{index}/env");
                     if c.env.is_some() {
@@ -253,8 +291,8 @@ fn statefulset(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<Pa
             Op::PublishNotReadyAddresses(_)
             | Op::Properties { .. }
             | Op::ServicePort { .. }
-            | Op::Selector { .. }
-            | Op::PortNumbers { .. } => {
+            | Op::PodIndex { .. }
+            | Op::IndexedPort { .. } => {
                 return Err(mismatched_op(t));
             }
         }
@@ -324,7 +362,41 @@ fn contradiction(
                 ));
             }
         }
-        Check::ScaleLimit { .. } | Check::Refuse { .. } => {}
+        Check::NoContainer {
+            name,
+            init,
+            message,
+        } => {
+            if container(name, *init).is_some() {
+                return Err(format!("{t}: has container \"{name}\": {message}"));
+            }
+        }
+        Check::PortCount {
+            container: c,
+            prefix,
+            min,
+            max,
+            message,
+        } => {
+            let count = container(c, false)
+                .and_then(|c| c.ports.as_ref())
+                .map_or(0, |ps| {
+                    ps.iter()
+                        .filter(|p| {
+                            p.name
+                                .as_deref()
+                                .is_some_and(|n| n.starts_with(prefix.as_ref()))
+                        })
+                        .count()
+                });
+            if count > 0 && !(*min as usize..=*max as usize).contains(&count) {
+                return Err(format!(
+                    "{t}: declares {count} \"{prefix}*\" ports, one per node, where this cluster \
+                     needs {min} to {max}: {message}"
+                ));
+            }
+        }
+        Check::ScaleLimit { .. } | Check::Refuse { .. } | Check::Indices { .. } => {}
     }
     Ok(())
 }
@@ -362,7 +434,12 @@ fn scale(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Verdict {
     Verdict::Allow
 }
 
-fn service(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<PatchWriter, String> {
+fn service(
+    t: &Target<'_>,
+    rule: &ObjectRule<'_>,
+    object: &str,
+    index: Option<u32>,
+) -> Result<PatchWriter, String> {
     let svc: k8s::Service =
         serde_json::from_str(object).map_err(|e| format!("{t}: cannot read the object ({e})"))?;
     let mut patch = PatchWriter::new();
@@ -387,29 +464,25 @@ fn service(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<PatchW
                     patch.add("/spec/publishNotReadyAddresses", bool_json(*want));
                 }
             }
-            Op::Selector { key, value } => {
-                let current = spec.selector.as_ref().and_then(|s| s.get(key));
-                if current != Some(value.as_ref()) {
-                    ensure_spec(&mut patch);
-                    if spec.selector.is_some() {
-                        let path = format!("/spec/selector/{}", escape_token(key));
-                        patch.add(&path, &json_string(value));
-                    } else {
-                        let mut obj = String::from("{");
-                        push_json_string(&mut obj, key);
-                        obj.push(':');
-                        push_json_string(&mut obj, value);
-                        obj.push('}');
-                        patch.add("/spec/selector", &obj);
-                    }
-                }
+            Op::PodIndex {
+                selector,
+                label,
+                pod_prefix,
+                start,
+            } => {
+                let i = index.ok_or_else(|| mismatched_op(t))?;
+                let pod = format!("{pod_prefix}{}", u64::from(*start) + u64::from(i));
+                let wanted = std::iter::once((selector.as_ref(), pod.as_str()));
+                ensure_spec(&mut patch);
+                string_map(&mut patch, "/spec/selector", &spec.selector, wanted);
+                let wanted = std::iter::once((label.as_ref(), pod.as_str()));
+                string_map(&mut patch, "/metadata/labels", &svc.metadata.labels, wanted);
             }
-            Op::PortNumbers {
-                name,
-                port,
-                target_port,
-                node_port,
-            } => port_numbers(t, &mut patch, spec, name, [*port, *target_port, *node_port])?,
+            Op::IndexedPort { name, base } => {
+                let i = index.ok_or_else(|| mismatched_op(t))?;
+                let port = u64::from(*base) + u64::from(i);
+                indexed_port(t, &mut patch, spec, name, port)?;
+            }
             Op::ServicePort { .. } | Op::Annotation { .. } | Op::Label { .. } => {}
             _ => return Err(mismatched_op(t)),
         }
@@ -428,14 +501,13 @@ fn service(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<PatchW
     Ok(patch)
 }
 
-/// Sets the numbers of the Service port named `name` (port, targetPort,
-/// nodePort; 0 = leave as is).
-fn port_numbers(
+/// Makes the Service port named `name` target and expose `port` on every node.
+fn indexed_port(
     t: &Target<'_>,
     patch: &mut PatchWriter,
     spec: &k8s::ServiceSpec,
     name: &str,
-    numbers: [u16; 3],
+    port: u64,
 ) -> Result<(), String> {
     let ports = spec.ports.as_deref().unwrap_or(&[]);
     let Some(index) = ports.iter().position(|p| p.name.as_deref() == Some(name)) else {
@@ -445,17 +517,12 @@ fn port_numbers(
         ));
     };
     let current = &ports[index];
-    let target = current.target_port.map(|raw| raw.get());
-    let fields = [
-        ("port", current.port.map(|p| p.to_string())),
-        ("targetPort", target.map(str::to_string)),
-        ("nodePort", current.node_port.map(|p| p.to_string())),
-    ];
-    for ((field, now), want) in fields.into_iter().zip(numbers) {
-        let want_text = want.to_string();
-        if want != 0 && now.as_deref() != Some(want_text.as_str()) {
-            patch.add(&format!("/spec/ports/{index}/{field}"), &want_text);
-        }
+    let want = port.to_string();
+    if current.target_port.map(|raw| raw.get()) != Some(want.as_str()) {
+        patch.add(&format!("/spec/ports/{index}/targetPort"), &want);
+    }
+    if current.node_port != i64::try_from(port).ok() {
+        patch.add(&format!("/spec/ports/{index}/nodePort"), &want);
     }
     Ok(())
 }
@@ -573,6 +640,46 @@ fn string_map<'w>(
     }
 }
 
+/// Turns `Prefixed` values into literals, given the container's env.
+fn resolve_prefixed<'r>(
+    t: &Target<'_>,
+    current: &[&RawValue],
+    set: &[EnvVar<'r>],
+) -> Result<Vec<EnvVar<'r>>, String> {
+    let mut out = Vec::with_capacity(set.len() + 1);
+    for var in set {
+        let EnvValue::Prefixed { saved, prefix } = &var.value else {
+            out.push(var.clone());
+            continue;
+        };
+        let mut chart_value = None;
+        for raw in current {
+            let entry: k8s::EnvEntry = serde_json::from_str(raw.get())
+                .map_err(|e| format!("{t}: cannot read an env entry ({e})"))?;
+            if entry.name == var.name {
+                chart_value = Some(entry.value.unwrap_or_default().into_owned());
+            }
+        }
+        let Some(chart_value) = chart_value else {
+            continue;
+        };
+        let reference = format!("{prefix}$({saved})");
+        if chart_value != reference {
+            out.push(EnvVar {
+                name: saved.clone(),
+                value: EnvValue::Literal(Cow::Owned(chart_value)),
+                before: Some(var.name.clone()),
+            });
+        }
+        out.push(EnvVar {
+            name: var.name.clone(),
+            value: EnvValue::Literal(Cow::Owned(reference)),
+            before: None,
+        });
+    }
+    Ok(out)
+}
+
 enum EnvItem<'a, 'r> {
     Keep(&'a RawValue),
     Set(&'r EnvVar<'r>),
@@ -660,6 +767,7 @@ fn desired_env<'r>(
 
 fn env_matches(entry: &k8s::EnvEntry<'_>, want: &EnvVar<'_>) -> bool {
     match &want.value {
+        EnvValue::Prefixed { .. } => false,
         EnvValue::Literal(v) => {
             entry.value.as_deref() == Some(v.as_ref()) && entry.value_from.is_none()
         }
@@ -692,6 +800,8 @@ fn render_env(out: &mut String, var: &EnvVar<'_>) {
             push_json_string(out, path);
             out.push_str("}}");
         }
+        // Resolved to literals before rendering.
+        EnvValue::Prefixed { .. } => {}
     }
     out.push('}');
 }
@@ -775,21 +885,50 @@ mod tests {
         b.insert("west", ObjectKind::Service, "ns", "zk-headless", &svc);
         let per_pod = ObjectRule {
             field: "spec.kafka.brokers".into(),
-            checks: vec![],
+            checks: vec![Check::Indices {
+                count: 10,
+                beyond: "set the chart value brokers".into(),
+            }],
             ops: vec![
-                Op::Selector {
-                    key: "statefulset.kubernetes.io/pod-name".into(),
-                    value: "kafka-10".into(),
+                Op::PodIndex {
+                    selector: "statefulset.kubernetes.io/pod-name".into(),
+                    label: "pod".into(),
+                    pod_prefix: "kafka-".into(),
+                    start: 10,
                 },
-                Op::PortNumbers {
+                Op::IndexedPort {
                     name: "external".into(),
-                    port: 0,
-                    target_port: 31100,
-                    node_port: 31100,
+                    base: 31100,
                 },
             ],
         };
-        b.insert("west", ObjectKind::Service, "ns", "kafka-0-external", &per_pod);
+        b.insert(
+            "west",
+            ObjectKind::Service,
+            "ns",
+            "kafka-#-external",
+            &per_pod,
+        );
+        let refused_below = ObjectRule {
+            field: "spec.kafka".into(),
+            checks: vec![
+                Check::Indices {
+                    count: 10,
+                    beyond: "".into(),
+                },
+                Check::Refuse {
+                    message: "set the chart value nodeport=false".into(),
+                },
+            ],
+            ops: vec![],
+        };
+        b.insert(
+            "west",
+            ObjectKind::Service,
+            "ns",
+            "kafka-#-nodeport",
+            &refused_below,
+        );
         let refused = ObjectRule {
             field: "spec.kafka".into(),
             checks: vec![Check::Refuse {
@@ -797,7 +936,13 @@ mod tests {
             }],
             ops: vec![],
         };
-        b.insert("west", ObjectKind::Service, "ns", "kafka-9-external", &refused);
+        b.insert(
+            "west",
+            ObjectKind::Service,
+            "ns",
+            "kafka-9-external",
+            &refused,
+        );
         let shaped = ObjectRule {
             field: "spec.kafka.controllers".into(),
             checks: vec![
@@ -818,6 +963,37 @@ mod tests {
             ops: vec![Op::Replicas(3)],
         };
         b.insert("west", ObjectKind::StatefulSet, "ns", "ctl", &shaped);
+        let external = ObjectRule {
+            field: "spec.kafka.brokers".into(),
+            checks: vec![
+                Check::NoContainer {
+                    name: "auto-discovery".into(),
+                    init: true,
+                    message: "turn autoDiscovery off".into(),
+                },
+                Check::PortCount {
+                    container: "main".into(),
+                    prefix: "nodeport-".into(),
+                    min: 3,
+                    max: 10,
+                    message: "set brokers".into(),
+                },
+            ],
+            ops: vec![Op::Env {
+                container: "prepare".into(),
+                init: true,
+                set: vec![EnvVar {
+                    name: "HOSTS".into(),
+                    value: EnvValue::Prefixed {
+                        saved: "CHART_HOSTS".into(),
+                        prefix: "-,-,".into(),
+                    },
+                    before: None,
+                }],
+                remove: vec![],
+            }],
+        };
+        b.insert("west", ObjectKind::StatefulSet, "ns", "ext", &external);
         b.finish(&BundleInfo {
             name: "t".into(),
             spec_digest: "sha256:1".into(),
@@ -940,24 +1116,39 @@ mod tests {
     }
 
     #[test]
+    fn pattern_names_hold_the_index() {
+        use crate::plan::pattern_of;
+        assert_eq!(
+            pattern_of("kafka-broker-12-external"),
+            Some(("kafka-broker-#-external".into(), 12))
+        );
+        assert_eq!(pattern_of("zk-3"), Some(("zk-#".into(), 3)));
+        assert_eq!(pattern_of("a-1-b-2-c"), Some(("a-1-b-#-c".into(), 2)));
+        assert_eq!(pattern_of("kafka-headless"), None);
+        assert_eq!(pattern_of("kafka-1a-x"), None);
+        assert_eq!(pattern_of("x-99999999999-y"), None);
+    }
+
+    #[test]
     fn per_pod_services_are_re_pointed_and_idempotent() {
         let p = plan();
-        let object = r#"{"metadata":{"name":"kafka-0-external"},"spec":{"type":"NodePort","selector":{"app":"kafka","statefulset.kubernetes.io/pod-name":"kafka-0"},"ports":[{"name":"external","port":19092,"targetPort":31090,"nodePort":31090}]}}"#;
-        let v = review(&p, &req("west", "Service", "kafka-0-external", object));
+        let object = r#"{"metadata":{"name":"kafka-2-external","labels":{"pod":"kafka-2"}},"spec":{"type":"NodePort","selector":{"app":"kafka","statefulset.kubernetes.io/pod-name":"kafka-2"},"ports":[{"name":"external","port":19092,"targetPort":31092,"nodePort":31092}]}}"#;
+        let v = review(&p, &req("west", "Service", "kafka-2-external", object));
         let after = apply(object, &v);
         let doc: serde_json::Value = serde_json::from_str(&after).unwrap();
         assert_eq!(
             doc["spec"]["selector"]["statefulset.kubernetes.io/pod-name"],
-            "kafka-10"
+            "kafka-12"
         );
+        assert_eq!(doc["metadata"]["labels"]["pod"], "kafka-12");
         assert_eq!(doc["spec"]["selector"]["app"], "kafka");
         let port = &doc["spec"]["ports"][0];
         assert_eq!(
             (&port["port"], &port["targetPort"], &port["nodePort"]),
-            (&19092.into(), &31100.into(), &31100.into())
+            (&19092.into(), &31102.into(), &31102.into())
         );
         assert_eq!(
-            review(&p, &req("west", "Service", "kafka-0-external", &after)),
+            review(&p, &req("west", "Service", "kafka-2-external", &after)),
             Verdict::Allow
         );
         let no_port = r#"{"metadata":{"name":"kafka-0-external"},"spec":{"ports":[{"name":"other","port":1}]}}"#;
@@ -966,6 +1157,24 @@ mod tests {
             panic!()
         };
         assert!(m.contains("port \"external\" not found"), "{m}");
+        let Verdict::Deny(m) = review(&p, &req("west", "Service", "kafka-10-external", object))
+        else {
+            panic!()
+        };
+        assert!(
+            m.contains("index 10 is beyond 10: set the chart value brokers"),
+            "{m}"
+        );
+        // A refusal that covers the chart's indices only: higher ones are
+        // another object of the same shape (e.g. one `straddle render` emits).
+        assert!(matches!(
+            review(&p, &req("west", "Service", "kafka-3-nodeport", "{}")),
+            Verdict::Deny(m) if m.ends_with("nodeport=false")
+        ));
+        assert_eq!(
+            review(&p, &req("west", "Service", "kafka-13-nodeport", "{}")),
+            Verdict::Allow
+        );
     }
 
     #[test]
@@ -981,12 +1190,20 @@ mod tests {
             )
         };
         assert_eq!(
-            review(&p, &req("west", "StatefulSet", "ctl", &sts("controller", 9093))),
+            review(
+                &p,
+                &req("west", "StatefulSet", "ctl", &sts("controller", 9093))
+            ),
             Verdict::Allow
         );
         let Verdict::Deny(m) = review(
             &p,
-            &req("west", "StatefulSet", "ctl", &sts("controller,broker", 9093)),
+            &req(
+                "west",
+                "StatefulSet",
+                "ctl",
+                &sts("controller,broker", 9093),
+            ),
         ) else {
             panic!()
         };
@@ -994,11 +1211,16 @@ mod tests {
             m.contains("ROLES=controller,broker contradicts") && m.ends_with("controllerOnly=true"),
             "{m}"
         );
-        let Verdict::Deny(m) = review(&p, &req("west", "StatefulSet", "ctl", &sts("controller", 19093)))
-        else {
+        let Verdict::Deny(m) = review(
+            &p,
+            &req("west", "StatefulSet", "ctl", &sts("controller", 19093)),
+        ) else {
             panic!()
         };
-        assert!(m.contains("is 19093 where the stretch spec needs 9093"), "{m}");
+        assert!(
+            m.contains("is 19093 where the stretch spec needs 9093"),
+            "{m}"
+        );
     }
 
     #[test]
@@ -1029,6 +1251,82 @@ mod tests {
             review(&p, &req("west", "Service", "other", r#"{"metadata":{}}"#)),
             Verdict::Allow
         );
+    }
+
+    #[test]
+    fn per_ordinal_lists_are_prefixed_once_and_follow_chart_upgrades() {
+        let p = plan();
+        let sts = |hosts: &str| {
+            format!(
+                r#"{{"spec":{{"template":{{"spec":{{"initContainers":[{{"name":"prepare","env":[{{"name":"A","value":"1"}},{{"name":"HOSTS","value":"{hosts}"}}]}}],"containers":[{{"name":"main"}}]}}}}}}}}"#
+            )
+        };
+        let env = |doc: &str| -> Vec<(String, String)> {
+            let doc: serde_json::Value = serde_json::from_str(doc).unwrap();
+            doc["spec"]["template"]["spec"]["initContainers"][0]["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["name"].as_str().unwrap().into(),
+                        e["value"].as_str().unwrap().into(),
+                    )
+                })
+                .collect()
+        };
+        let first = sts("a,b");
+        let once = apply(
+            &first,
+            &review(&p, &req("west", "StatefulSet", "ext", &first)),
+        );
+        let want = |chart: &str| {
+            vec![
+                ("A".to_string(), "1".to_string()),
+                ("CHART_HOSTS".to_string(), chart.to_string()),
+                ("HOSTS".to_string(), "-,-,$(CHART_HOSTS)".to_string()),
+            ]
+        };
+        assert_eq!(env(&once), want("a,b"));
+        assert_eq!(
+            review(&p, &req("west", "StatefulSet", "ext", &once)),
+            Verdict::Allow
+        );
+        // A chart upgrade sends its own list again, next to the saved one.
+        let upgraded = once.replace(r#""value":"-,-,$(CHART_HOSTS)""#, r#""value":"c,d""#);
+        let again = apply(
+            &upgraded,
+            &review(&p, &req("west", "StatefulSet", "ext", &upgraded)),
+        );
+        assert_eq!(env(&again), want("c,d"));
+        // A chart without the variable is left alone.
+        let none = r#"{"spec":{"template":{"spec":{"initContainers":[{"name":"prepare"}],"containers":[{"name":"main"}]}}}}"#;
+        assert_eq!(
+            review(&p, &req("west", "StatefulSet", "ext", none)),
+            Verdict::Allow
+        );
+        let discovery = r#"{"spec":{"template":{"spec":{"initContainers":[{"name":"prepare"},{"name":"auto-discovery"}]}}}}"#;
+        let Verdict::Deny(m) = review(&p, &req("west", "StatefulSet", "ext", discovery)) else {
+            panic!()
+        };
+        assert!(m.ends_with("turn autoDiscovery off"), "{m}");
+        let ports = |n: usize| {
+            let ports: Vec<String> = (0..n)
+                .map(|i| format!(r#"{{"name":"nodeport-{i}","containerPort":{}}}"#, 31090 + i))
+                .collect();
+            format!(
+                r#"{{"spec":{{"template":{{"spec":{{"initContainers":[{{"name":"prepare"}}],"containers":[{{"name":"main","ports":[{}]}}]}}}}}}}}"#,
+                ports.join(",")
+            )
+        };
+        assert_eq!(
+            review(&p, &req("west", "StatefulSet", "ext", &ports(3))),
+            Verdict::Allow
+        );
+        let Verdict::Deny(m) = review(&p, &req("west", "StatefulSet", "ext", &ports(2))) else {
+            panic!()
+        };
+        assert!(m.contains("declares 2 \"nodeport-*\" ports"), "{m}");
     }
 
     #[test]

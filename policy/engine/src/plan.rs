@@ -144,6 +144,35 @@ pub enum Check<'a> {
         #[serde(borrow)]
         message: Cow<'a, str>,
     },
+    /// The pod template must not have this container (a chart feature that
+    /// cannot work across clusters); else denied with `message`.
+    NoContainer {
+        #[serde(borrow)]
+        name: Cow<'a, str>,
+        init: bool,
+        #[serde(borrow)]
+        message: Cow<'a, str>,
+    },
+    /// When the container declares ports named `<prefix><n>` (one per node,
+    /// from a chart value), it must declare between `min` and `max` of them.
+    PortCount {
+        #[serde(borrow)]
+        container: Cow<'a, str>,
+        #[serde(borrow)]
+        prefix: Cow<'a, str>,
+        min: u32,
+        max: u32,
+        #[serde(borrow)]
+        message: Cow<'a, str>,
+    },
+    /// A rule stored under a pattern name covers indices below `count`;
+    /// a higher index is denied with `beyond`, or is not the rule's object
+    /// (passes as unnamed) when `beyond` is empty.
+    Indices {
+        count: u32,
+        #[serde(borrow)]
+        beyond: Cow<'a, str>,
+    },
     /// The object is refused (a chart variant the policy cannot make right).
     Refuse {
         #[serde(borrow)]
@@ -199,23 +228,50 @@ pub enum Op<'a> {
         name: Cow<'a, str>,
         port: u16,
     },
-    /// Service `spec.selector[key] = value` (a per-pod Service re-pointed at
-    /// this cluster's pod).
-    Selector {
+    /// A per-index Service (see [`PATTERN_INDEX`]) with index `i` serves pod
+    /// `<pod_prefix><start + i>`: `spec.selector[selector]` and
+    /// `metadata.labels[label]` name it.
+    PodIndex {
         #[serde(borrow)]
-        key: Cow<'a, str>,
+        selector: Cow<'a, str>,
         #[serde(borrow)]
-        value: Cow<'a, str>,
+        label: Cow<'a, str>,
+        #[serde(borrow)]
+        pod_prefix: Cow<'a, str>,
+        start: u32,
     },
-    /// The Service port named `name` gets these numbers (per-node ports
-    /// follow the node id); 0 leaves a number as it is.
-    PortNumbers {
+    /// A per-index Service's port named `name` has targetPort = nodePort =
+    /// `base + i` (a port per node id).
+    IndexedPort {
         #[serde(borrow)]
         name: Cow<'a, str>,
-        port: u16,
-        target_port: u16,
-        node_port: u16,
+        base: u32,
     },
+}
+
+/// Per-index objects (`<prefix>-<i>-<suffix>`, one per ordinal the chart
+/// counts from 0) are stored once, with this character in place of the
+/// index; it cannot occur in a Kubernetes name.
+pub const PATTERN_INDEX: char = '#';
+
+/// The pattern name and index of a per-index name: its last all-digit
+/// `-`-separated segment becomes [`PATTERN_INDEX`].
+pub fn pattern_of(name: &str) -> Option<(String, u32)> {
+    let (at, segment) = name
+        .split('-')
+        .scan(0usize, |offset, seg| {
+            let at = *offset;
+            *offset += seg.len() + 1;
+            Some((at, seg))
+        })
+        .filter(|(_, seg)| !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()))
+        .last()?;
+    let index = segment.parse().ok()?;
+    let mut pattern = String::with_capacity(name.len());
+    pattern.push_str(&name[..at]);
+    pattern.push(PATTERN_INDEX);
+    pattern.push_str(&name[at + segment.len()..]);
+    Some((pattern, index))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,6 +291,16 @@ pub enum EnvValue<'a> {
     Literal(#[serde(borrow)] Cow<'a, str>),
     /// Downward API `valueFrom.fieldRef.fieldPath`.
     FieldRef(#[serde(borrow)] Cow<'a, str>),
+    /// The chart's own value, moved to the variable `saved` (inserted just
+    /// before), and referenced as `prefix$(saved)`: a per-ordinal list that a
+    /// script indexes by ordinal gets one placeholder per ordinal of the
+    /// clusters before this one. Left alone when the chart does not set it.
+    Prefixed {
+        #[serde(borrow)]
+        saved: Cow<'a, str>,
+        #[serde(borrow)]
+        prefix: Cow<'a, str>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
