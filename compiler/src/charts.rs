@@ -188,9 +188,8 @@ pub fn watches(topo: &Topology) -> Vec<Watch<'static>> {
             release_label: s(release_label),
             release: s(g.release.clone()),
             namespace: s(g.namespace.clone()),
-            what: s(format!(
-                "the {chart} chart ({field}.release, {field}.namespace, {field}.fullnameOverride)"
-            )),
+            chart: s(chart),
+            field: s(field),
         });
     }
     out

@@ -13,6 +13,7 @@
 //!   kube-controller-manager) per member cluster, on loopback;
 //! - [`process`], [`scratch`]: child processes and directories that never
 //!   outlive the test;
+//! - [`golden`]: golden files (`STRADDLE_BLESS=1` writes them);
 //! - [`fuzzing`]: the invariants the fuzz targets in `fuzz/` check, shared
 //!   with `tests/fuzz_corpus.rs`.
 
@@ -20,6 +21,7 @@ pub mod controlplane;
 pub mod dns;
 pub mod effective;
 pub mod fuzzing;
+pub mod golden;
 pub mod kube;
 pub mod process;
 pub mod scratch;

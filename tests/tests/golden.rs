@@ -51,38 +51,7 @@ const CASES: &[(&str, &[&str])] = &[
     ("specs/cp-two-clusters-majority.yaml", &["cp-zk-kafka-only"]),
 ];
 
-fn bless() -> bool {
-    std::env::var_os("STRADDLE_BLESS").is_some()
-}
-
-/// Compares with (or, when blessing, writes) a golden file.
-fn golden(path: &Path, actual: &str) {
-    if bless() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(path).unwrap_or_else(|_| {
-        panic!(
-            "missing golden file {}; run with STRADDLE_BLESS=1",
-            path.display()
-        )
-    });
-    if expected != actual {
-        let diff = similar_lines(&expected, actual);
-        panic!("{} differs from the golden file:\n{diff}", path.display());
-    }
-}
-
-fn similar_lines(a: &str, b: &str) -> String {
-    a.lines()
-        .zip(b.lines())
-        .enumerate()
-        .filter(|(_, (x, y))| x != y)
-        .take(10)
-        .map(|(i, (x, y))| format!("line {}:\n- {x}\n+ {y}\n", i + 1))
-        .collect()
-}
+use straddle_tests::golden::check as golden;
 
 struct Compiled {
     plan: Vec<u8>,

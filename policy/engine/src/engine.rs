@@ -177,15 +177,16 @@ fn watched(bundle: &BundleInfo<'_>, req: &Request<'_>, kind: ObjectKind) -> Opti
             watch.release, watch.namespace
         )
     };
+    let field = &watch.field;
     Some(format!(
-        "{} {}/{} of release \"{release}\" carries the labels of {} ({}={}), but stretch \"{}\" \
+        "{} {}/{} (release \"{release}\") has the labels of chart {} ({}={}), but stretch \"{}\" \
          does not name it: {why}. It passes unmutated, so this cluster would run its own \
-         ensemble with colliding IDs. Install the chart with the release and namespace of the \
-         spec, or fix the spec and recompile.",
+         ensemble with colliding IDs: install the chart as {field}.release and {field}.namespace \
+         say, or correct them (and {field}.fullnameOverride) and recompile.",
         kind.as_str(),
         req.namespace,
         req.name,
-        watch.what,
+        watch.chart,
         watch.label,
         watch.value,
         bundle.name,
@@ -336,10 +337,11 @@ fn contradiction(
                     found = Some(entry.value.unwrap_or_default());
                 }
             }
-            if found.as_deref().unwrap_or("") != value.as_ref() {
+            if let Some(found) = found
+                && found != value.as_ref()
+            {
                 return Err(format!(
-                    "{t}: {name}={} contradicts the stretch spec: {message}",
-                    found.as_deref().unwrap_or("(unset)")
+                    "{t}: {name}={found} contradicts the stretch spec: {message}"
                 ));
             }
         }
@@ -1006,7 +1008,8 @@ mod tests {
                 release_label: "release".into(),
                 release: "prod".into(),
                 namespace: "ns".into(),
-                what: "the cp-kafka chart (spec.kafka.release)".into(),
+                chart: "cp-kafka".into(),
+                field: "spec.kafka".into(),
             }],
         })
     }

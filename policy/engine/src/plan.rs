@@ -62,9 +62,12 @@ pub struct Watch<'a> {
     /// The namespace the spec names.
     #[serde(borrow)]
     pub namespace: Cow<'a, str>,
-    /// What to tell the user: the chart, and the spec fields to check.
+    /// The chart, for the user (`bitnami/kafka`).
     #[serde(borrow)]
-    pub what: Cow<'a, str>,
+    pub chart: Cow<'a, str>,
+    /// The spec field of the component (`spec.kafka`).
+    #[serde(borrow)]
+    pub field: Cow<'a, str>,
 }
 
 /// Kinds of objects the policy acts on.
@@ -120,9 +123,9 @@ pub enum Check<'a> {
         #[serde(borrow)]
         field: Cow<'a, str>,
     },
-    /// A container's env var must hold `value` (a literal, or missing when
-    /// `value` is empty); else the object contradicts the spec and is denied
-    /// with `message` (which names the chart value to change).
+    /// A container's env var, when set, must hold `value` (empty: must be
+    /// empty); else the object contradicts the spec and is denied with
+    /// `message` (which names the chart value to change).
     Env {
         #[serde(borrow)]
         container: Cow<'a, str>,
