@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::charts::{self, ZkStrings};
+use crate::charts::cp::{ZkStrings, zk_strings};
+use crate::charts::{self};
 use crate::compile::Checked;
 use crate::diag::Severity;
 use crate::quorum::Survivability;
@@ -167,11 +168,11 @@ pub fn explain(checked: &Checked, digest: &str) -> Explanation {
             groups,
             weights,
             connect,
-        } = charts::zk_strings(zk, topo.clusters.len(), 0);
+        } = zk_strings(zk, topo.clusters.len(), 0);
         let per_cluster = if zk.group.mode == NetworkingMode::Linkerd {
             (0..topo.clusters.len())
                 .map(|ci| {
-                    let s = charts::zk_strings(zk, topo.clusters.len(), ci);
+                    let s = zk_strings(zk, topo.clusters.len(), ci);
                     ZkClusterView {
                         cluster: topo.clusters[ci].name.clone(),
                         servers: s.servers,

@@ -370,7 +370,6 @@ fn networking(s: &spec::StretchSpec, errs: &mut Vec<Diagnostic>) -> Networking {
     let has_brokers = kafka.is_some_and(|k| k.brokers.is_some()) || combined;
     let has_controllers = kafka.is_some_and(|k| k.controllers.is_some() && !combined);
     let has_zookeeper = s.zookeeper.is_some();
-    let bitnami_brokers = kafka.is_some_and(|k| k.chart == Chart::Bitnami) && has_brokers;
 
     if mode == Linkerd && has_brokers {
         errs.push(
@@ -399,14 +398,10 @@ fn networking(s: &spec::StretchSpec, errs: &mut Vec<Diagnostic>) -> Networking {
             .fix("set spec.networking.quorumMode to mcs, cilium, external-dns or linkerd (nodeport stays for the brokers)"),
         );
     }
-    if mode == Nodeport && bitnami_brokers {
-        errs.push(
-            Diagnostic::error(
-                "spec.networking.mode",
-                "nodeport is only available for cp-helm-charts brokers: bitnami/kafka builds its advertised host from the pod's DNS name in its init script, with no per-node address to switch to",
-            )
-            .fix("use mode: external-dns, mcs or cilium for bitnami/kafka"),
-        );
+    if let Some(k) = kafka
+        && has_brokers
+    {
+        errs.extend(charts::shape(k.chart).check_broker_mode(mode));
     }
     if mode == Nodeport && !has_brokers {
         errs.push(
@@ -565,7 +560,7 @@ impl Ctx<'_> {
         replicas: &[u32],
         block: Option<u32>,
     ) -> RoleGroup {
-        let (statefulset, headless) = charts::statefulset_names(chart, role, fullname);
+        let (statefulset, headless) = charts::shape(chart).statefulset_names(role, fullname);
         let mode = self.networking.mode_of(role);
         let mut slices = Vec::new();
         let mut nodes = Vec::new();
@@ -614,15 +609,7 @@ impl Ctx<'_> {
 
     fn ensemble(&self, z: &spec::ZooKeeperSpec, errs: &mut Vec<Diagnostic>) -> Option<Ensemble> {
         let before = errs.len();
-        if z.chart != Chart::CpHelmCharts {
-            errs.push(
-                Diagnostic::error(
-                    "spec.zookeeper.chart",
-                    format!("ZooKeeper from the {} chart is not supported yet", z.chart.as_str()),
-                )
-                .fix("use chart: cp-helm-charts (cp-zookeeper), or stretch Kafka in KRaft mode without ZooKeeper"),
-            );
-        }
+        errs.extend(charts::shape(z.chart).check_zookeeper());
         check_dns_label(errs, "spec.zookeeper.release", &z.release);
         check_dns_label(errs, "spec.zookeeper.namespace", &z.namespace);
         let replicas = self.per_cluster(errs, "spec.zookeeper.replicas", &z.replicas);
@@ -806,23 +793,7 @@ impl Ctx<'_> {
         let before = errs.len();
         check_dns_label(errs, "spec.kafka.release", &k.release);
         check_dns_label(errs, "spec.kafka.namespace", &k.namespace);
-        match (k.mode, k.chart) {
-            (KafkaMode::Zookeeper, Chart::Bitnami) => errs.push(
-                Diagnostic::error(
-                    "spec.kafka.mode",
-                    "bitnami/kafka 32 runs Kafka 4, which has no ZooKeeper mode",
-                )
-                .fix("use mode: kraft with chart: bitnami, or chart: cp-helm-charts for ZooKeeper mode"),
-            ),
-            (KafkaMode::Kraft, Chart::CpHelmCharts) => errs.push(
-                Diagnostic::error(
-                    "spec.kafka.mode",
-                    "cp-helm-charts (Confluent Platform 6.1) cannot run KRaft",
-                )
-                .fix("use mode: zookeeper with chart: cp-helm-charts, or chart: bitnami for KRaft"),
-            ),
-            _ => {}
-        }
+        errs.extend(charts::shape(k.chart).check_kafka(k));
         match k.mode {
             KafkaMode::Zookeeper => {
                 if !have_zk {
@@ -905,7 +876,7 @@ impl Ctx<'_> {
             &k.release,
             k.fullname_override.as_deref(),
         );
-        let mut layout = |role: Role, field: &str, r: &spec::RoleSpec, default_min: u32| {
+        let mut layout = |role: Role, field: &str, r: &spec::RoleSpec| {
             let replicas = self.per_cluster(errs, &format!("{field}.replicas"), &r.replicas);
             let max = replicas.iter().copied().max().unwrap_or(0);
             let block = r
@@ -942,19 +913,23 @@ impl Ctx<'_> {
                     .fix("give at least one cluster a count"),
                 );
             }
-            let min_id = if k.chart == Chart::Bitnami {
-                r.min_id.unwrap_or(default_min)
-            } else {
-                if r.min_id.is_some() {
-                    errs.push(
-                        Diagnostic::error(
-                            format!("{field}.minId"),
-                            "cp-kafka takes the broker id from the pod ordinal; it has no minId",
-                        )
-                        .fix(format!("remove {field}.minId")),
-                    );
+            let min_id = match charts::shape(k.chart).default_min_id(role) {
+                Some(default) => r.min_id.unwrap_or(default),
+                None => {
+                    if r.min_id.is_some() {
+                        errs.push(
+                            Diagnostic::error(
+                                format!("{field}.minId"),
+                                format!(
+                                    "{} takes the node id from the pod ordinal; it has no minId",
+                                    k.chart.as_str()
+                                ),
+                            )
+                            .fix(format!("remove {field}.minId")),
+                        );
+                    }
+                    0
                 }
-                0
             };
             self.group(
                 role,
@@ -975,13 +950,12 @@ impl Ctx<'_> {
                 },
                 "spec.kafka.controllers",
                 &c.role(),
-                0,
             )
         });
         let brokers = k
             .brokers
             .as_ref()
-            .map(|b| layout(Role::Broker, "spec.kafka.brokers", b, 100));
+            .map(|b| layout(Role::Broker, "spec.kafka.brokers", b));
         if let (Some(c), Some(b)) = (&controllers, &brokers) {
             let (c_lo, c_hi) = c.id_range();
             let (b_lo, b_hi) = b.id_range();

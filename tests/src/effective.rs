@@ -170,7 +170,7 @@ pub struct ZkConfig {
 pub mod cp_zookeeper {
     use super::*;
 
-    pub const CONTAINER: &str = "cp-zookeeper-server";
+    pub use straddle_compiler::charts::cp::ZOOKEEPER_CONTAINER as CONTAINER;
     const ENTRYPOINT: &str = "/etc/confluent/docker/run";
 
     /// `ZOOKEEPER_*` env -> property, from the image's template (the subset
@@ -308,7 +308,7 @@ pub fn listeners(list: &str) -> Vec<(String, String, u16)> {
 pub mod cp_kafka {
     use super::*;
 
-    pub const CONTAINER: &str = "cp-kafka-broker";
+    pub use straddle_compiler::charts::cp::KAFKA_CONTAINER as CONTAINER;
     const ENTRYPOINT: &str = "/etc/confluent/docker/run";
     /// `kafka.properties.template` (read at kafka-images `07ec4fc9`). The
     /// missing comma after `'KAFKA_HEAP_OPTS'` is in the template: Python
@@ -384,9 +384,9 @@ pub mod cp_kafka {
 pub mod bitnami_kafka {
     use super::*;
 
-    pub const INIT_CONTAINER: &str = "prepare-config";
-    pub const CONTAINER: &str = "kafka";
-    const PROPERTIES_KEY: &str = "server.properties";
+    pub use straddle_compiler::charts::bitnami::{
+        INIT_CONTAINER, MAIN_CONTAINER as CONTAINER, PROPERTIES_KEY,
+    };
     const LIBRARY: &str = ". /opt/bitnami/scripts/libkafka.sh";
     /// Absolute paths the init script uses, moved under a scratch directory.
     const PATHS: &[&str] = &[

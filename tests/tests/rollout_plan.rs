@@ -21,7 +21,7 @@ use straddle_policy::Operation;
 
 const FIXTURE: &str = "fixtures/charts/cp-zk-kafka-only/rendered.yaml";
 const ZK_STATEFULSET: &str = "confluent-cp-zookeeper";
-const ZK_CONTAINER: &str = "cp-zookeeper-server";
+use straddle_compiler::charts::cp::ZOOKEEPER_CONTAINER as ZK_CONTAINER;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()

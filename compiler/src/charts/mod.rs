@@ -1,0 +1,317 @@
+//! Chart shapes: how each supported chart names its objects, computes IDs,
+//! lists and listeners, and so which values the policy must set for a
+//! topology. One module per chart shape ([`cp`], [`bitnami`]) answers
+//! everything chart-specific through [`Shape`]; this module holds what is
+//! common (the plan's objects, headless Services, meshes, KRaft lists).
+//! Adding a chart is one module, one arm in [`shape`], fixtures and goldens.
+
+use std::borrow::Cow;
+
+use straddle_policy::plan::{Check, EnvValue, EnvVar, ObjectKind, ObjectRule, Op, Watch};
+
+use crate::diag::Diagnostic;
+use crate::spec::{Chart, KafkaSpec, NetworkingMode};
+use crate::topology::{Kafka, Role, RoleGroup, Topology};
+
+pub mod bitnami;
+pub mod cp;
+
+pub const DIGEST_ANNOTATION: &str = "straddle.dev/policy-digest";
+/// Cilium ClusterMesh: the Service is merged with its namesakes in the other clusters.
+pub const CILIUM_GLOBAL: &str = "service.cilium.io/global";
+/// Cilium ClusterMesh: this cluster's endpoints are offered to the others.
+pub const CILIUM_SHARED: &str = "service.cilium.io/shared";
+/// Cilium ClusterMesh: remote EndpointSlices (with pod hostnames) are synced
+/// into this cluster, which is what makes remote per-pod names resolve.
+pub const CILIUM_SYNC_ENDPOINT_SLICES: &str = "service.cilium.io/global-sync-endpoint-slices";
+/// Linkerd multicluster: the Service is mirrored into linked clusters
+/// (`true` = through the gateway, the mode Linkerd documents for StatefulSets).
+pub const LINKERD_EXPORTED: &str = "mirror.linkerd.io/exported";
+pub const STRETCH_ANNOTATION: &str = "straddle.dev/stretch";
+pub(crate) const RACK_AWARE_SELECTOR: &str =
+    "org.apache.kafka.common.replica.RackAwareReplicaSelector";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    ZooKeeper,
+    Kafka,
+}
+
+/// The labels that identify a chart's objects (see [`Watch`]).
+pub struct ChartLabels {
+    pub name_label: &'static str,
+    pub name: &'static str,
+    pub release_label: &'static str,
+    /// The chart, for messages.
+    pub chart: &'static str,
+}
+
+/// Everything chart-specific the compiler asks.
+pub trait Shape: Sync {
+    /// The chart name its fullname helper appends to the release.
+    fn chart_name(&self, component: Component) -> &'static str;
+    /// (StatefulSet, governing headless Service) of a role.
+    fn statefulset_names(&self, role: Role, fullname: &str) -> (String, String);
+    /// Container ports a role serves (for per-node Services).
+    fn ports(&self, role: Role) -> Vec<(&'static str, u16)>;
+    /// The KRaft controller port.
+    fn controller_port(&self) -> u16;
+    fn labels(&self, component: Component) -> ChartLabels;
+    /// Errors for a Kafka spec this chart cannot run (modes, IDs).
+    fn check_kafka(&self, k: &KafkaSpec) -> Vec<Diagnostic>;
+    /// Whether the chart's brokers can be reached through `mode` (else: why).
+    fn check_broker_mode(&self, mode: NetworkingMode) -> Option<Diagnostic>;
+    /// Whether the chart's ZooKeeper can be stretched (else: why, and the fix).
+    fn check_zookeeper(&self) -> Option<Diagnostic>;
+    /// The id of ordinal 0 of a role: `None` when the chart takes it from
+    /// the ordinal alone (a spec `minId` is then an error).
+    fn default_min_id(&self, role: Role) -> Option<u32>;
+    /// The rules of one role in one cluster.
+    fn plan(&self, topo: &Topology, g: &RoleGroup, cluster: usize, out: &mut Vec<PlannedObject>);
+}
+
+/// The module of a chart.
+pub fn shape(chart: Chart) -> &'static dyn Shape {
+    match chart {
+        Chart::CpHelmCharts => &cp::Cp,
+        Chart::Bitnami => &bitnami::Bitnami,
+    }
+}
+
+/// The chart's fullname helper: override, else the release if it already
+/// contains the chart name, else `<release>-<chart>`; at most 63 characters.
+pub fn fullname(
+    chart: Chart,
+    component: Component,
+    release: &str,
+    override_: Option<&str>,
+) -> String {
+    let name = shape(chart).chart_name(component);
+    let full = match override_ {
+        Some(o) => o.to_string(),
+        None if release.contains(name) => release.to_string(),
+        None => format!("{release}-{name}"),
+    };
+    let mut full: String = full.chars().take(63).collect();
+    while full.ends_with('-') {
+        full.pop();
+    }
+    full
+}
+
+/// Container ports a role serves (for per-node Services).
+pub fn ports(group: &RoleGroup) -> Vec<(&'static str, u16)> {
+    shape(group.chart).ports(group.role)
+}
+
+/// One object's rule, before the digest annotation is added.
+pub struct PlannedObject {
+    pub cluster: usize,
+    pub kind: ObjectKind,
+    pub namespace: String,
+    pub name: String,
+    pub rule: ObjectRule<'static>,
+}
+
+/// Everything the policy does, for every cluster.
+pub fn plan_objects(topo: &Topology) -> Vec<PlannedObject> {
+    let mut out = Vec::new();
+    for cluster in 0..topo.clusters.len() {
+        for g in topo.groups() {
+            shape(g.chart).plan(topo, g, cluster, &mut out);
+        }
+    }
+    out
+}
+
+/// The labels by which each stretched component's chart is recognised on
+/// objects the plan does not name (a release or namespace the spec gets wrong).
+pub fn watches(topo: &Topology) -> Vec<Watch<'static>> {
+    let zk = topo
+        .zookeeper
+        .iter()
+        .map(|z| (&z.group, Component::ZooKeeper, "spec.zookeeper"));
+    let kafka = topo.kafka.iter().flat_map(|k| {
+        k.groups()
+            .next()
+            .map(|g| (g, Component::Kafka, "spec.kafka"))
+    });
+    zk.chain(kafka)
+        .map(|(g, component, field)| {
+            let labels = shape(g.chart).labels(component);
+            Watch {
+                label: s(labels.name_label),
+                value: s(labels.name),
+                release_label: s(labels.release_label),
+                release: s(g.release.clone()),
+                namespace: s(g.namespace.clone()),
+                chart: s(labels.chart),
+                field: s(field),
+            }
+        })
+        .collect()
+}
+
+fn s(v: impl Into<String>) -> Cow<'static, str> {
+    Cow::Owned(v.into())
+}
+
+fn literal(name: &str, value: impl Into<String>) -> EnvVar<'static> {
+    EnvVar {
+        name: s(name),
+        value: EnvValue::Literal(s(value)),
+        before: None,
+    }
+}
+
+fn field_ref(name: &str, path: &str, before: Option<&str>) -> EnvVar<'static> {
+    EnvVar {
+        name: s(name),
+        value: EnvValue::FieldRef(s(path)),
+        before: before.map(s),
+    }
+}
+
+/// Rules every StatefulSet of a role gets: size, ordinals, the ID-block guard.
+fn statefulset_base(
+    group: &RoleGroup,
+    cluster: usize,
+    cluster_name: &str,
+) -> (Vec<Check<'static>>, Vec<Op<'static>>) {
+    let slice = &group.slices[cluster];
+    // Quorum members are listed in every cluster's configuration; brokers are
+    // not, so they may scale within their ID block.
+    let check = match group.role {
+        Role::ZooKeeper | Role::Controller { .. } => Check::ScaleLimit {
+            max: slice.replicas,
+            exact: true,
+            field: s(format!("{}.replicas.{cluster_name}", group.field)),
+        },
+        Role::Broker => Check::ScaleLimit {
+            max: slice.block,
+            exact: false,
+            field: s(format!("{}.idBlockSize", group.field)),
+        },
+    };
+    (
+        vec![check],
+        vec![
+            Op::Replicas(slice.replicas),
+            Op::OrdinalsStart(slice.ordinal_start),
+        ],
+    )
+}
+
+fn push(
+    out: &mut Vec<PlannedObject>,
+    cluster: usize,
+    kind: ObjectKind,
+    group: &RoleGroup,
+    name: &str,
+    checks: Vec<Check<'static>>,
+    ops: Vec<Op<'static>>,
+) {
+    out.push(PlannedObject {
+        cluster,
+        kind,
+        namespace: group.namespace.clone(),
+        name: name.to_string(),
+        rule: ObjectRule {
+            field: s(group.field.clone()),
+            checks,
+            ops,
+        },
+    });
+}
+
+/// Headless Services must publish not-ready pods: a quorum member has to be
+/// resolvable before it is ready, or the ensemble can never form. Meshes that
+/// are configured on the Service itself get their annotations or labels here.
+fn headless(out: &mut Vec<PlannedObject>, group: &RoleGroup, cluster: usize) {
+    push(
+        out,
+        cluster,
+        ObjectKind::Service,
+        group,
+        &group.headless,
+        vec![],
+        headless_ops(group),
+    );
+}
+
+/// The end values of a role's headless Service.
+pub fn headless_ops(group: &RoleGroup) -> Vec<Op<'static>> {
+    let mut ops = vec![Op::PublishNotReadyAddresses(true)];
+    let annotation = |k: &str, v: &str| Op::Annotation {
+        key: s(k),
+        value: s(v),
+    };
+    match group.mode {
+        NetworkingMode::Cilium => ops.extend([
+            annotation(CILIUM_GLOBAL, "true"),
+            annotation(CILIUM_SHARED, "true"),
+            annotation(CILIUM_SYNC_ENDPOINT_SLICES, "true"),
+        ]),
+        NetworkingMode::Linkerd => {
+            ops.push(Op::Label {
+                key: s(LINKERD_EXPORTED),
+                value: s("true"),
+            });
+            // Endpoint mirrors are ClusterIP Services that forward only the
+            // declared ports; cp-zookeeper's headless Service lacks the client
+            // port that Kafka brokers in other clusters dial.
+            ops.extend(
+                ports(group)
+                    .into_iter()
+                    .map(|(name, port)| Op::ServicePort {
+                        name: s(name),
+                        port,
+                    }),
+            );
+        }
+        NetworkingMode::Mcs | NetworkingMode::ExternalDns | NetworkingMode::Nodeport => {}
+    }
+    ops
+}
+
+/// The rule of a role's StatefulSet and of its headless Service.
+fn statefulset_and_headless(
+    out: &mut Vec<PlannedObject>,
+    g: &RoleGroup,
+    cluster: usize,
+    checks: Vec<Check<'static>>,
+    ops: Vec<Op<'static>>,
+) {
+    push(
+        out,
+        cluster,
+        ObjectKind::StatefulSet,
+        g,
+        &g.statefulset,
+        checks,
+        ops,
+    );
+    headless(out, g, cluster);
+}
+
+/// KRaft quorum strings, identical in every cluster.
+pub struct KraftStrings {
+    pub bootstrap_servers: String,
+    pub voters: String,
+    pub initial_controllers: String,
+}
+
+pub fn kraft_strings(k: &Kafka) -> Option<KraftStrings> {
+    let c = k.controllers.as_ref()?;
+    let port = shape(c.chart).controller_port();
+    let join = |f: &dyn Fn(&crate::topology::Node) -> String| {
+        c.nodes.iter().map(f).collect::<Vec<_>>().join(",")
+    };
+    Some(KraftStrings {
+        bootstrap_servers: join(&|n| format!("{}:{port}", n.address)),
+        voters: join(&|n| format!("{}@{}:{port}", n.id, n.address)),
+        initial_controllers: join(&|n| {
+            format!("{}@{}:{port}:{}", n.id, n.address, k.directory_id(n.id))
+        }),
+    })
+}
