@@ -116,8 +116,14 @@ pub struct ZkClusterView {
 #[serde(rename_all = "camelCase")]
 pub struct KraftView {
     pub cluster_id: String,
-    pub bootstrap_servers: String,
-    pub initial_controllers: String,
+    /// Dynamic quorum (KIP-853): what every node bootstraps from and formats with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap_servers: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_controllers: Option<String>,
+    /// Static quorum: the voter set every node is configured with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub voters: Option<String>,
 }
 
 fn role_view(topo: &Topology, g: &RoleGroup, cluster: usize) -> RoleView {
@@ -197,10 +203,15 @@ pub fn explain(checked: &Checked, digest: &str) -> Explanation {
         }
     });
     let kraft = topo.kafka.as_ref().and_then(|k| {
+        let fixed = k
+            .groups()
+            .next()
+            .is_some_and(|g| charts::shape(g.chart).static_quorum());
         charts::kraft_strings(k).map(|q| KraftView {
             cluster_id: k.cluster_id.clone().unwrap_or_default(),
-            bootstrap_servers: q.bootstrap_servers,
-            initial_controllers: q.initial_controllers,
+            bootstrap_servers: (!fixed).then_some(q.bootstrap_servers),
+            initial_controllers: (!fixed).then_some(q.initial_controllers),
+            voters: fixed.then_some(q.voters),
         })
     });
     Explanation {
@@ -334,12 +345,15 @@ pub fn to_text(e: &Explanation) -> String {
     }
     if let Some(k) = &e.kraft {
         let _ = writeln!(o, "\nkraft: cluster id {}", k.cluster_id);
-        let _ = writeln!(
-            o,
-            "  controller.quorum.bootstrap.servers = {}",
-            k.bootstrap_servers
-        );
-        let _ = writeln!(o, "  initial controllers = {}", k.initial_controllers);
+        if let Some(servers) = &k.bootstrap_servers {
+            let _ = writeln!(o, "  controller.quorum.bootstrap.servers = {servers}");
+        }
+        if let Some(initial) = &k.initial_controllers {
+            let _ = writeln!(o, "  initial controllers = {initial}");
+        }
+        if let Some(voters) = &k.voters {
+            let _ = writeln!(o, "  controller.quorum.voters = {voters} (static quorum)");
+        }
     }
     let _ = writeln!(o, "\nsurvivability");
     for s in &e.survivability {

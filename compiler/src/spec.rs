@@ -136,6 +136,8 @@ pub enum Chart {
     CpHelmCharts,
     /// bitnami/kafka 32.x (KRaft).
     Bitnami,
+    /// CloudPirates-io/helm-charts `kafka` 0.1 (official apache/kafka image, KRaft).
+    Cloudpirates,
 }
 
 impl Chart {
@@ -143,6 +145,7 @@ impl Chart {
         match self {
             Chart::CpHelmCharts => "cp-helm-charts",
             Chart::Bitnami => "bitnami",
+            Chart::Cloudpirates => "cloudpirates",
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::spec::{
 
 /// The highest ZooKeeper server id (`myid` must be 1..=255).
 pub const ZK_MAX_ID: u32 = 255;
-const MCS_ZONE: &str = "clusterset.local";
+pub const MCS_ZONE: &str = "clusterset.local";
 /// cp-kafka `nodeport.firstListenerPort` default.
 pub const DEFAULT_FIRST_LISTENER_PORT: u16 = 31090;
 /// The top of Kubernetes' default NodePort range (30000-32767).

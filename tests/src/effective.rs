@@ -30,6 +30,8 @@
 //!   container's `KAFKA_KRAFT_CLUSTER_ID` is the cluster id, and
 //!   `KAFKA_INITIAL_CONTROLLERS_FILE` (when set) overrides
 //!   `KAFKA_INITIAL_CONTROLLERS`.
+//! - CloudPirates kafka (`CloudPirates-io/helm-charts@983ec96e:charts/kafka/templates/statefulset.yaml`):
+//!   the container script is the configuration (see [`cloudpirates_kafka`]).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -411,8 +413,6 @@ replace_in_file() { sed -i "s|$2|$3|g" "$1"; }
 warn() { echo "WARN $*" >&2; }
 "#;
 
-    static SCRATCH: AtomicU32 = AtomicU32::new(0);
-
     /// Removes the scratch directory however the run ends.
     struct Scratch(PathBuf);
     impl Drop for Scratch {
@@ -525,6 +525,109 @@ warn() { echo "WARN $*" >&2; }
         })
     }
 }
+
+pub mod cloudpirates_kafka {
+    //! CloudPirates `kafka` on the official apache/kafka image: the
+    //! container's `sh -ec` script copies the ConfigMap's `server.properties`
+    //! to a runtime file, appends `node.id` and `advertised.listeners`
+    //! (`ADVERTISED_HOST`), formats storage with `KAFKA_CLUSTER_ID` and starts
+    //! the server on that file. The image's own `configure` never runs (the
+    //! chart replaces its command), so the runtime file is the configuration.
+    use super::*;
+
+    pub use straddle_compiler::charts::cloudpirates::{
+        KAFKA_CONTAINER as CONTAINER, PROPERTIES_KEY,
+    };
+    const CONFIG: &str = "/mnt/kafka/config/server.properties";
+    const RUNTIME: &str = "/opt/kafka/config-runtime/server.properties";
+    const FORMAT: &str = "/opt/kafka/bin/kafka-storage.sh";
+    const START: &str = "/opt/kafka/bin/kafka-server-start.sh";
+
+    /// The effective configuration of pod `<sts>-<ordinal>`: the script run
+    /// for real on the pod's environment, with the ConfigMap's file in place
+    /// and the two Kafka tools recorded instead of run.
+    pub fn effective_config(
+        sts: &Value,
+        configmap: &Value,
+        namespace: &str,
+        ordinal: u32,
+        secret: &dyn Fn(&str, &str) -> String,
+    ) -> Result<KafkaConfig> {
+        let pod = PodFacts::of(sts, namespace, ordinal);
+        let container = kube::container(sts, CONTAINER, false)?;
+        let command = string_command(container, &pod.name)?;
+        let (shell, flag, script) = match command.as_slice() {
+            [shell, flag, script] => (shell.clone(), flag.clone(), script.clone()),
+            _ => bail!("{}: the command is no longer `sh -ec <script>`", pod.name),
+        };
+        let properties = configmap["data"][PROPERTIES_KEY]
+            .as_str()
+            .with_context(|| format!("{}: the ConfigMap has no {PROPERTIES_KEY}", pod.name))?;
+        let dir = std::env::temp_dir().join(format!(
+            "straddle-cloudpirates-{}-{}",
+            std::process::id(),
+            SCRATCH.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir_all(&dir)?;
+        let result = (|| {
+            fs::write(dir.join("config.properties"), properties)?;
+            for (tool, marker) in [(FORMAT, "format"), (START, "start")] {
+                ensure!(
+                    script.contains(tool),
+                    "{}: the script no longer runs {tool}",
+                    pod.name
+                );
+                let stub = dir.join(marker);
+                fs::write(
+                    &stub,
+                    format!("#!/bin/sh\necho \"$*\" > {}.args\n", stub.display()),
+                )?;
+                let mut perms = fs::metadata(&stub)?.permissions();
+                std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+                fs::set_permissions(&stub, perms)?;
+            }
+            let script = script
+                .replace(CONFIG, &dir.join("config.properties").display().to_string())
+                .replace(
+                    RUNTIME,
+                    &dir.join("runtime.properties").display().to_string(),
+                )
+                .replace(FORMAT, &dir.join("format").display().to_string())
+                .replace(START, &dir.join("start").display().to_string());
+            let env = kube::environment(container, &pod, secret)?;
+            let out = Command::new(&shell)
+                .arg(&flag)
+                .arg(&script)
+                .env_clear()
+                .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+                .envs(&env)
+                .output()
+                .with_context(|| format!("{}: running {shell}", pod.name))?;
+            ensure!(
+                out.status.success(),
+                "{}: the script failed: {}",
+                pod.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let format = fs::read_to_string(dir.join("format.args"))?;
+            let cluster_id = format
+                .split_whitespace()
+                .skip_while(|w| *w != "-t")
+                .nth(1)
+                .map(str::to_string);
+            Ok(KafkaConfig {
+                properties: Properties::parse(&fs::read_to_string(dir.join("runtime.properties"))?),
+                cluster_id,
+                initial_controllers: None,
+            })
+        })();
+        let _ = fs::remove_dir_all(&dir);
+        result
+    }
+}
+
+/// Numbers the scratch directories of the script models.
+static SCRATCH: AtomicU32 = AtomicU32::new(0);
 
 #[cfg(test)]
 mod tests;

@@ -28,7 +28,7 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "../examples/bitnami-kraft-three-clusters.yaml",
         &[
-            "bitnami-kafka-kraft-dedicated",
+            "bitnami-kafka-kraft-dedicated-shared-sasl",
             "bitnami-kafka-kraft-external",
             "bitnami-kafka-kraft-external-nodeport",
         ],
@@ -40,14 +40,15 @@ const CASES: &[(&str, &[&str])] = &[
     ("specs/cp-first-cluster-stage.yaml", &["cp-zk-kafka-only"]),
     (
         "specs/bitnami-kraft-combined.yaml",
-        &["bitnami-kafka-kraft-combined"],
+        &["bitnami-kafka-kraft-combined-shared-sasl"],
     ),
     ("specs/cp-cilium.yaml", &["cp-zk-kafka-only", "cp-default"]),
     (
         "specs/bitnami-kraft-cilium.yaml",
-        &["bitnami-kafka-kraft-dedicated"],
+        &["bitnami-kafka-kraft-dedicated-shared-sasl"],
     ),
     ("specs/cp-nodeport-linkerd.yaml", &["cp-zk-kafka-only"]),
+    ("specs/cloudpirates-kraft-mcs.yaml", &["cloudpirates-kafka"]),
     ("specs/cp-two-clusters-majority.yaml", &["cp-zk-kafka-only"]),
 ];
 

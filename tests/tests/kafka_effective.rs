@@ -29,7 +29,9 @@ use straddle_compiler::topology::{Role, RoleGroup};
 use straddle_policy::Verdict;
 use straddle_policy_host::{Runtime, RuntimeConfig};
 use straddle_tests::dns::{self, View};
-use straddle_tests::effective::{KafkaConfig, bitnami_kafka, cp_kafka, listeners};
+use straddle_tests::effective::{
+    KafkaConfig, bitnami_kafka, cloudpirates_kafka, cp_kafka, listeners,
+};
 use straddle_tests::stretch::{PodRef, Stretch};
 
 fn root() -> PathBuf {
@@ -48,15 +50,16 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "../examples/bitnami-kraft-three-clusters.yaml",
         &[
-            "bitnami-kafka-kraft-dedicated",
+            "bitnami-kafka-kraft-dedicated-shared-sasl",
             "bitnami-kafka-kraft-external",
             "bitnami-kafka-kraft-external-nodeport",
         ],
     ),
     (
         "specs/bitnami-kraft-combined.yaml",
-        &["bitnami-kafka-kraft-combined"],
+        &["bitnami-kafka-kraft-combined-shared-sasl"],
     ),
+    ("specs/cloudpirates-kraft-mcs.yaml", &["cloudpirates-kafka"]),
 ];
 
 /// One broken expectation, with where it broke.
@@ -87,6 +90,21 @@ fn nodes(s: &Stretch) -> (Vec<Node<'_>>, Vec<View>) {
                 cp_kafka::effective_config(pod.statefulset, &pod.namespace, pod.ordinal)
                     .unwrap_or_else(|e| panic!("{}: {e:#}", s.spec)),
             ),
+            (_, Chart::Cloudpirates) => {
+                let cm_name = format!("{}-config", pod.group.fullname);
+                let cm = &s.object(pod.cluster, "ConfigMap", &cm_name).unwrap().after;
+                let secret = |n: &str, k: &str| format!("secret({n}/{k})");
+                Some(
+                    cloudpirates_kafka::effective_config(
+                        pod.statefulset,
+                        cm,
+                        &pod.namespace,
+                        pod.ordinal,
+                        &secret,
+                    )
+                    .unwrap_or_else(|e| panic!("{}: {e:#}", s.spec)),
+                )
+            }
             (role, Chart::Bitnami) => {
                 let cm_name = format!(
                     "{}-{}-configuration",
@@ -480,7 +498,12 @@ fn check(s: &Stretch, nodes: &[Node], views: &[View]) -> Vec<Failure> {
                     }
                 }
             }
+            // A dynamic quorum (KIP-853) registers each controller's advertised
+            // CONTROLLER endpoint; a static one dials the voters list instead.
             if !listeners(c.properties.get("listeners").unwrap_or("")).is_empty()
+                && c.properties
+                    .get("controller.quorum.bootstrap.servers")
+                    .is_some()
                 && matches!(n.pod.group.role, Role::Controller { .. })
                 && !c.advertised().iter().any(|(l, _, _)| l == "CONTROLLER")
             {
@@ -551,12 +574,21 @@ fn the_unmutated_charts_fail_the_checks() {
         ),
         (
             "../examples/bitnami-kraft-three-clusters.yaml",
-            "bitnami-kafka-kraft-dedicated",
+            "bitnami-kafka-kraft-dedicated-shared-sasl",
             &[
                 "id 100 is used by 3 nodes",
                 "cluster id differs between clusters",
                 "initial controllers differs between clusters",
                 "a controller without a CONTROLLER advertised listener",
+            ][..],
+        ),
+        (
+            "specs/cloudpirates-kraft-mcs.yaml",
+            "cloudpirates-kafka",
+            &[
+                "id 0 is used by 3 nodes",
+                "controller.quorum.voters lists ids {0, 1, 2}, the controllers are {0, 1, 10, 11, 20}",
+                "broker.rack is None",
             ][..],
         ),
     ] {

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
-use straddle_compiler::{check, compile, render};
+use straddle_compiler::{check, compile, manifest, render};
 use straddle_tests::controlplane::stretch::{KubeStretch, kind_name};
 use straddle_tests::controlplane::webhook::{self, Certificates};
 use straddle_tests::controlplane::{Cluster, Tools};
@@ -74,13 +74,25 @@ const CASES: &[(&str, &str, Certificates, Apply)] = &[
     ),
     (
         "../examples/bitnami-kraft-three-clusters.yaml",
-        "bitnami-kafka-kraft-dedicated",
+        "bitnami-kafka-kraft-dedicated-shared-sasl",
         Certificates::SelfManaged,
         Apply::ServerSide,
     ),
     (
         "specs/bitnami-kraft-combined.yaml",
-        "bitnami-kafka-kraft-combined",
+        "bitnami-kafka-kraft-combined-shared-sasl",
+        Certificates::CertManager,
+        Apply::ClientSide,
+    ),
+    (
+        "specs/cloudpirates-kraft-mcs.yaml",
+        "cloudpirates-kafka",
+        Certificates::SelfManaged,
+        Apply::ServerSide,
+    ),
+    (
+        "../examples/cp-two-clusters.yaml",
+        "cp-kafka-nodeport",
         Certificates::CertManager,
         Apply::ClientSide,
     ),
@@ -601,6 +613,10 @@ fn failure_modes(tools: &Tools) -> Result<()> {
     stage.wait_for_pods(i)?;
     let next = with_template_annotation(&stage.docs, "next");
 
+    // 0. The policy's other answers, as users see them through a real API
+    //    server: a warning (admitted) and a refusal naming the fix.
+    refusal_and_warning(&stage, i)?;
+
     // 1. Stopped: `failurePolicy: Fail` refuses, nothing is half-applied.
     stage.webhooks[i].stop();
     let before = stage.stored_specs(i)?;
@@ -735,6 +751,57 @@ fn failure_modes(tools: &Tools) -> Result<()> {
         applies += 1;
     }
     eprintln!("certificate renewed and reloaded: {applies} applies admitted across it");
+    Ok(())
+}
+
+/// A StatefulSet of the chart under a release the spec does not name is
+/// admitted with the policy's warning, which kubectl prints; a per-broker
+/// NodePort Service beyond the cluster's ID block is refused with the fix.
+fn refusal_and_warning(stage: &KubeStretch, i: usize) -> Result<()> {
+    let kafka = stage
+        .docs
+        .iter()
+        .find(|d| d["kind"] == "StatefulSet" && d["metadata"]["name"] == "confluent-cp-kafka")
+        .context("the fixture's Kafka StatefulSet")?;
+    let mut stray = kafka.clone();
+    stray["metadata"]["name"] = "other-cp-kafka".into();
+    stray["metadata"]["labels"]["release"] = "other".into();
+    let yaml = manifest::to_yaml(&[stray])?;
+    let ns = stage.namespace.as_str();
+    let (_, stderr) = stage
+        .cluster(i)
+        .kubectl_output(&["apply", "-n", ns, "-f", "-"], Some(&yaml))?;
+    let warning = "Warning: StatefulSet confluent/other-cp-kafka (release \"other\") has the \
+                   labels of chart cp-helm-charts cp-kafka";
+    ensure!(
+        stderr.contains(warning),
+        "no policy warning for a release the spec does not name: {stderr}"
+    );
+    stage
+        .cluster(i)
+        .kubectl(&["delete", "statefulset", "-n", ns, "other-cp-kafka"])?;
+    eprintln!("warning printed by kubectl: {}", stderr.trim());
+
+    let beyond = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "confluent-cp-kafka-12-nodeport", "labels": {"app": "cp-kafka", "release": "confluent"}},
+        "spec": {
+            "type": "NodePort",
+            "ports": [{"name": "external-broker", "port": 19092, "targetPort": 31102, "nodePort": 31102}],
+            "selector": {"statefulset.kubernetes.io/pod-name": "confluent-cp-kafka-12"},
+        },
+    });
+    let err = stage
+        .apply(i, &[beyond])
+        .err()
+        .context("a per-broker Service beyond the ID block was admitted")?;
+    let message = format!("{err:#}");
+    ensure!(
+        message.contains("index 12 is beyond 10") && message.contains("cp-kafka.brokers"),
+        "unexpected refusal: {message}"
+    );
+    eprintln!("refused: {}", webhook_line(&message));
     Ok(())
 }
 

@@ -14,7 +14,10 @@ use straddle_policy_host::{Runtime, RuntimeConfig};
 /// (spec, fixture variants): the same pairs as the golden tests.
 const CASES: &[(&str, &[&str])] = &[
     (CP_TWO, &["cp-zk-kafka-only", "cp-default"]),
-    (BITNAMI_THREE, &["bitnami-kafka-kraft-dedicated"]),
+    (
+        BITNAMI_THREE,
+        &["bitnami-kafka-kraft-dedicated-shared-sasl"],
+    ),
     (
         "tests/specs/cp-three-clusters-mcs.yaml",
         &["cp-zk-kafka-only"],
@@ -22,7 +25,7 @@ const CASES: &[(&str, &[&str])] = &[
     (CP_STAGE, &["cp-zk-kafka-only"]),
     (
         "tests/specs/bitnami-kraft-combined.yaml",
-        &["bitnami-kafka-kraft-combined"],
+        &["bitnami-kafka-kraft-combined-shared-sasl"],
     ),
 ];
 

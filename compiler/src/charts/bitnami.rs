@@ -145,13 +145,24 @@ fn shape_checks(g: &RoleGroup) -> Vec<Check<'static>> {
             ),
         ),
     };
-    let mut checks = vec![Check::Env {
-        container: s(MAIN_CONTAINER),
-        init: false,
-        name: s("KAFKA_CFG_PROCESS_ROLES"),
-        value: s(roles),
-        message: s(fix),
-    }];
+    let mut checks = vec![
+        Check::Env {
+            container: s(MAIN_CONTAINER),
+            init: false,
+            name: s("KAFKA_CFG_PROCESS_ROLES"),
+            value: s(roles),
+            message: s(fix),
+        },
+        Check::NoSecret {
+            name: s(format!("{}-user-passwords", g.fullname)),
+            message: s(
+                "the chart generates SASL passwords at random per install, so nodes in \
+                 different clusters cannot authenticate to each other; create a Secret with \
+                 the same client-passwords, inter-broker-password and controller-password in \
+                 every cluster and set the chart value sasl.existingSecret to its name",
+            ),
+        },
+    ];
     for (name, port) in Bitnami.ports(g.role) {
         checks.push(Check::ContainerPort {
             container: s(MAIN_CONTAINER),

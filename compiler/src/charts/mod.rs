@@ -1,8 +1,9 @@
 //! Chart shapes: how each supported chart names its objects, computes IDs,
 //! lists and listeners, and so which values the policy must set for a
-//! topology. One module per chart shape ([`cp`], [`bitnami`]) answers
-//! everything chart-specific through [`Shape`]; this module holds what is
-//! common (the plan's objects, headless Services, meshes, KRaft lists).
+//! topology. One module per chart shape ([`cp`], [`bitnami`],
+//! [`cloudpirates`]) answers everything chart-specific through [`Shape`];
+//! this module holds what is common (the plan's objects, headless Services,
+//! meshes, KRaft lists).
 //! Adding a chart is one module, one arm in [`shape`], fixtures and goldens.
 
 use std::borrow::Cow;
@@ -14,6 +15,7 @@ use crate::spec::{Chart, KafkaSpec, NetworkingMode};
 use crate::topology::{Kafka, Role, RoleGroup, Topology};
 
 pub mod bitnami;
+pub mod cloudpirates;
 pub mod cp;
 
 pub const DIGEST_ANNOTATION: &str = "straddle.dev/policy-digest";
@@ -56,6 +58,11 @@ pub trait Shape: Sync {
     fn ports(&self, role: Role) -> Vec<(&'static str, u16)>;
     /// The KRaft controller port.
     fn controller_port(&self) -> u16;
+    /// KRaft with a static voter set (`controller.quorum.voters`, formatted
+    /// without initial controllers) rather than a dynamic quorum.
+    fn static_quorum(&self) -> bool {
+        false
+    }
     fn labels(&self, component: Component) -> ChartLabels;
     /// Errors for a Kafka spec this chart cannot run (modes, IDs).
     fn check_kafka(&self, k: &KafkaSpec) -> Vec<Diagnostic>;
@@ -75,6 +82,7 @@ pub fn shape(chart: Chart) -> &'static dyn Shape {
     match chart {
         Chart::CpHelmCharts => &cp::Cp,
         Chart::Bitnami => &bitnami::Bitnami,
+        Chart::Cloudpirates => &cloudpirates::CloudPirates,
     }
 }
 

@@ -288,6 +288,11 @@ fn statefulset(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<Pa
                     }
                 }
             }
+            Op::ScriptLine {
+                container,
+                prefix,
+                line,
+            } => script_line(t, &mut patch, pod, container, prefix, line)?,
             Op::Annotation { .. } | Op::Label { .. } => {}
             Op::PublishNotReadyAddresses(_)
             | Op::Properties { .. }
@@ -299,6 +304,59 @@ fn statefulset(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<Pa
         }
     }
     Ok(patch)
+}
+
+/// Sets the script line starting with `prefix` in a container's `command`
+/// or `args`; a script without such a line is not the chart shape expected.
+fn script_line(
+    t: &Target<'_>,
+    patch: &mut PatchWriter,
+    pod: Option<&k8s::PodSpec<'_>>,
+    container: &str,
+    prefix: &str,
+    line: &str,
+) -> Result<(), String> {
+    let containers = pod.and_then(|p| p.containers.as_ref());
+    let found = containers.and_then(|cs| cs.iter().enumerate().find(|(_, c)| c.name == container));
+    let Some((index, c)) = found else {
+        return Err(format!(
+            "{t}: container \"{container}\" not found; the object does not have the chart shape \
+             the policy expects (check the chart kind and version in the stretch spec)"
+        ));
+    };
+    for (field, words) in [("command", &c.command), ("args", &c.args)] {
+        for (at, word) in words.iter().flatten().enumerate() {
+            let mut found = false;
+            let mut changed = false;
+            let mut out = String::with_capacity(word.len() + line.len());
+            for (i, current) in word.split('\n').enumerate() {
+                if i > 0 {
+                    out.push('\n');
+                }
+                let body = current.trim_start();
+                if body.starts_with(prefix) {
+                    found = true;
+                    out.push_str(&current[..current.len() - body.len()]);
+                    out.push_str(line);
+                    changed |= body != line;
+                } else {
+                    out.push_str(current);
+                }
+            }
+            if found {
+                if changed {
+                    let path = format!("/spec/template/spec/containers/{index}/{field}/{at}");
+                    patch.replace(&path, &json_string(&out));
+                }
+                return Ok(());
+            }
+        }
+    }
+    Err(format!(
+        "{t}: no line starting with \"{prefix}\" in the script of container \"{container}\"; \
+         the object does not have the chart shape the policy expects (check the chart kind and \
+         version in the stretch spec)"
+    ))
 }
 
 /// A value of the pod template that contradicts the spec is a denial: the
@@ -398,9 +456,62 @@ fn contradiction(
                 ));
             }
         }
+        Check::NoSecret { name, message } => {
+            if uses_secret(t, pod, name)? {
+                return Err(format!("{t}: uses Secret \"{name}\": {message}"));
+            }
+        }
         Check::ScaleLimit { .. } | Check::Refuse { .. } | Check::Indices { .. } => {}
     }
     Ok(())
+}
+
+/// Whether the pod template mounts or reads Secret `name`.
+fn uses_secret(t: &Target<'_>, pod: Option<&k8s::PodSpec<'_>>, name: &str) -> Result<bool, String> {
+    let Some(pod) = pod else {
+        return Ok(false);
+    };
+    let is = |n: &Option<Cow<'_, str>>| n.as_deref() == Some(name);
+    for volume in pod.volumes.iter().flatten() {
+        if volume.secret.as_ref().is_some_and(|s| is(&s.secret_name)) {
+            return Ok(true);
+        }
+        let sources = volume.projected.as_ref().and_then(|p| p.sources.as_ref());
+        if sources
+            .into_iter()
+            .flatten()
+            .any(|s| s.secret.as_ref().is_some_and(|s| is(&s.name)))
+        {
+            return Ok(true);
+        }
+    }
+    let containers = pod
+        .containers
+        .iter()
+        .chain(pod.init_containers.iter())
+        .flatten();
+    for c in containers {
+        if c.env_from
+            .iter()
+            .flatten()
+            .any(|e| e.secret_ref.as_ref().is_some_and(|s| is(&s.name)))
+        {
+            return Ok(true);
+        }
+        for raw in c.env.as_deref().unwrap_or(&[]) {
+            let entry: k8s::EnvEntry = serde_json::from_str(raw.get())
+                .map_err(|e| format!("{t}: cannot read an env entry ({e})"))?;
+            let secret = entry.value_from.and_then(|v| v.secret_key_ref);
+            if let Some(raw) = secret {
+                let named: k8s::Named = serde_json::from_str(raw.get())
+                    .map_err(|e| format!("{t}: cannot read a secretKeyRef ({e})"))?;
+                if is(&named.name) {
+                    return Ok(true);
+                }
+            }
+        }
+    }
+    Ok(false)
 }
 
 fn scale(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Verdict {
@@ -996,6 +1107,31 @@ mod tests {
             }],
         };
         b.insert("west", ObjectKind::StatefulSet, "ns", "ext", &external);
+        let script = ObjectRule {
+            field: "spec.kafka.controllers".into(),
+            checks: vec![],
+            ops: vec![Op::ScriptLine {
+                container: "main".into(),
+                prefix: "ADVERTISED_HOST=".into(),
+                line: "ADVERTISED_HOST=\"k-${ORDINAL}.west\"".into(),
+            }],
+        };
+        b.insert("west", ObjectKind::StatefulSet, "ns", "script", &script);
+        let secretive = ObjectRule {
+            field: "spec.kafka.controllers".into(),
+            checks: vec![Check::NoSecret {
+                name: "generated".into(),
+                message: "set existingSecret".into(),
+            }],
+            ops: vec![],
+        };
+        b.insert(
+            "west",
+            ObjectKind::StatefulSet,
+            "ns",
+            "secretive",
+            &secretive,
+        );
         b.finish(&BundleInfo {
             name: "t".into(),
             spec_digest: "sha256:1".into(),
@@ -1116,6 +1252,62 @@ mod tests {
             review(&p, &req("west", "StatefulSet", "kafka", &defaulted)),
             Verdict::Allow
         );
+    }
+
+    #[test]
+    fn script_lines_are_end_values() {
+        let p = plan();
+        let sts = |args: &str| {
+            format!(
+                r#"{{"spec":{{"template":{{"spec":{{"containers":[{{"name":"main","command":["/bin/sh","-ec"],"args":[{}]}}]}}}}}}}}"#,
+                serde_json::to_string(args).unwrap()
+            )
+        };
+        let object = sts("ORDINAL=1\n  ADVERTISED_HOST=\"k-${ORDINAL}.local\"\nexec run");
+        let after = apply(
+            &object,
+            &review(&p, &req("west", "StatefulSet", "script", &object)),
+        );
+        let doc: serde_json::Value = serde_json::from_str(&after).unwrap();
+        assert_eq!(
+            doc["spec"]["template"]["spec"]["containers"][0]["args"][0],
+            "ORDINAL=1\n  ADVERTISED_HOST=\"k-${ORDINAL}.west\"\nexec run"
+        );
+        assert_eq!(
+            review(&p, &req("west", "StatefulSet", "script", &after)),
+            Verdict::Allow
+        );
+        let Verdict::Deny(m) = review(&p, &req("west", "StatefulSet", "script", &sts("exec run")))
+        else {
+            panic!()
+        };
+        assert!(
+            m.contains("no line starting with \"ADVERTISED_HOST=\""),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn a_generated_secret_is_found_wherever_the_pod_uses_it() {
+        let p = plan();
+        let review_pod = |pod: &str| {
+            let object = format!(r#"{{"spec":{{"template":{{"spec":{pod}}}}}}}"#);
+            review(&p, &req("west", "StatefulSet", "secretive", &object))
+        };
+        for pod in [
+            r#"{"volumes":[{"name":"v","secret":{"secretName":"generated"}}]}"#,
+            r#"{"volumes":[{"name":"v","projected":{"sources":[{"configMap":{"name":"x"}},{"secret":{"name":"generated"}}]}}]}"#,
+            r#"{"initContainers":[{"name":"i","env":[{"name":"P","valueFrom":{"secretKeyRef":{"name":"generated","key":"k"}}}]}]}"#,
+            r#"{"containers":[{"name":"c","envFrom":[{"secretRef":{"name":"generated"}}]}]}"#,
+        ] {
+            let verdict = review_pod(pod);
+            assert!(
+                matches!(&verdict, Verdict::Deny(m) if m.ends_with("uses Secret \"generated\": set existingSecret")),
+                "{pod}: {verdict:?}"
+            );
+        }
+        let shared = r#"{"volumes":[{"name":"v","secret":{"secretName":"shared"}}],"containers":[{"name":"c","env":[{"name":"P","valueFrom":{"secretKeyRef":{"name":"shared","key":"k"}}}]}]}"#;
+        assert_eq!(review_pod(shared), Verdict::Allow);
     }
 
     #[test]

@@ -97,6 +97,43 @@ pub struct PodSpec<'a> {
     pub containers: Option<Vec<Container<'a>>>,
     #[serde(borrow, default)]
     pub init_containers: Option<Vec<Container<'a>>>,
+    #[serde(borrow, default)]
+    pub volumes: Option<Vec<Volume<'a>>>,
+}
+
+/// The Secrets a volume mounts (a `secret` volume or `projected` sources).
+#[derive(Deserialize)]
+pub struct Volume<'a> {
+    #[serde(borrow, default)]
+    pub secret: Option<SecretVolume<'a>>,
+    #[serde(borrow, default)]
+    pub projected: Option<Projected<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretVolume<'a> {
+    #[serde(borrow, default)]
+    pub secret_name: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+pub struct Projected<'a> {
+    #[serde(borrow, default)]
+    pub sources: Option<Vec<ProjectedSource<'a>>>,
+}
+
+#[derive(Deserialize)]
+pub struct ProjectedSource<'a> {
+    #[serde(borrow, default)]
+    pub secret: Option<Named<'a>>,
+}
+
+/// A reference by name (`secretKeyRef`, `secretRef`, projected `secret`).
+#[derive(Deserialize)]
+pub struct Named<'a> {
+    #[serde(borrow, default)]
+    pub name: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -107,6 +144,19 @@ pub struct Container<'a> {
     pub env: Option<Vec<&'a RawValue>>,
     #[serde(borrow, default)]
     pub ports: Option<Vec<ContainerPort<'a>>>,
+    #[serde(borrow, default, rename = "envFrom")]
+    pub env_from: Option<Vec<EnvFrom<'a>>>,
+    #[serde(borrow, default)]
+    pub command: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow, default)]
+    pub args: Option<Vec<Cow<'a, str>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvFrom<'a> {
+    #[serde(borrow, default)]
+    pub secret_ref: Option<Named<'a>>,
 }
 
 #[derive(Deserialize)]

@@ -176,6 +176,15 @@ pub enum Check<'a> {
         #[serde(borrow)]
         beyond: Cow<'a, str>,
     },
+    /// The pod template must not use the Secret `name` (volumes, env,
+    /// envFrom): e.g. credentials a chart generates at random per install,
+    /// which differ between clusters.
+    NoSecret {
+        #[serde(borrow)]
+        name: Cow<'a, str>,
+        #[serde(borrow)]
+        message: Cow<'a, str>,
+    },
     /// The object is refused (a chart variant the policy cannot make right).
     Refuse {
         #[serde(borrow)]
@@ -210,6 +219,17 @@ pub enum Op<'a> {
     },
     /// Service `spec.publishNotReadyAddresses`.
     PublishNotReadyAddresses(bool),
+    /// In a container's `command`/`args` script, the line whose first word
+    /// starts with `prefix` (e.g. `ADVERTISED_HOST=`) is `line` (indentation
+    /// kept): for values a chart computes in its script, with no input.
+    ScriptLine {
+        #[serde(borrow)]
+        container: Cow<'a, str>,
+        #[serde(borrow)]
+        prefix: Cow<'a, str>,
+        #[serde(borrow)]
+        line: Cow<'a, str>,
+    },
     /// Edits of a Java properties file held in a ConfigMap data key.
     Properties {
         #[serde(borrow)]

@@ -342,7 +342,13 @@ impl Cluster {
 
     /// As [`kubectl`](Self::kubectl), with `input` on stdin.
     pub fn kubectl_stdin(&self, args: &[&str], input: Option<&str>) -> Result<String> {
-        run(
+        self.kubectl_output(args, input).map(|(stdout, _)| stdout)
+    }
+
+    /// As [`kubectl_stdin`](Self::kubectl_stdin), with what it printed on
+    /// stderr (the API server's warnings) when it succeeds.
+    pub fn kubectl_output(&self, args: &[&str], input: Option<&str>) -> Result<(String, String)> {
+        run_output(
             Command::new(self.tools.path("kubectl"))
                 .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
                 .args(args),
@@ -435,6 +441,11 @@ impl Cluster {
 
 /// Runs `command`, feeding `input`; stdout, or an error carrying stderr.
 pub fn run(command: &mut Command, input: Option<&str>) -> Result<String> {
+    run_output(command, input).map(|(stdout, _)| stdout)
+}
+
+/// As [`run`], returning (stdout, stderr) when the command succeeds.
+pub fn run_output(command: &mut Command, input: Option<&str>) -> Result<(String, String)> {
     use std::io::Write;
     use std::process::Stdio;
     let mut child = command
@@ -463,5 +474,8 @@ pub fn run(command: &mut Command, input: Option<&str>) -> Result<String> {
             }
         );
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok((
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
 }
