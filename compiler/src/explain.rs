@@ -4,8 +4,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::charts::cp::{ZkStrings, zk_strings};
-use crate::charts::{self};
+use crate::charts::{self, ZkStrings};
 use crate::compile::Checked;
 use crate::diag::Severity;
 use crate::quorum::Survivability;
@@ -92,6 +91,8 @@ pub struct NodeView {
 pub struct ZooKeeperView {
     pub quorum: &'static str,
     pub stage: &'static str,
+    /// Where the chart reads `servers`, `groups` and `weights`.
+    pub settings: [&'static str; 3],
     pub servers: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub groups: Option<String>,
@@ -169,16 +170,23 @@ pub fn explain(checked: &Checked, digest: &str) -> Explanation {
         })
         .collect();
     let zookeeper = topo.zookeeper.as_ref().map(|zk| {
+        let shape = charts::shape(zk.group.chart);
+        let strings = |viewer| {
+            shape
+                .zookeeper_strings(zk, topo.clusters.len(), viewer)
+                .expect("a chart whose ZooKeeper is refused never gets a topology")
+        };
         let ZkStrings {
+            settings,
             servers,
             groups,
             weights,
             connect,
-        } = zk_strings(zk, topo.clusters.len(), 0);
+        } = strings(0);
         let per_cluster = if zk.group.mode == NetworkingMode::Linkerd {
             (0..topo.clusters.len())
                 .map(|ci| {
-                    let s = zk_strings(zk, topo.clusters.len(), ci);
+                    let s = strings(ci);
                     ZkClusterView {
                         cluster: topo.clusters[ci].name.clone(),
                         servers: s.servers,
@@ -195,6 +203,7 @@ pub fn explain(checked: &Checked, digest: &str) -> Explanation {
                 QuorumType::Hierarchical => "hierarchical",
             },
             stage: zk.stage.as_str(),
+            settings,
             servers,
             groups,
             weights,
@@ -331,15 +340,16 @@ pub fn to_text(e: &Explanation) -> String {
     }
     if let Some(z) = &e.zookeeper {
         let _ = writeln!(o, "\nzookeeper: {} quorum, stage {}", z.quorum, z.stage);
-        let _ = writeln!(o, "  ZOOKEEPER_SERVERS = {}", z.servers);
+        let [servers, groups, weights] = z.settings;
+        let _ = writeln!(o, "  {servers} = {}", z.servers);
         if let (Some(g), Some(w)) = (&z.groups, &z.weights) {
-            let _ = writeln!(o, "  ZOOKEEPER_GROUPS  = {g}");
-            let _ = writeln!(o, "  ZOOKEEPER_WEIGHTS = {w}");
+            let _ = writeln!(o, "  {groups:<17} = {g}");
+            let _ = writeln!(o, "  {weights:<17} = {w}");
         }
         let _ = writeln!(o, "  zookeeper.connect = {}", z.connect);
         for c in &z.per_cluster {
             let _ = writeln!(o, "  as seen from {}:", c.cluster);
-            let _ = writeln!(o, "    ZOOKEEPER_SERVERS = {}", c.servers);
+            let _ = writeln!(o, "    {} = {}", z.settings[0], c.servers);
             let _ = writeln!(o, "    zookeeper.connect = {}", c.connect);
         }
     }

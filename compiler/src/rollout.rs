@@ -374,6 +374,12 @@ pub fn plan(
             "the spec has no spec.zookeeper: there is no quorum to grow".into(),
         ));
     };
+    if zk.group.chart != crate::spec::Chart::CpHelmCharts {
+        return Err(PlanError(format!(
+            "straddle plan grows cp-helm-charts ZooKeeper ensembles; its steps (restart order, readiness, the commands it prints) are not written for the {} chart yet",
+            zk.group.chart.as_str()
+        )));
+    }
     if zk.group.nodes.len() > MAX_SERVERS {
         return Err(PlanError(format!(
             "{} ZooKeeper servers: the plan checks ensembles of up to {MAX_SERVERS}",

@@ -163,6 +163,10 @@ pub struct ZooKeeperSpec {
     /// The chart's `fullnameOverride`, if the release sets one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fullname_override: Option<String>,
+    /// The server id of ordinal 0, where the chart has a value for it
+    /// (CloudPirates `serverIdOffset`, default 0); cp-zookeeper's is fixed (1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_id: Option<u32>,
     /// ZooKeeper servers per cluster.
     pub replicas: PerCluster,
     #[serde(default)]

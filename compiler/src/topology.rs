@@ -620,7 +620,7 @@ impl Ctx<'_> {
                     .fix("give at least one cluster a server count, e.g. replicas: {cluster-0: 3}"),
             );
         }
-        if total > ZK_MAX_ID {
+        if total + z.min_id.unwrap_or(1) > ZK_MAX_ID + 1 {
             errs.push(
                 Diagnostic::error(
                     "spec.zookeeper.replicas",
@@ -673,6 +673,7 @@ impl Ctx<'_> {
             &z.release,
             z.fullname_override.as_deref(),
         );
+        let min_id = min_id(errs, z.chart, Role::ZooKeeper, "spec.zookeeper", z.min_id);
         // cp-zookeeper numbers servers by their position in ZOOKEEPER_SERVERS
         // and takes id = ordinal + 1, so ids must be contiguous: no headroom.
         let mut group = self.group(
@@ -682,7 +683,7 @@ impl Ctx<'_> {
             &z.release,
             &fullname,
             "spec.zookeeper",
-            1,
+            min_id,
             &replicas,
             None,
         );
@@ -913,24 +914,7 @@ impl Ctx<'_> {
                     .fix("give at least one cluster a count"),
                 );
             }
-            let min_id = match charts::shape(k.chart).default_min_id(role) {
-                Some(default) => r.min_id.unwrap_or(default),
-                None => {
-                    if r.min_id.is_some() {
-                        errs.push(
-                            Diagnostic::error(
-                                format!("{field}.minId"),
-                                format!(
-                                    "{} takes the node id from the pod ordinal; it has no minId",
-                                    k.chart.as_str()
-                                ),
-                            )
-                            .fix(format!("remove {field}.minId")),
-                        );
-                    }
-                    0
-                }
-            };
+            let min_id = min_id(errs, k.chart, role, field, r.min_id);
             self.group(
                 role,
                 k.chart,
@@ -1106,4 +1090,33 @@ fn suggested_cluster_id(seed: &str) -> String {
         id.replace_range(..1, "A");
     }
     id
+}
+
+/// The id of ordinal 0 of a role: the chart's fixed rule, or the offset the
+/// spec's `minId` (or the chart's default) gives.
+fn min_id(
+    errs: &mut Vec<Diagnostic>,
+    chart: Chart,
+    role: Role,
+    field: &str,
+    spec_min_id: Option<u32>,
+) -> u32 {
+    match charts::shape(chart).id_rule(role) {
+        charts::IdRule::Offset(default) => spec_min_id.unwrap_or(default),
+        charts::IdRule::Fixed(offset) => {
+            if spec_min_id.is_some() {
+                errs.push(
+                    Diagnostic::error(
+                        format!("{field}.minId"),
+                        format!(
+                            "{} takes the id from the pod ordinal (ordinal + {offset}); it has no minId",
+                            chart.as_str()
+                        ),
+                    )
+                    .fix(format!("remove {field}.minId")),
+                );
+            }
+            offset
+        }
+    }
 }

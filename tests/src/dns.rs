@@ -5,7 +5,10 @@
 //! per-pod LoadBalancer and ExternalName Services for external-dns) and
 //! what those publish to every cluster (MCS
 //! `<pod>.<cluster>.<svc>.<ns>.svc.clusterset.local`, external-dns hostnames
-//! of LoadBalancers). A Service with a pod selector answers with the pod's
+//! of LoadBalancers), and with `cilium` the headless Services the policy
+//! marks global with endpoint-slice sync (ClusterMesh copies the remote
+//! EndpointSlices, hostnames included, so every cluster's DNS answers the
+//! native per-pod names of all clusters). A Service with a pod selector answers with the pod's
 //! IP (in the real system its ClusterIP or load balancer forwards there);
 //! an ExternalName follows its target. A name nothing publishes does not
 //! resolve.
@@ -15,6 +18,7 @@ use std::net::Ipv4Addr;
 
 use serde_json::Value;
 use straddle_compiler::render;
+use straddle_compiler::spec::NetworkingMode;
 use straddle_compiler::topology::Topology;
 
 /// One pod and the headless Service that governs it.
@@ -58,6 +62,18 @@ pub fn views(topo: &Topology, pods: &[PodAddress]) -> Vec<View> {
 
     // Published to every cluster.
     let mut global = View::new();
+    for p in pods {
+        let cilium = topo.groups().any(|g| {
+            g.mode == NetworkingMode::Cilium
+                && g.headless == p.headless
+                && g.namespace == p.namespace
+        });
+        if cilium {
+            let (pod, svc, ns) = (&p.pod, &p.headless, &p.namespace);
+            global.insert(format!("{pod}.{svc}.{ns}"), p.ip);
+            global.insert(format!("{pod}.{svc}.{ns}.svc.{domain}"), p.ip);
+        }
+    }
     for (ci, objects) in companions.iter().enumerate() {
         let cluster = &topo.clusters[ci].name;
         for o in objects {

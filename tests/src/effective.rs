@@ -104,7 +104,14 @@ fn run_until_entrypoint(
         script.matches(entrypoint).count() == 1,
         "{pod}: the command must run {entrypoint} exactly once"
     );
-    let script = script.replace(entrypoint, "env -0");
+    // The environment goes to a file: what the script echoes on stdout
+    // must not mix with it.
+    let captured = std::env::temp_dir().join(format!(
+        "straddle-env-{}-{}",
+        std::process::id(),
+        SCRATCH.fetch_add(1, Ordering::Relaxed)
+    ));
+    let script = script.replace(entrypoint, &format!("env -0 > '{}'", captured.display()));
     let out = Command::new(shell)
         .args(&command[1..command.len() - 1])
         .arg(&script)
@@ -112,13 +119,16 @@ fn run_until_entrypoint(
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .envs(env)
         .output()
-        .with_context(|| format!("{pod}: running {shell}"))?;
+        .with_context(|| format!("{pod}: running {shell}"));
+    let seen = fs::read(&captured);
+    let _ = fs::remove_file(&captured);
+    let out = out?;
     ensure!(
         out.status.success(),
         "{pod}: the chart's command failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(String::from_utf8(out.stdout)?
+    Ok(String::from_utf8(seen?)?
         .split('\0')
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -265,6 +275,59 @@ pub mod cp_zookeeper {
         Ok(ZkConfig {
             myid,
             properties: p,
+        })
+    }
+}
+
+pub mod cloudpirates_zookeeper {
+    //! CloudPirates `zookeeper` on the official zookeeper image: `zoo.cfg`
+    //! is the ConfigMap's, mounted as is (the image's entrypoint writes one
+    //! from `ZOO_SERVERS` only when none exists); the container script
+    //! exports `ZOO_MY_ID=$((POD_INDEX + SERVER_ID_OFFSET))` before the
+    //! entrypoint, which writes it to `myid` (`31z4/zookeeper-docker`
+    //! `3.9.5/docker-entrypoint.sh`).
+    use super::*;
+
+    pub use straddle_compiler::charts::cloudpirates::{
+        ZOOKEEPER_CONFIG_KEY as CONFIG_KEY, ZOOKEEPER_CONTAINER as CONTAINER,
+    };
+    /// The entrypoint as the script runs it.
+    const ENTRYPOINT: &str = "/docker-entrypoint.sh zkServer.sh start-foreground";
+
+    /// The effective configuration of pod `<sts>-<ordinal>`, given the
+    /// role's ConfigMap.
+    pub fn effective_config(
+        sts: &Value,
+        configmap: &Value,
+        namespace: &str,
+        ordinal: u32,
+    ) -> Result<ZkConfig> {
+        let facts = PodFacts::of(sts, namespace, ordinal);
+        let pod = facts.name.clone();
+        let container = kube::container(sts, CONTAINER, false)?;
+        let mut env = kube::environment(container, &facts, &|n, k| format!("secret {n}/{k}"))?;
+        // The image's `ENV ZOO_DATA_DIR=/data`; the script creates it.
+        let data = std::env::temp_dir().join(format!(
+            "straddle-zk-data-{}-{}",
+            std::process::id(),
+            SCRATCH.fetch_add(1, Ordering::Relaxed)
+        ));
+        env.insert("ZOO_DATA_DIR".into(), data.display().to_string());
+        let command = string_command(container, &pod)?;
+        let command: Vec<&str> = command.iter().map(String::as_str).collect();
+        let seen = run_until_entrypoint(&pod, &command, ENTRYPOINT, &env);
+        let _ = fs::remove_dir_all(&data);
+        let seen = seen?;
+        let myid = seen
+            .get("ZOO_MY_ID")
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("{pod}: no numeric ZOO_MY_ID reaches the entrypoint"))?;
+        let text = configmap["data"][CONFIG_KEY]
+            .as_str()
+            .with_context(|| format!("{pod}: the ConfigMap has no {CONFIG_KEY}"))?;
+        Ok(ZkConfig {
+            myid,
+            properties: Properties::parse(text),
         })
     }
 }

@@ -8,7 +8,8 @@
 //!   earlier variable of the same container as `$(NAME)`; `$$` escapes a
 //!   `$`; a reference to an unknown variable is left as written;
 //! - `valueFrom.fieldRef` reads the pod (`metadata.name`,
-//!   `metadata.namespace`, `status.podIP`, `status.hostIP`);
+//!   `metadata.namespace`, `status.podIP`, `status.hostIP`, and the labels
+//!   the StatefulSet controller sets: pod index and pod name);
 //! - a StatefulSet pod is named `<statefulset>-<ordinal>` and its
 //!   `HOSTNAME` is that name.
 
@@ -21,6 +22,9 @@ use serde_json::Value;
 #[derive(Debug, Clone)]
 pub struct PodFacts {
     pub name: String,
+    /// The ordinal, which the StatefulSet controller also writes into the
+    /// label `apps.kubernetes.io/pod-index`.
+    pub index: u32,
     pub namespace: String,
     pub pod_ip: String,
     pub host_ip: String,
@@ -32,6 +36,7 @@ impl PodFacts {
         let name = sts["metadata"]["name"].as_str().unwrap_or_default();
         PodFacts {
             name: format!("{name}-{ordinal}"),
+            index: ordinal,
             namespace: namespace.to_string(),
             pod_ip: "192.0.2.10".into(),
             host_ip: "192.0.2.20".into(),
@@ -102,6 +107,8 @@ pub fn environment(
                 "metadata.namespace" => pod.namespace.clone(),
                 "status.podIP" => pod.pod_ip.clone(),
                 "status.hostIP" => pod.host_ip.clone(),
+                "metadata.labels['apps.kubernetes.io/pod-index']" => pod.index.to_string(),
+                "metadata.labels['statefulset.kubernetes.io/pod-name']" => pod.name.clone(),
                 other => bail!("{}: env {name}: fieldRef {other} is not modelled", pod.name),
             }
         } else if let Some(r) = e["valueFrom"]["secretKeyRef"].as_object() {
@@ -128,6 +135,7 @@ mod tests {
     fn pod() -> PodFacts {
         PodFacts {
             name: "kafka-broker-10".into(),
+            index: 10,
             namespace: "kafka".into(),
             pod_ip: "10.0.0.1".into(),
             host_ip: "10.1.0.1".into(),

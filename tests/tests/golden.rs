@@ -49,6 +49,10 @@ const CASES: &[(&str, &[&str])] = &[
     ),
     ("specs/cp-nodeport-linkerd.yaml", &["cp-zk-kafka-only"]),
     ("specs/cloudpirates-kraft-mcs.yaml", &["cloudpirates-kafka"]),
+    (
+        "specs/cloudpirates-zookeeper-cilium.yaml",
+        &["cloudpirates-zookeeper"],
+    ),
     ("specs/cp-two-clusters-majority.yaml", &["cp-zk-kafka-only"]),
 ];
 
@@ -114,6 +118,18 @@ fn shared_values(docs: &[Value]) -> BTreeMap<String, String> {
             for line in text.lines() {
                 if let Some((k, v)) = line.split_once('=')
                     && PROPS.contains(&k)
+                {
+                    out.insert(format!("{name}/{k}"), v.to_string());
+                }
+            }
+        }
+        // zoo.cfg (official image): every id-keyed line.
+        if let Some(text) = doc["data"]["zoo.cfg"].as_str() {
+            for line in text.lines() {
+                if let Some((k, v)) = line.split_once('=')
+                    && ["server.", "group.", "weight."]
+                        .iter()
+                        .any(|p| k.starts_with(p))
                 {
                     out.insert(format!("{name}/{k}"), v.to_string());
                 }

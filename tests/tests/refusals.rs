@@ -150,6 +150,14 @@ const CASES: &[Case] = &[
         expect: Expect::Warn,
     },
     Case {
+        name: "cloudpirates-zookeeper-namespace-not-in-spec",
+        spec: "specs/cloudpirates-zookeeper-cilium.yaml",
+        spec_edit: Some(("namespace: zookeeper", "namespace: zk")),
+        variant: "cloudpirates-zookeeper",
+        chart_edit: Some(("namespace: zookeeper", "namespace: zk-old")),
+        expect: Expect::Warn,
+    },
+    Case {
         name: "cp-release-not-in-spec",
         spec: "../examples/cp-two-clusters.yaml",
         spec_edit: Some(("release: confluent", "release: kafka")),

@@ -1,11 +1,12 @@
 //! Straddle's survivability claims, proven on real ZooKeeper 3.8 servers.
 //!
-//! For each spec: compile it, apply the real cp-helm-charts output to one
+//! For each spec: compile it, apply the real chart output (cp-helm-charts
+//! `cp-zookeeper`, or CloudPirates `zookeeper` on the official image) to one
 //! real control plane per cluster with the webhook installed
 //! (`straddle_tests::controlplane`), read back the Pods the real
 //! StatefulSet controllers made, and derive each pod's effective ZooKeeper
-//! configuration from its Pod the way the chart's command and the
-//! cp-zookeeper image would (`straddle_tests::effective`; the in-process
+//! configuration from its Pod (and the stored ConfigMap) the way the chart's
+//! command and the image would (`straddle_tests::effective`; the in-process
 //! model of the StatefulSet step, `straddle_tests::stretch`, must agree);
 //! then run one real `QuorumPeerMain` per pod.
 //!
@@ -20,8 +21,8 @@
 //! like a real outage); its pods still see each other.
 //!
 //! Checked, per spec (three-cluster hierarchical MCS, `examples/cp-two-clusters.yaml`,
-//! and seed 000's rollout from `stage: first-cluster` through rolling
-//! restarts to `stage: final`):
+//! seed 000's rollout from `stage: first-cluster` through rolling
+//! restarts to `stage: final`, and the official image's 3 + 3 + 1 over Cilium):
 //! - the ensemble forms with exactly one leader;
 //! - a write through a server of each cluster is read in every other;
 //! - cutting each cluster leaves a working quorum on each side exactly when
@@ -64,12 +65,63 @@ use straddle_tests::controlplane::Tools;
 use straddle_tests::controlplane::stretch::KubeStretch;
 use straddle_tests::controlplane::webhook::Certificates;
 use straddle_tests::dns;
-use straddle_tests::effective::{ZkConfig, cp_zookeeper};
+use straddle_tests::effective::{ZkConfig, cloudpirates_zookeeper, cp_zookeeper};
 use straddle_tests::stretch::Stretch;
 
-const FIXTURE: &str = "fixtures/charts/cp-zk-kafka-only/rendered.yaml";
-/// The cp-zookeeper StatefulSet of release `confluent`.
-const ZK_STATEFULSET: &str = "confluent-cp-zookeeper";
+/// The ZooKeeper chart shapes proven here, with the fixture each spec is
+/// applied to.
+#[derive(Clone, Copy, PartialEq)]
+enum ZkChart {
+    /// cp-helm-charts `cp-zookeeper` (release `confluent`): the server list
+    /// is an env var the command rewrites (own entry `0.0.0.0`).
+    Cp,
+    /// CloudPirates `zookeeper` (release `zookeeper`), official image: the
+    /// server list is the ConfigMap's `zoo.cfg`, with `quorumListenOnAllIPs`.
+    CloudPirates,
+}
+
+impl ZkChart {
+    fn of(spec: &str) -> ZkChart {
+        if spec.contains("cloudpirates") {
+            ZkChart::CloudPirates
+        } else {
+            ZkChart::Cp
+        }
+    }
+
+    fn variant(self) -> &'static str {
+        match self {
+            ZkChart::Cp => "cp-zk-kafka-only",
+            ZkChart::CloudPirates => "cloudpirates-zookeeper",
+        }
+    }
+
+    fn statefulset(self) -> &'static str {
+        match self {
+            ZkChart::Cp => "confluent-cp-zookeeper",
+            ZkChart::CloudPirates => "zookeeper",
+        }
+    }
+
+    fn configmap(self) -> Option<&'static str> {
+        match self {
+            ZkChart::Cp => None,
+            ZkChart::CloudPirates => Some("zookeeper-config"),
+        }
+    }
+
+    /// The pod's configuration from its (template) spec and the role's ConfigMap.
+    fn config(self, sts: &Value, configmap: Option<&Value>, ns: &str, ordinal: u32) -> ZkConfig {
+        let config = match (self, configmap) {
+            (ZkChart::Cp, _) => cp_zookeeper::effective_config(sts, ns, ordinal),
+            (ZkChart::CloudPirates, Some(cm)) => {
+                cloudpirates_zookeeper::effective_config(sts, cm, ns, ordinal)
+            }
+            (ZkChart::CloudPirates, None) => panic!("the chart's ConfigMap is missing"),
+        };
+        config.unwrap_or_else(|e| panic!("{e:#}"))
+    }
+}
 
 const ZK_JAR: &str = "/usr/share/java/zookeeper.jar";
 /// Logging binding for the server (optional: without it the logs are empty).
@@ -99,6 +151,9 @@ const TEST_OVERRIDES: &[(&str, &str)] = &[
     ("admin.enableServer", "false"),
     ("standaloneEnabled", "false"),
 ];
+/// Settings for parts of an image that Debian's ZooKeeper does not ship
+/// (the official image's Prometheus metrics provider jar): left out.
+const TEST_UNAVAILABLE: &[&str] = &["metricsProvider."];
 
 /// A dedicated test subnet; it exists only on the bridges of this test.
 const SUBNET: [u8; 3] = [10, 250, 77];
@@ -198,23 +253,35 @@ fn missing_prerequisite() -> Option<String> {
 /// The ZooKeeper pods of `spec` as real control planes make them: the
 /// fixture applied in every cluster through the webhook, the pods read back
 /// from each API server; (cluster index, pod name) -> Pod.
-fn real_zookeeper_pods(tools: &Tools, spec: &str) -> BTreeMap<(usize, String), Value> {
+/// Also the chart's ConfigMap as each API server stored it, where the
+/// chart has one.
+#[allow(clippy::type_complexity)]
+fn real_zookeeper_pods(
+    tools: &Tools,
+    spec: &str,
+    chart: ZkChart,
+) -> (BTreeMap<(usize, String), Value>, Vec<Option<Value>>) {
     let started = Instant::now();
-    let kube = KubeStretch::new(
-        tools,
-        spec,
-        "cp-zk-kafka-only",
-        Certificates::SelfManaged,
-        &[],
-    )
-    .unwrap_or_else(|e| panic!("{spec}: {e:#}"));
+    let kube = KubeStretch::new(tools, spec, chart.variant(), Certificates::SelfManaged, &[])
+        .unwrap_or_else(|e| panic!("{spec}: {e:#}"));
     let mut pods = BTreeMap::new();
+    let mut configmaps = Vec::new();
     for i in 0..kube.planes.clusters.len() {
-        kube.apply(i, &kube.docs)
-            .and_then(|_| kube.wait_for_pods(i))
+        let stored = kube
+            .apply(i, &kube.docs)
+            .and_then(|_| kube.wait_for_pods(i));
+        let configmap = chart.configmap().map(|name| {
+            kube.cluster(i)
+                .get("configmap", &kube.namespace, name)
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| panic!("{spec}: ConfigMap {name} was not stored"))
+        });
+        configmaps.push(configmap);
+        stored
             .unwrap_or_else(|e| panic!("{spec}: {e:#}"))
             .into_iter()
-            .filter(|p| p["metadata"]["ownerReferences"][0]["name"] == ZK_STATEFULSET)
+            .filter(|p| p["metadata"]["ownerReferences"][0]["name"] == chart.statefulset())
             .for_each(|p| {
                 let name = p["metadata"]["name"]
                     .as_str()
@@ -228,7 +295,7 @@ fn real_zookeeper_pods(tools: &Tools, spec: &str) -> BTreeMap<(usize, String), V
         pods.len(),
         started.elapsed()
     );
-    pods
+    (pods, configmaps)
 }
 
 #[derive(Debug)]
@@ -247,6 +314,7 @@ impl Pod {
 
 struct Case {
     spec: &'static str,
+    chart: ZkChart,
     topo: Topology,
     quorum: Quorum,
     survivability: Survivability,
@@ -265,8 +333,10 @@ impl Case {
     /// checks that the in-process model of that step, [`Stretch`], agrees);
     /// and every cluster's DNS view ([`dns::views`]).
     fn load(runtime: &Runtime, tools: &Tools, spec: &'static str) -> Case {
-        let real_pods = real_zookeeper_pods(tools, spec);
-        let stretch = Stretch::load(runtime, &root().join(spec), &root().join(FIXTURE))
+        let chart = ZkChart::of(spec);
+        let (real_pods, real_configmaps) = real_zookeeper_pods(tools, spec, chart);
+        let fixture = root().join(format!("fixtures/charts/{}/rendered.yaml", chart.variant()));
+        let stretch = Stretch::load(runtime, &root().join(spec), &fixture)
             .unwrap_or_else(|e| panic!("{spec}: {e:#}"));
         let zk = &stretch
             .topo
@@ -274,7 +344,7 @@ impl Case {
             .as_ref()
             .unwrap_or_else(|| panic!("{spec}: no ZooKeeper"))
             .group;
-        assert_eq!(zk.statefulset, ZK_STATEFULSET, "{spec}: release");
+        assert_eq!(zk.statefulset, chart.statefulset(), "{spec}: release");
         let refs = stretch.pods(zk).unwrap_or_else(|e| panic!("{e:#}"));
         let mut pods: Vec<(Pod, dns::PodAddress)> = refs
             .iter()
@@ -290,14 +360,18 @@ impl Case {
                     });
                 // The pod's spec where the chart model reads a template.
                 let from_pod = json!({
-                    "metadata": {"name": ZK_STATEFULSET},
+                    "metadata": {"name": chart.statefulset()},
                     "spec": {"template": {"spec": real["spec"]}},
                 });
-                let config = cp_zookeeper::effective_config(&from_pod, &r.namespace, r.ordinal)
-                    .unwrap_or_else(|e| panic!("{spec} {}: {e:#}", r.name));
-                let modelled =
-                    cp_zookeeper::effective_config(r.statefulset, &r.namespace, r.ordinal)
-                        .unwrap_or_else(|e| panic!("{spec}: {e:#}"));
+                let stored = real_configmaps[r.cluster].as_ref();
+                let config = chart.config(&from_pod, stored, &r.namespace, r.ordinal);
+                let model_cm = chart.configmap().map(|name| {
+                    &stretch
+                        .object(r.cluster, "ConfigMap", name)
+                        .unwrap_or_else(|e| panic!("{e:#}"))
+                        .after
+                });
+                let modelled = chart.config(r.statefulset, model_cm, &r.namespace, r.ordinal);
                 assert_eq!(
                     config, modelled,
                     "{spec} {}: the real pod's configuration differs from the model's",
@@ -336,6 +410,7 @@ impl Case {
         let survivability = quorum::analyse(&topo, &quorum);
         let case = Case {
             spec,
+            chart,
             topo,
             quorum,
             survivability,
@@ -404,12 +479,23 @@ impl Case {
                 ids,
                 "{what}: server.<n> lines do not match the myids"
             );
+            // cp's command rewrites the own entry to 0.0.0.0 so the server
+            // binds everywhere; zoo.cfg keeps names and binds through
+            // quorumListenOnAllIPs.
+            let binds_all = self.chart == ZkChart::CloudPirates;
+            if binds_all {
+                assert_eq!(
+                    c.get("quorumListenOnAllIPs"),
+                    Some("true"),
+                    "{what}: zoo.cfg must listen on all IPs"
+                );
+            }
             for (n, entry) in &servers {
                 let own = entry.starts_with("0.0.0.0:");
                 assert_eq!(
                     own,
-                    *n == p.id(),
-                    "{what}: server.{n}={entry}: the self-replacement must rewrite exactly the pod's own entry (myid {})",
+                    *n == p.id() && !binds_all,
+                    "{what}: server.{n}={entry}: only cp's self-replacement rewrites an entry, exactly the pod's own (myid {})",
                     p.id()
                 );
                 let host = entry.split(':').next().unwrap();
@@ -803,6 +889,7 @@ impl<'a> Lab<'a> {
                 .filter(|(k, _)| k == key)
                 .for_each(|l| l.1 = v.clone());
         }
+        lines.retain(|(k, _)| !TEST_UNAVAILABLE.iter().any(|p| k.starts_with(p)));
         for (key, value) in TEST_OVERRIDES {
             lines.retain(|(k, _)| k != key);
             lines.push((key.to_string(), value.to_string()));
@@ -1743,6 +1830,19 @@ fn real_zookeeper_agrees_with_the_survivability_analysis() {
     let stage = Case::load(&runtime, &tools, "specs/cp-first-cluster-stage.yaml");
     assert_eq!(stage.losses(), [("cluster-0", false), ("cluster-1", true)]);
     rollout(&stage, &two, &mut report);
+
+    // The official zookeeper image (CloudPirates chart): zoo.cfg from the
+    // ConfigMap, ids from the pod-index label, 3 + 3 + 1 over Cilium.
+    let official = Case::load(&runtime, &tools, "specs/cloudpirates-zookeeper-cilium.yaml");
+    assert_eq!(
+        official.losses(),
+        [
+            ("cluster-0", true),
+            ("cluster-1", true),
+            ("tie-breaker", true)
+        ]
+    );
+    survive_every_cut(&official, &mut report);
 
     println!(
         "real ZooKeeper 3.8 vs `straddle explain` ({:.1?} in all):\n{:<34} {:<30} {:<14} {:<14} details\n{}",

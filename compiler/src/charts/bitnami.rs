@@ -7,8 +7,8 @@
 use straddle_policy::plan::{Check, EnvValue, EnvVar, ObjectKind, Op, PATTERN_INDEX, PropEdit};
 
 use super::{
-    ChartLabels, Component, PlannedObject, RACK_AWARE_SELECTOR, Shape, headless, kraft_strings,
-    literal, push, s, statefulset_base,
+    ChartLabels, Component, IdRule, PlannedObject, RACK_AWARE_SELECTOR, Shape, headless,
+    kraft_strings, literal, push, s, statefulset_base,
 };
 use crate::diag::Diagnostic;
 use crate::spec::{KafkaMode, KafkaSpec, NetworkingMode};
@@ -107,8 +107,8 @@ impl Shape for Bitnami {
         )
     }
 
-    fn default_min_id(&self, role: Role) -> Option<u32> {
-        Some(if role == Role::Broker { 100 } else { 0 })
+    fn id_rule(&self, role: Role) -> IdRule {
+        IdRule::Offset(if role == Role::Broker { 100 } else { 0 })
     }
 
     fn plan(&self, topo: &Topology, g: &RoleGroup, cluster: usize, out: &mut Vec<PlannedObject>) {

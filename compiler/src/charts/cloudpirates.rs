@@ -1,17 +1,27 @@
-//! CloudPirates-io/helm-charts `kafka` 0.1 (the official `apache/kafka` 4.3
-//! image; KRaft only). One StatefulSet of combined broker+controller nodes
+//! CloudPirates-io/helm-charts `kafka` 0.1 and `zookeeper` 0.13, on the
+//! official images.
+//!
+//! `kafka` (apache/kafka 4.3; KRaft only). One StatefulSet of combined broker+controller nodes
 //! (`process.roles=broker,controller` is fixed) with a static quorum: the
 //! ConfigMap's `controller.quorum.voters` is rendered from `replicaCount`,
 //! and the container script formats storage without initial controllers.
 //! The script derives `node.id = ordinal + NODE_ID_OFFSET` from
 //! `${HOSTNAME}` and writes `ADVERTISED_HOST`, a name fixed at render time
 //! with no input to change, so the policy rewrites that script line.
+//!
+//! `zookeeper` (zookeeper 3.9): `zoo.cfg` comes from a ConfigMap with one
+//! `server.<id>=<host>:2888:3888` line per server, rendered from
+//! `replicaCount`; the script exports `ZOO_MY_ID = pod-index label +
+//! SERVER_ID_OFFSET`, which the image's entrypoint writes to `myid` (once).
 
 use straddle_policy::plan::{Check, ObjectKind, Op, PropEdit};
 
+use crate::spec::QuorumType;
+use crate::topology::Ensemble;
+
 use super::{
-    ChartLabels, Component, PlannedObject, RACK_AWARE_SELECTOR, Shape, headless, kraft_strings,
-    literal, push, s, statefulset_base,
+    ChartLabels, Component, IdRule, PlannedObject, RACK_AWARE_SELECTOR, Shape, ZkStrings, headless,
+    kraft_strings, literal, push, s, statefulset_base, zk_connect,
 };
 use crate::diag::Diagnostic;
 use crate::spec::{KafkaMode, KafkaSpec, NetworkingMode};
@@ -21,6 +31,11 @@ pub const CLIENT_PORT: u16 = 9092;
 pub const CONTROLLER_PORT: u16 = 9093;
 pub const INTERNAL_PORT: u16 = 9094;
 pub const KAFKA_CONTAINER: &str = "kafka";
+pub const ZOOKEEPER_CONTAINER: &str = "zookeeper";
+pub const ZOOKEEPER_CONFIG_KEY: &str = "zoo.cfg";
+pub const ZK_CLIENT_PORT: u16 = 2181;
+pub const ZK_QUORUM_PORT: u16 = 2888;
+pub const ZK_ELECTION_PORT: u16 = 3888;
 pub const PROPERTIES_KEY: &str = "server.properties";
 /// The script line that names the advertised host.
 pub const ADVERTISED_HOST: &str = "ADVERTISED_HOST=";
@@ -39,7 +54,14 @@ impl Shape for CloudPirates {
         (fullname.to_string(), format!("{fullname}-headless"))
     }
 
-    fn ports(&self, _role: Role) -> Vec<(&'static str, u16)> {
+    fn ports(&self, role: Role) -> Vec<(&'static str, u16)> {
+        if role == Role::ZooKeeper {
+            return vec![
+                ("client", ZK_CLIENT_PORT),
+                ("quorum", ZK_QUORUM_PORT),
+                ("leader-election", ZK_ELECTION_PORT),
+            ];
+        }
         vec![
             ("client", CLIENT_PORT),
             ("internal", INTERNAL_PORT),
@@ -111,22 +133,40 @@ impl Shape for CloudPirates {
     }
 
     fn check_zookeeper(&self) -> Option<Diagnostic> {
-        Some(
-            Diagnostic::error(
-                "spec.zookeeper.chart",
-                "ZooKeeper from the cloudpirates chart is not supported yet",
-            )
-            .fix("use chart: cp-helm-charts (cp-zookeeper), or stretch Kafka in KRaft mode without ZooKeeper"),
-        )
+        None
     }
 
-    fn default_min_id(&self, _role: Role) -> Option<u32> {
-        Some(0)
+    fn zookeeper_strings(
+        &self,
+        zk: &Ensemble,
+        n_clusters: usize,
+        viewer: usize,
+    ) -> Option<ZkStrings> {
+        let [servers, groups, weights] = zoo_cfg_lines(zk, n_clusters, viewer).map(|(_, l)| l);
+        let join = |lines: Vec<String>| (!lines.is_empty()).then(|| lines.join(" "));
+        Some(ZkStrings {
+            settings: [
+                "zoo.cfg server.<id>",
+                "zoo.cfg group.<n>",
+                "zoo.cfg weight.<id>",
+            ],
+            servers: servers.join(" "),
+            groups: join(groups),
+            weights: join(weights),
+            connect: zk_connect(zk, viewer),
+        })
+    }
+
+    fn id_rule(&self, _role: Role) -> IdRule {
+        // `NODE_ID_OFFSET` (Kafka), `SERVER_ID_OFFSET` (ZooKeeper).
+        IdRule::Offset(0)
     }
 
     fn plan(&self, topo: &Topology, g: &RoleGroup, cluster: usize, out: &mut Vec<PlannedObject>) {
-        if let Some(k) = &topo.kafka {
-            kafka(topo, k, g, cluster, out);
+        match (g.role, &topo.zookeeper, &topo.kafka) {
+            (Role::ZooKeeper, Some(zk), _) => zookeeper(topo, zk, cluster, out),
+            (_, _, Some(k)) => kafka(topo, k, g, cluster, out),
+            _ => {}
         }
     }
 }
@@ -225,6 +265,105 @@ fn kafka(topo: &Topology, k: &Kafka, g: &RoleGroup, cluster: usize, out: &mut Ve
         vec![],
         vec![Op::Properties {
             data_key: s(PROPERTIES_KEY),
+            edits,
+        }],
+    );
+    headless(out, g, cluster);
+}
+
+/// `zoo.cfg`'s id-keyed lines as cluster `viewer` sees them: `server.<id>`
+/// for every server, and for a hierarchical quorum `group.<n>` (one per
+/// cluster with servers) and `weight.<id>`; none of those for a majority.
+pub fn zoo_cfg_lines(
+    zk: &Ensemble,
+    n_clusters: usize,
+    viewer: usize,
+) -> [(&'static str, Vec<String>); 3] {
+    let nodes = &zk.group.nodes;
+    let servers = nodes
+        .iter()
+        .map(|n| {
+            format!(
+                "server.{}={}:{ZK_QUORUM_PORT}:{ZK_ELECTION_PORT}",
+                n.id,
+                n.zk_host(viewer)
+            )
+        })
+        .collect();
+    let (groups, weights) = match zk.quorum {
+        QuorumType::Majority => (vec![], vec![]),
+        QuorumType::Hierarchical => {
+            let groups = (0..n_clusters)
+                .map(|c| {
+                    zk.group
+                        .nodes_in(c)
+                        .map(|n| n.id.to_string())
+                        .collect::<Vec<_>>()
+                        .join(":")
+                })
+                .filter(|g| !g.is_empty())
+                .enumerate()
+                .map(|(i, ids)| format!("group.{}={ids}", i + 1))
+                .collect();
+            let weights = nodes
+                .iter()
+                .map(|n| format!("weight.{}={}", n.id, zk.staged_weight(n)))
+                .collect();
+            (groups, weights)
+        }
+    };
+    [
+        ("server.", servers),
+        ("group.", groups),
+        ("weight.", weights),
+    ]
+}
+
+fn zookeeper(topo: &Topology, zk: &Ensemble, cluster: usize, out: &mut Vec<PlannedObject>) {
+    let g = &zk.group;
+    let (mut checks, mut ops) = statefulset_base(g, cluster, &topo.clusters[cluster].name);
+    for (name, port) in CloudPirates.ports(Role::ZooKeeper) {
+        checks.push(Check::ContainerPort {
+            container: s(ZOOKEEPER_CONTAINER),
+            name: s(name),
+            port,
+            message: s(format!(
+                "Straddle assumes the chart's default ports; set the chart value for the \
+                 {name} port back to {port}"
+            )),
+        });
+    }
+    ops.push(Op::Env {
+        container: s(ZOOKEEPER_CONTAINER),
+        init: false,
+        set: vec![literal("SERVER_ID_OFFSET", g.min_id.to_string())],
+        remove: vec![],
+    });
+    push(
+        out,
+        cluster,
+        ObjectKind::StatefulSet,
+        g,
+        &g.statefulset,
+        checks,
+        ops,
+    );
+    let edits = zoo_cfg_lines(zk, topo.clusters.len(), cluster)
+        .into_iter()
+        .map(|(prefix, lines)| PropEdit::Family {
+            prefix: s(prefix),
+            lines: lines.into_iter().map(s).collect(),
+        })
+        .collect();
+    push(
+        out,
+        cluster,
+        ObjectKind::ConfigMap,
+        g,
+        &format!("{}-config", g.fullname),
+        vec![],
+        vec![Op::Properties {
+            data_key: s(ZOOKEEPER_CONFIG_KEY),
             edits,
         }],
     );

@@ -9,8 +9,8 @@
 use straddle_policy::plan::{Check, ObjectKind, Op, PATTERN_INDEX};
 
 use super::{
-    ChartLabels, Component, PlannedObject, RACK_AWARE_SELECTOR, Shape, field_ref, literal, push, s,
-    statefulset_and_headless, statefulset_base,
+    ChartLabels, Component, IdRule, PlannedObject, RACK_AWARE_SELECTOR, Shape, ZkStrings,
+    field_ref, literal, push, s, statefulset_and_headless, statefulset_base, zk_connect,
 };
 use crate::diag::Diagnostic;
 use crate::spec::{KafkaMode, KafkaSpec, NetworkingMode, QuorumType};
@@ -89,8 +89,19 @@ impl Shape for Cp {
         None
     }
 
-    fn default_min_id(&self, _role: Role) -> Option<u32> {
-        None
+    fn zookeeper_strings(
+        &self,
+        zk: &Ensemble,
+        n_clusters: usize,
+        viewer: usize,
+    ) -> Option<ZkStrings> {
+        Some(zk_strings(zk, n_clusters, viewer))
+    }
+
+    fn id_rule(&self, role: Role) -> IdRule {
+        // ZooKeeper: `$((${HOSTNAME##*-}+1))`, the position in
+        // ZOOKEEPER_SERVERS; Kafka: `${HOSTNAME##*-}`.
+        IdRule::Fixed(u32::from(role == Role::ZooKeeper))
     }
 
     fn plan(&self, topo: &Topology, g: &RoleGroup, cluster: usize, out: &mut Vec<PlannedObject>) {
@@ -102,16 +113,9 @@ impl Shape for Cp {
     }
 }
 
-/// `ZOOKEEPER_SERVERS` etc. as cp-zookeeper reads them: positional, `;`-separated.
-pub struct ZkStrings {
-    pub servers: String,
-    pub groups: Option<String>,
-    pub weights: Option<String>,
-    pub connect: String,
-}
-
-/// The strings as cluster `viewer` sees them: identical in every cluster,
-/// except with `linkerd`, where remote servers go by their mirror names.
+/// `ZOOKEEPER_SERVERS` etc. as cp-zookeeper reads them (positional,
+/// `;`-separated), as cluster `viewer` sees them: identical in every
+/// cluster, except with `linkerd`, where remote servers go by their mirror names.
 pub fn zk_strings(zk: &Ensemble, n_clusters: usize, viewer: usize) -> ZkStrings {
     let nodes = &zk.group.nodes;
     let servers = nodes
@@ -119,11 +123,7 @@ pub fn zk_strings(zk: &Ensemble, n_clusters: usize, viewer: usize) -> ZkStrings 
         .map(|n| format!("{}:{ZK_SERVER_PORT}:{ZK_ELECTION_PORT}", n.zk_host(viewer)))
         .collect::<Vec<_>>()
         .join(";");
-    let connect = nodes
-        .iter()
-        .map(|n| format!("{}:{ZK_CLIENT_PORT}", n.zk_host(viewer)))
-        .collect::<Vec<_>>()
-        .join(",");
+    let connect = zk_connect(zk, viewer);
     let (groups, weights) = match zk.quorum {
         QuorumType::Majority => (None, None),
         QuorumType::Hierarchical => {
@@ -147,6 +147,7 @@ pub fn zk_strings(zk: &Ensemble, n_clusters: usize, viewer: usize) -> ZkStrings 
         }
     };
     ZkStrings {
+        settings: ["ZOOKEEPER_SERVERS", "ZOOKEEPER_GROUPS", "ZOOKEEPER_WEIGHTS"],
         servers,
         groups,
         weights,

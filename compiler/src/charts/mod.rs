@@ -12,7 +12,7 @@ use straddle_policy::plan::{Check, EnvValue, EnvVar, ObjectKind, ObjectRule, Op,
 
 use crate::diag::Diagnostic;
 use crate::spec::{Chart, KafkaSpec, NetworkingMode};
-use crate::topology::{Kafka, Role, RoleGroup, Topology};
+use crate::topology::{Ensemble, Kafka, Role, RoleGroup, Topology};
 
 pub mod bitnami;
 pub mod cloudpirates;
@@ -70,11 +70,30 @@ pub trait Shape: Sync {
     fn check_broker_mode(&self, mode: NetworkingMode) -> Option<Diagnostic>;
     /// Whether the chart's ZooKeeper can be stretched (else: why, and the fix).
     fn check_zookeeper(&self) -> Option<Diagnostic>;
-    /// The id of ordinal 0 of a role: `None` when the chart takes it from
-    /// the ordinal alone (a spec `minId` is then an error).
-    fn default_min_id(&self, role: Role) -> Option<u32>;
+    /// The ZooKeeper lists as the chart reads them, as cluster `viewer`
+    /// sees them (for `explain`); `None` where ZooKeeper is refused.
+    fn zookeeper_strings(
+        &self,
+        _zk: &Ensemble,
+        _n_clusters: usize,
+        _viewer: usize,
+    ) -> Option<ZkStrings> {
+        None
+    }
+    /// How a role's node ids follow from pod ordinals.
+    fn id_rule(&self, role: Role) -> IdRule;
     /// The rules of one role in one cluster.
     fn plan(&self, topo: &Topology, g: &RoleGroup, cluster: usize, out: &mut Vec<PlannedObject>);
+}
+
+/// How a chart numbers nodes: id = ordinal + an offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdRule {
+    /// A fixed offset: the chart has no value for it, so a spec `minId` is an error.
+    Fixed(u32),
+    /// The offset is a chart value (`minId`, `nodeIdOffset`, ...): the
+    /// spec's `minId`, or this default (the chart's).
+    Offset(u32),
 }
 
 /// The module of a chart.
@@ -300,6 +319,32 @@ fn statefulset_and_headless(
         ops,
     );
     headless(out, g, cluster);
+}
+
+/// A stretched ZooKeeper's lists, in the chart's format.
+pub struct ZkStrings {
+    /// Where the chart reads the servers, groups and weights.
+    pub settings: [&'static str; 3],
+    pub servers: String,
+    pub groups: Option<String>,
+    pub weights: Option<String>,
+    pub connect: String,
+}
+
+/// `zookeeper.connect`: every server's client port, as `viewer` names them.
+pub fn zk_connect(zk: &Ensemble, viewer: usize) -> String {
+    zk.group
+        .nodes
+        .iter()
+        .map(|n| {
+            format!(
+                "{}:{}",
+                n.zk_host(viewer),
+                shape(zk.group.chart).ports(Role::ZooKeeper)[0].1
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// KRaft quorum strings, identical in every cluster.

@@ -343,6 +343,15 @@ pub enum PropEdit<'a> {
         #[serde(borrow)]
         value: Cow<'a, str>,
     },
+    /// The lines whose key starts with `prefix` (e.g. ZooKeeper's
+    /// `server.`) are exactly `lines`, in order, where the first of them
+    /// was (or at the end): for keys that carry an id.
+    Family {
+        #[serde(borrow)]
+        prefix: Cow<'a, str>,
+        #[serde(borrow)]
+        lines: Vec<Cow<'a, str>>,
+    },
     /// In the comma-separated listener list `key`, the entry for listener
     /// `listener` must be `entry` (added when missing).
     Listener {

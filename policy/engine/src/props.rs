@@ -36,6 +36,31 @@ pub fn apply(text: &str, edits: &[PropEdit<'_>]) -> Option<String> {
                     }
                 }
             }
+            PropEdit::Family {
+                prefix,
+                lines: want,
+            } => {
+                let member =
+                    |l: &String| split_line(l).is_some_and(|(k, _)| k.starts_with(prefix.as_ref()));
+                let now: Vec<&String> = lines.iter().filter(|l| member(l)).collect();
+                if now.len() == want.len() && now.iter().zip(want).all(|(a, b)| *a == b) {
+                    continue;
+                }
+                let at = lines.iter().position(member);
+                lines.retain(|l| !member(l));
+                let want = want.iter().map(|l| l.to_string());
+                match at {
+                    Some(at) => {
+                        lines.splice(at..at, want);
+                    }
+                    None => {
+                        for line in want {
+                            insert_line(&mut lines, trailing_newline, line);
+                        }
+                    }
+                }
+                changed = true;
+            }
             PropEdit::Listener {
                 key,
                 listener,
@@ -97,6 +122,35 @@ mod tests {
         let once = apply(text, &edits).unwrap();
         assert_eq!(once, "# c\na=1\nb=3\nc=4");
         assert_eq!(apply(&once, &edits), None);
+    }
+
+    #[test]
+    fn a_family_of_id_keys_is_replaced_where_it_was() {
+        let edits = [PropEdit::Family {
+            prefix: "server.".into(),
+            lines: vec![
+                "server.0=a:2888:3888".into(),
+                "server.10=b:2888:3888".into(),
+            ],
+        }];
+        let text = "tickTime=2000\nserver.0=x\nserver.1=y\nserver.2=z\nother=1\n";
+        let once = apply(text, &edits).unwrap();
+        assert_eq!(
+            once,
+            "tickTime=2000\nserver.0=a:2888:3888\nserver.10=b:2888:3888\nother=1\n"
+        );
+        assert_eq!(apply(&once, &edits), None);
+        // Absent: appended; an empty family removes every member.
+        assert_eq!(
+            apply("a=1\n", &edits).unwrap(),
+            "a=1\nserver.0=a:2888:3888\nserver.10=b:2888:3888\n"
+        );
+        let none = [PropEdit::Family {
+            prefix: "group.".into(),
+            lines: vec![],
+        }];
+        assert_eq!(apply("group.1=1:2\na=1", &none).unwrap(), "a=1");
+        assert_eq!(apply("a=1", &none), None);
     }
 
     #[test]
