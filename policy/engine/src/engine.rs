@@ -324,8 +324,13 @@ fn script_line(
              the policy expects (check the chart kind and version in the stretch spec)"
         ));
     };
-    for (field, words) in [("command", &c.command), ("args", &c.args)] {
-        for (at, word) in words.iter().flatten().enumerate() {
+    for (field, raw) in [("command", c.command), ("args", c.args)] {
+        let words: Vec<Cow<'_, str>> = match raw {
+            Some(raw) => serde_json::from_str(raw.get())
+                .map_err(|e| format!("{t}: cannot read the container's {field} ({e})"))?,
+            None => continue,
+        };
+        for (at, word) in words.iter().enumerate() {
             let mut found = false;
             let mut changed = false;
             let mut out = String::with_capacity(word.len() + line.len());
@@ -471,44 +476,23 @@ fn uses_secret(t: &Target<'_>, pod: Option<&k8s::PodSpec<'_>>, name: &str) -> Re
     let Some(pod) = pod else {
         return Ok(false);
     };
-    let is = |n: &Option<Cow<'_, str>>| n.as_deref() == Some(name);
-    for volume in pod.volumes.iter().flatten() {
-        if volume.secret.as_ref().is_some_and(|s| is(&s.secret_name)) {
-            return Ok(true);
-        }
-        let sources = volume.projected.as_ref().and_then(|p| p.sources.as_ref());
-        if sources
-            .into_iter()
-            .flatten()
-            .any(|s| s.secret.as_ref().is_some_and(|s| is(&s.name)))
-        {
-            return Ok(true);
-        }
-    }
     let containers = pod
         .containers
         .iter()
         .chain(pod.init_containers.iter())
         .flatten();
-    for c in containers {
-        if c.env_from
-            .iter()
-            .flatten()
-            .any(|e| e.secret_ref.as_ref().is_some_and(|s| is(&s.name)))
-        {
+    let raw = containers
+        .flat_map(|c| {
+            c.env_from
+                .into_iter()
+                .chain(c.env.iter().flatten().copied())
+        })
+        .chain(pod.volumes);
+    for raw in raw {
+        let refs: k8s::SecretRefs = serde_json::from_str(raw.get())
+            .map_err(|e| format!("{t}: cannot read the pod's Secret references ({e})"))?;
+        if refs.0.iter().any(|r| r == name) {
             return Ok(true);
-        }
-        for raw in c.env.as_deref().unwrap_or(&[]) {
-            let entry: k8s::EnvEntry = serde_json::from_str(raw.get())
-                .map_err(|e| format!("{t}: cannot read an env entry ({e})"))?;
-            let secret = entry.value_from.and_then(|v| v.secret_key_ref);
-            if let Some(raw) = secret {
-                let named: k8s::Named = serde_json::from_str(raw.get())
-                    .map_err(|e| format!("{t}: cannot read a secretKeyRef ({e})"))?;
-                if is(&named.name) {
-                    return Ok(true);
-                }
-            }
         }
     }
     Ok(false)

@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// A string map kept as pairs in document order: lookups touch a handful of
@@ -97,43 +97,76 @@ pub struct PodSpec<'a> {
     pub containers: Option<Vec<Container<'a>>>,
     #[serde(borrow, default)]
     pub init_containers: Option<Vec<Container<'a>>>,
+    /// Read only by the checks that need it ([`SecretRefs`]).
     #[serde(borrow, default)]
-    pub volumes: Option<Vec<Volume<'a>>>,
+    pub volumes: Option<&'a RawValue>,
 }
 
-/// The Secrets a volume mounts (a `secret` volume or `projected` sources).
-#[derive(Deserialize)]
-pub struct Volume<'a> {
-    #[serde(borrow, default)]
-    pub secret: Option<SecretVolume<'a>>,
-    #[serde(borrow, default)]
-    pub projected: Option<Projected<'a>>,
-}
+/// Every Secret a piece of a pod spec references, wherever it sits: a
+/// `secret` volume (`secretName`) or projected source (`name`), an env
+/// `secretKeyRef` or an `envFrom` `secretRef`. One recursive walk instead of
+/// a type per place keeps the guest small.
+#[derive(Default)]
+pub struct SecretRefs<'a>(pub Vec<Cow<'a, str>>);
 
+/// The object under a `secret`, `secretRef` or `secretKeyRef` key.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct SecretVolume<'a> {
+struct SecretRef<'a> {
     #[serde(borrow, default)]
-    pub secret_name: Option<Cow<'a, str>>,
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    secret_name: Option<Cow<'a, str>>,
 }
 
-#[derive(Deserialize)]
-pub struct Projected<'a> {
-    #[serde(borrow, default)]
-    pub sources: Option<Vec<ProjectedSource<'a>>>,
-}
-
-#[derive(Deserialize)]
-pub struct ProjectedSource<'a> {
-    #[serde(borrow, default)]
-    pub secret: Option<Named<'a>>,
-}
-
-/// A reference by name (`secretKeyRef`, `secretRef`, projected `secret`).
-#[derive(Deserialize)]
-pub struct Named<'a> {
-    #[serde(borrow, default)]
-    pub name: Option<Cow<'a, str>>,
+impl<'de: 'a, 'a> Deserialize<'de> for SecretRefs<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = SecretRefs<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<SecretRefs<'a>, M::Error> {
+                let mut out = SecretRefs::default();
+                while let Some(key) = m.next_key::<Cow<'de, str>>()? {
+                    if matches!(key.as_ref(), "secret" | "secretRef" | "secretKeyRef") {
+                        let r: SecretRef<'a> = m.next_value()?;
+                        out.0.extend(r.name.into_iter().chain(r.secret_name));
+                    } else {
+                        out.0.extend(m.next_value::<SecretRefs<'a>>()?.0);
+                    }
+                }
+                Ok(out)
+            }
+            fn visit_seq<S: SeqAccess<'de>>(self, mut s: S) -> Result<SecretRefs<'a>, S::Error> {
+                let mut out = SecretRefs::default();
+                while let Some(inner) = s.next_element::<SecretRefs<'a>>()? {
+                    out.0.extend(inner.0);
+                }
+                Ok(out)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<SecretRefs<'a>, E> {
+                Ok(SecretRefs::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<SecretRefs<'a>, E> {
+                Ok(SecretRefs::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<SecretRefs<'a>, E> {
+                Ok(SecretRefs::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<SecretRefs<'a>, E> {
+                Ok(SecretRefs::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<SecretRefs<'a>, E> {
+                Ok(SecretRefs::default())
+            }
+            fn visit_unit<E>(self) -> Result<SecretRefs<'a>, E> {
+                Ok(SecretRefs::default())
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
@@ -144,19 +177,14 @@ pub struct Container<'a> {
     pub env: Option<Vec<&'a RawValue>>,
     #[serde(borrow, default)]
     pub ports: Option<Vec<ContainerPort<'a>>>,
+    // Kept raw and read only by the rules that need them: a chart's
+    // script can be kilobytes of escaped text.
     #[serde(borrow, default, rename = "envFrom")]
-    pub env_from: Option<Vec<EnvFrom<'a>>>,
+    pub env_from: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    pub command: Option<Vec<Cow<'a, str>>>,
+    pub command: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    pub args: Option<Vec<Cow<'a, str>>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EnvFrom<'a> {
-    #[serde(borrow, default)]
-    pub secret_ref: Option<Named<'a>>,
+    pub args: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
