@@ -35,14 +35,13 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 
 use crate::kube::{self, PodFacts};
+use crate::scratch::Scratch;
 
 /// `key=value` lines in file order (Java properties as the images write them).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -88,6 +87,31 @@ impl Properties {
     }
 }
 
+/// Runs `shell <flags…> script` with exactly `env` (and a plain `PATH`);
+/// fails with the script's stderr.
+fn run_script(
+    pod: &str,
+    shell: &str,
+    flags: &[String],
+    script: &str,
+    env: &BTreeMap<String, String>,
+) -> Result<()> {
+    let out = Command::new(shell)
+        .args(flags)
+        .arg(script)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .envs(env)
+        .output()
+        .with_context(|| format!("{pod}: running {shell}"))?;
+    ensure!(
+        out.status.success(),
+        "{pod}: the chart's script failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 /// Runs a chart's shell command with `env`, the image entrypoint replaced by
 /// `env -0`; returns the environment the entrypoint would have received.
 fn run_until_entrypoint(
@@ -106,29 +130,15 @@ fn run_until_entrypoint(
     );
     // The environment goes to a file: what the script echoes on stdout
     // must not mix with it.
-    let captured = std::env::temp_dir().join(format!(
-        "straddle-env-{}-{}",
-        std::process::id(),
-        SCRATCH.fetch_add(1, Ordering::Relaxed)
-    ));
+    let scratch = Scratch::new("entrypoint-env")?;
+    let captured = scratch.join("env");
     let script = script.replace(entrypoint, &format!("env -0 > '{}'", captured.display()));
-    let out = Command::new(shell)
-        .args(&command[1..command.len() - 1])
-        .arg(&script)
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .envs(env)
-        .output()
-        .with_context(|| format!("{pod}: running {shell}"));
-    let seen = fs::read(&captured);
-    let _ = fs::remove_file(&captured);
-    let out = out?;
-    ensure!(
-        out.status.success(),
-        "{pod}: the chart's command failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(seen?)?
+    let flags: Vec<String> = command[1..command.len() - 1]
+        .iter()
+        .map(|f| f.to_string())
+        .collect();
+    run_script(pod, shell, &flags, &script, env)?;
+    Ok(String::from_utf8(fs::read(&captured)?)?
         .split('\0')
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -307,17 +317,11 @@ pub mod cloudpirates_zookeeper {
         let container = kube::container(sts, CONTAINER, false)?;
         let mut env = kube::environment(container, &facts, &|n, k| format!("secret {n}/{k}"))?;
         // The image's `ENV ZOO_DATA_DIR=/data`; the script creates it.
-        let data = std::env::temp_dir().join(format!(
-            "straddle-zk-data-{}-{}",
-            std::process::id(),
-            SCRATCH.fetch_add(1, Ordering::Relaxed)
-        ));
-        env.insert("ZOO_DATA_DIR".into(), data.display().to_string());
+        let data = Scratch::new("zookeeper-data")?;
+        env.insert("ZOO_DATA_DIR".into(), data.path().display().to_string());
         let command = string_command(container, &pod)?;
         let command: Vec<&str> = command.iter().map(String::as_str).collect();
-        let seen = run_until_entrypoint(&pod, &command, ENTRYPOINT, &env);
-        let _ = fs::remove_dir_all(&data);
-        let seen = seen?;
+        let seen = run_until_entrypoint(&pod, &command, ENTRYPOINT, &env)?;
         let myid = seen
             .get("ZOO_MY_ID")
             .and_then(|v| v.parse().ok())
@@ -476,14 +480,6 @@ replace_in_file() { sed -i "s|$2|$3|g" "$1"; }
 warn() { echo "WARN $*" >&2; }
 "#;
 
-    /// Removes the scratch directory however the run ends.
-    struct Scratch(PathBuf);
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
     /// The effective configuration of pod `<sts>-<ordinal>` on a fresh
     /// volume: the role's ConfigMap through the `prepare-config` script (run
     /// for real), then the main container's cluster id and initial
@@ -518,12 +514,8 @@ warn() { echo "WARN $*" >&2; }
                 )
             })?;
 
-        let dir = std::env::temp_dir().join(format!(
-            "straddle-bitnami-{}-{}",
-            std::process::id(),
-            SCRATCH.fetch_add(1, Ordering::Relaxed)
-        ));
-        let scratch = Scratch(dir.clone());
+        let scratch = Scratch::new("bitnami-init")?;
+        let dir = scratch.path();
         for sub in [
             "configmaps",
             "bitnami/kafka/data",
@@ -554,20 +546,7 @@ warn() { echo "WARN $*" >&2; }
             .with_context(|| format!("{}: KAFKA_CONF_FILE is not under /config", pod.name))?;
         let conf = dir.join(conf);
         env.insert("KAFKA_CONF_FILE".into(), conf.display().to_string());
-        let out = Command::new(&shell)
-            .arg(&command[1])
-            .arg(&script)
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .envs(&env)
-            .output()
-            .with_context(|| format!("{}: running {shell}", pod.name))?;
-        ensure!(
-            out.status.success(),
-            "{}: {INIT_CONTAINER} failed: {}",
-            pod.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_script(&pod.name, &shell, &command[1..2], &script, &env)?;
         let written = Properties::parse(&fs::read_to_string(&conf)?);
         let file_controllers = fs::read_to_string(dir.join("shared/initial-controllers.txt"))
             .ok()
@@ -626,71 +605,47 @@ pub mod cloudpirates_kafka {
         let properties = configmap["data"][PROPERTIES_KEY]
             .as_str()
             .with_context(|| format!("{}: the ConfigMap has no {PROPERTIES_KEY}", pod.name))?;
-        let dir = std::env::temp_dir().join(format!(
-            "straddle-cloudpirates-{}-{}",
-            std::process::id(),
-            SCRATCH.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir_all(&dir)?;
-        let result = (|| {
-            fs::write(dir.join("config.properties"), properties)?;
-            for (tool, marker) in [(FORMAT, "format"), (START, "start")] {
-                ensure!(
-                    script.contains(tool),
-                    "{}: the script no longer runs {tool}",
-                    pod.name
-                );
-                let stub = dir.join(marker);
-                fs::write(
-                    &stub,
-                    format!("#!/bin/sh\necho \"$*\" > {}.args\n", stub.display()),
-                )?;
-                let mut perms = fs::metadata(&stub)?.permissions();
-                std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-                fs::set_permissions(&stub, perms)?;
-            }
-            let script = script
-                .replace(CONFIG, &dir.join("config.properties").display().to_string())
-                .replace(
-                    RUNTIME,
-                    &dir.join("runtime.properties").display().to_string(),
-                )
-                .replace(FORMAT, &dir.join("format").display().to_string())
-                .replace(START, &dir.join("start").display().to_string());
-            let env = kube::environment(container, &pod, secret)?;
-            let out = Command::new(&shell)
-                .arg(&flag)
-                .arg(&script)
-                .env_clear()
-                .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-                .envs(&env)
-                .output()
-                .with_context(|| format!("{}: running {shell}", pod.name))?;
+        let scratch = Scratch::new("cloudpirates-kafka")?;
+        let dir = scratch.path();
+        fs::write(dir.join("config.properties"), properties)?;
+        for (tool, marker) in [(FORMAT, "format"), (START, "start")] {
             ensure!(
-                out.status.success(),
-                "{}: the script failed: {}",
-                pod.name,
-                String::from_utf8_lossy(&out.stderr)
+                script.contains(tool),
+                "{}: the script no longer runs {tool}",
+                pod.name
             );
-            let format = fs::read_to_string(dir.join("format.args"))?;
-            let cluster_id = format
-                .split_whitespace()
-                .skip_while(|w| *w != "-t")
-                .nth(1)
-                .map(str::to_string);
-            Ok(KafkaConfig {
-                properties: Properties::parse(&fs::read_to_string(dir.join("runtime.properties"))?),
-                cluster_id,
-                initial_controllers: None,
-            })
-        })();
-        let _ = fs::remove_dir_all(&dir);
-        result
+            let stub = dir.join(marker);
+            fs::write(
+                &stub,
+                format!("#!/bin/sh\necho \"$*\" > {}.args\n", stub.display()),
+            )?;
+            let mut perms = fs::metadata(&stub)?.permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+            fs::set_permissions(&stub, perms)?;
+        }
+        let script = script
+            .replace(CONFIG, &dir.join("config.properties").display().to_string())
+            .replace(
+                RUNTIME,
+                &dir.join("runtime.properties").display().to_string(),
+            )
+            .replace(FORMAT, &dir.join("format").display().to_string())
+            .replace(START, &dir.join("start").display().to_string());
+        let env = kube::environment(container, &pod, secret)?;
+        run_script(&pod.name, &shell, &[flag], &script, &env)?;
+        let format = fs::read_to_string(dir.join("format.args"))?;
+        let cluster_id = format
+            .split_whitespace()
+            .skip_while(|w| *w != "-t")
+            .nth(1)
+            .map(str::to_string);
+        Ok(KafkaConfig {
+            properties: Properties::parse(&fs::read_to_string(dir.join("runtime.properties"))?),
+            cluster_id,
+            initial_controllers: None,
+        })
     }
 }
-
-/// Numbers the scratch directories of the script models.
-static SCRATCH: AtomicU32 = AtomicU32::new(0);
 
 #[cfg(test)]
 mod tests;

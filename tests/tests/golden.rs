@@ -53,6 +53,10 @@ const CASES: &[(&str, &[&str])] = &[
         "specs/cloudpirates-zookeeper-cilium.yaml",
         &["cloudpirates-zookeeper"],
     ),
+    (
+        "specs/cloudpirates-zookeeper-external.yaml",
+        &["cloudpirates-zookeeper-external"],
+    ),
     ("specs/cp-two-clusters-majority.yaml", &["cp-zk-kafka-only"]),
 ];
 

@@ -158,6 +158,14 @@ const CASES: &[Case] = &[
         expect: Expect::Warn,
     },
     Case {
+        name: "cloudpirates-zookeeper-external-beyond-block",
+        spec: "specs/cloudpirates-zookeeper-cilium.yaml",
+        spec_edit: None,
+        variant: "cloudpirates-zookeeper-external",
+        chart_edit: None,
+        expect: Expect::Deny,
+    },
+    Case {
         name: "cp-release-not-in-spec",
         spec: "../examples/cp-two-clusters.yaml",
         spec_edit: Some(("release: confluent", "release: kafka")),

@@ -4,11 +4,12 @@
 //! `server.properties` comes from a per-role ConfigMap. `externalAccess`
 //! renders one Service per pod and per-pod host/port lists indexed by ordinal.
 
-use straddle_policy::plan::{Check, EnvValue, EnvVar, ObjectKind, Op, PATTERN_INDEX, PropEdit};
+use straddle_policy::plan::{Check, EnvValue, EnvVar, Op, PropEdit};
 
 use super::{
-    ChartLabels, Component, IdRule, PlannedObject, RACK_AWARE_SELECTOR, Shape, headless,
-    kraft_strings, literal, push, s, statefulset_base,
+    ChartLabels, Component, IdRule, PlannedObject, RACK_AWARE_SELECTOR, Shape, default_port_checks,
+    headless, kraft_strings, literal, per_pod_services, push_properties, push_statefulset, s,
+    statefulset_base,
 };
 use crate::diag::Diagnostic;
 use crate::spec::{KafkaMode, KafkaSpec, NetworkingMode};
@@ -163,17 +164,9 @@ fn shape_checks(g: &RoleGroup) -> Vec<Check<'static>> {
             ),
         },
     ];
-    for (name, port) in Bitnami.ports(g.role) {
-        checks.push(Check::ContainerPort {
-            container: s(MAIN_CONTAINER),
-            name: s(name),
-            port,
-            message: s(format!(
-                "Straddle assumes the chart's default listener ports; set the chart value \
-                 listeners.{name}.containerPort={port}"
-            )),
-        });
-    }
+    checks.extend(default_port_checks(g, MAIN_CONTAINER, |name| {
+        format!("listeners.{name}.containerPort")
+    }));
     checks
 }
 
@@ -229,15 +222,7 @@ fn kafka(topo: &Topology, k: &Kafka, g: &RoleGroup, cluster: usize, out: &mut Ve
         set,
         remove,
     });
-    push(
-        out,
-        cluster,
-        ObjectKind::StatefulSet,
-        g,
-        &g.statefulset,
-        checks,
-        ops,
-    );
+    push_statefulset(out, g, cluster, checks, ops);
 
     let mut edits = vec![
         PropEdit::Replace {
@@ -275,17 +260,13 @@ fn kafka(topo: &Topology, k: &Kafka, g: &RoleGroup, cluster: usize, out: &mut Ve
     } else {
         "controller"
     };
-    push(
+    push_properties(
         out,
-        cluster,
-        ObjectKind::ConfigMap,
         g,
+        cluster,
         &format!("{}-{role}-configuration", g.fullname),
-        vec![],
-        vec![Op::Properties {
-            data_key: s(PROPERTIES_KEY),
-            edits,
-        }],
+        PROPERTIES_KEY,
+        edits,
     );
     headless(out, g, cluster);
     external_access_services(topo, g, cluster, out);
@@ -372,35 +353,17 @@ fn external_access_checks(g: &RoleGroup) -> Vec<Check<'static>> {
 }
 
 /// bitnami `externalAccess` renders `<statefulset>-<i>-external` for i in
-/// 0..replicaCount, selecting pod `<statefulset>-<i>`; each is re-pointed at
-/// this cluster's `i`-th pod (whose list entry is the chart's entry i).
+/// 0..replicaCount; each serves this cluster's `i`-th pod (whose list entry
+/// is the chart's entry i). Dedicated controllers' are refused.
 fn external_access_services(
     topo: &Topology,
     g: &RoleGroup,
     cluster: usize,
     out: &mut Vec<PlannedObject>,
 ) {
-    let slice = &g.slices[cluster];
-    let role = role_key(g);
-    let mut checks = vec![Check::Indices {
-        count: slice.block,
-        beyond: s(format!(
-            "{} gives cluster \"{}\" {} IDs; set the chart value {role}.replicaCount to at \
-             most that",
-            g.field, topo.clusters[cluster].name, slice.block
-        )),
-    }];
-    if g.role == (Role::Controller { combined: false }) {
-        checks.push(Check::Refuse {
-            message: s(FORCE_EXPOSE_FIX),
-        });
-    }
-    let ops = vec![Op::PodIndex {
-        selector: s("statefulset.kubernetes.io/pod-name"),
-        label: s("pod"),
-        pod_prefix: s(format!("{}-", g.statefulset)),
-        start: slice.ordinal_start,
-    }];
-    let name = format!("{}-{}-external", g.statefulset, PATTERN_INDEX);
-    push(out, cluster, ObjectKind::Service, g, &name, checks, ops);
+    let refuse = (g.role == (Role::Controller { combined: false })).then(|| Check::Refuse {
+        message: s(FORCE_EXPOSE_FIX),
+    });
+    let count_value = format!("{}.replicaCount", role_key(g));
+    per_pod_services(topo, g, cluster, &count_value, refuse, out);
 }

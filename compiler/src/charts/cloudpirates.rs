@@ -13,15 +13,17 @@
 //! `server.<id>=<host>:2888:3888` line per server, rendered from
 //! `replicaCount`; the script exports `ZOO_MY_ID = pod-index label +
 //! SERVER_ID_OFFSET`, which the image's entrypoint writes to `myid` (once).
+//! `externalAccess` adds one client LoadBalancer per server, by index.
 
-use straddle_policy::plan::{Check, ObjectKind, Op, PropEdit};
+use straddle_policy::plan::{Check, Op, PropEdit};
 
 use crate::spec::QuorumType;
 use crate::topology::Ensemble;
 
 use super::{
-    ChartLabels, Component, IdRule, PlannedObject, RACK_AWARE_SELECTOR, Shape, ZkStrings, headless,
-    kraft_strings, literal, push, s, statefulset_base, zk_connect,
+    ChartLabels, Component, IdRule, PlannedObject, RACK_AWARE_SELECTOR, Shape, ZkStrings,
+    default_port_checks, headless, kraft_strings, literal, per_pod_services, push_properties,
+    push_statefulset, s, statefulset_base, zk_connect,
 };
 use crate::diag::Diagnostic;
 use crate::spec::{KafkaMode, KafkaSpec, NetworkingMode};
@@ -203,17 +205,9 @@ fn kafka(topo: &Topology, k: &Kafka, g: &RoleGroup, cluster: usize, out: &mut Ve
              and set the chart value auth.existingSecret to its name",
         ),
     });
-    for (name, port) in CloudPirates.ports(g.role) {
-        checks.push(Check::ContainerPort {
-            container: s(KAFKA_CONTAINER),
-            name: s(name),
-            port,
-            message: s(format!(
-                "Straddle assumes the chart's default ports; set the chart value for the \
-                 {name} port back to {port}"
-            )),
-        });
-    }
+    checks.extend(default_port_checks(g, KAFKA_CONTAINER, |name| {
+        format!("service.ports.{name}")
+    }));
     ops.push(Op::Env {
         container: s(KAFKA_CONTAINER),
         init: false,
@@ -231,15 +225,7 @@ fn kafka(topo: &Topology, k: &Kafka, g: &RoleGroup, cluster: usize, out: &mut Ve
             advertised_host(topo, g, cluster)
         )),
     });
-    push(
-        out,
-        cluster,
-        ObjectKind::StatefulSet,
-        g,
-        &g.statefulset,
-        checks,
-        ops,
-    );
+    push_statefulset(out, g, cluster, checks, ops);
     let mut edits = vec![
         PropEdit::Replace {
             key: s("controller.quorum.voters"),
@@ -256,17 +242,13 @@ fn kafka(topo: &Topology, k: &Kafka, g: &RoleGroup, cluster: usize, out: &mut Ve
             value: s(RACK_AWARE_SELECTOR),
         });
     }
-    push(
+    push_properties(
         out,
-        cluster,
-        ObjectKind::ConfigMap,
         g,
+        cluster,
         &format!("{}-config", g.fullname),
-        vec![],
-        vec![Op::Properties {
-            data_key: s(PROPERTIES_KEY),
-            edits,
-        }],
+        PROPERTIES_KEY,
+        edits,
     );
     headless(out, g, cluster);
 }
@@ -322,32 +304,22 @@ pub fn zoo_cfg_lines(
 fn zookeeper(topo: &Topology, zk: &Ensemble, cluster: usize, out: &mut Vec<PlannedObject>) {
     let g = &zk.group;
     let (mut checks, mut ops) = statefulset_base(g, cluster, &topo.clusters[cluster].name);
-    for (name, port) in CloudPirates.ports(Role::ZooKeeper) {
-        checks.push(Check::ContainerPort {
-            container: s(ZOOKEEPER_CONTAINER),
-            name: s(name),
-            port,
-            message: s(format!(
-                "Straddle assumes the chart's default ports; set the chart value for the \
-                 {name} port back to {port}"
-            )),
-        });
-    }
+    checks.extend(default_port_checks(g, ZOOKEEPER_CONTAINER, |name| {
+        // The port names are the chart's, the values camelCase.
+        let value = if name == "leader-election" {
+            "leaderElection"
+        } else {
+            name
+        };
+        format!("service.ports.{value}")
+    }));
     ops.push(Op::Env {
         container: s(ZOOKEEPER_CONTAINER),
         init: false,
         set: vec![literal("SERVER_ID_OFFSET", g.min_id.to_string())],
         remove: vec![],
     });
-    push(
-        out,
-        cluster,
-        ObjectKind::StatefulSet,
-        g,
-        &g.statefulset,
-        checks,
-        ops,
-    );
+    push_statefulset(out, g, cluster, checks, ops);
     let edits = zoo_cfg_lines(zk, topo.clusters.len(), cluster)
         .into_iter()
         .map(|(prefix, lines)| PropEdit::Family {
@@ -355,17 +327,15 @@ fn zookeeper(topo: &Topology, zk: &Ensemble, cluster: usize, out: &mut Vec<Plann
             lines: lines.into_iter().map(s).collect(),
         })
         .collect();
-    push(
+    push_properties(
         out,
-        cluster,
-        ObjectKind::ConfigMap,
         g,
+        cluster,
         &format!("{}-config", g.fullname),
-        vec![],
-        vec![Op::Properties {
-            data_key: s(ZOOKEEPER_CONFIG_KEY),
-            edits,
-        }],
+        ZOOKEEPER_CONFIG_KEY,
+        edits,
     );
     headless(out, g, cluster);
+    // `externalAccess`: one client LoadBalancer per server, by index.
+    per_pod_services(topo, g, cluster, "replicaCount", None, out);
 }

@@ -8,7 +8,9 @@
 
 use std::borrow::Cow;
 
-use straddle_policy::plan::{Check, EnvValue, EnvVar, ObjectKind, ObjectRule, Op, Watch};
+use straddle_policy::plan::{
+    Check, EnvValue, EnvVar, ObjectKind, ObjectRule, Op, PATTERN_INDEX, PropEdit, Watch,
+};
 
 use crate::diag::Diagnostic;
 use crate::spec::{Chart, KafkaSpec, NetworkingMode};
@@ -301,8 +303,8 @@ pub fn headless_ops(group: &RoleGroup) -> Vec<Op<'static>> {
     ops
 }
 
-/// The rule of a role's StatefulSet and of its headless Service.
-fn statefulset_and_headless(
+/// The rule of a role's StatefulSet.
+fn push_statefulset(
     out: &mut Vec<PlannedObject>,
     g: &RoleGroup,
     cluster: usize,
@@ -318,7 +320,88 @@ fn statefulset_and_headless(
         checks,
         ops,
     );
+}
+
+/// The rule of a role's StatefulSet and of its headless Service.
+fn statefulset_and_headless(
+    out: &mut Vec<PlannedObject>,
+    g: &RoleGroup,
+    cluster: usize,
+    checks: Vec<Check<'static>>,
+    ops: Vec<Op<'static>>,
+) {
+    push_statefulset(out, g, cluster, checks, ops);
     headless(out, g, cluster);
+}
+
+/// A chart's per-pod Services `<statefulset>-<i>-external` (i from 0 in
+/// every cluster, selecting pod `<statefulset>-<i>`) serve this cluster's
+/// `i`-th pod instead: selector and `pod` label. Indices beyond the ID block
+/// are refused, naming the chart value that counts them.
+fn per_pod_services(
+    topo: &Topology,
+    g: &RoleGroup,
+    cluster: usize,
+    count_value: &str,
+    extra: Option<Check<'static>>,
+    out: &mut Vec<PlannedObject>,
+) {
+    let slice = &g.slices[cluster];
+    let mut checks = vec![Check::Indices {
+        count: slice.block,
+        beyond: s(format!(
+            "{} gives cluster \"{}\" {} IDs; set the chart value {count_value} to at most that",
+            g.field, topo.clusters[cluster].name, slice.block
+        )),
+    }];
+    checks.extend(extra);
+    let ops = vec![Op::PodIndex {
+        selector: s("statefulset.kubernetes.io/pod-name"),
+        label: s("pod"),
+        pod_prefix: s(format!("{}-", g.statefulset)),
+        start: slice.ordinal_start,
+    }];
+    let name = format!("{}-{}-external", g.statefulset, PATTERN_INDEX);
+    push(out, cluster, ObjectKind::Service, g, &name, checks, ops);
+}
+
+/// The rule of a ConfigMap holding a properties file the plan edits.
+fn push_properties(
+    out: &mut Vec<PlannedObject>,
+    g: &RoleGroup,
+    cluster: usize,
+    name: &str,
+    data_key: &str,
+    edits: Vec<PropEdit<'static>>,
+) {
+    let ops = vec![Op::Properties {
+        data_key: s(data_key),
+        edits,
+    }];
+    push(out, cluster, ObjectKind::ConfigMap, g, name, vec![], ops);
+}
+
+/// The chart's default container ports, which the plan's lists and
+/// Services assume: a changed one is denied, naming the chart value
+/// (`value(port name)`) to set back.
+fn default_port_checks(
+    g: &RoleGroup,
+    container: &str,
+    value: impl Fn(&str) -> String,
+) -> Vec<Check<'static>> {
+    shape(g.chart)
+        .ports(g.role)
+        .into_iter()
+        .map(|(name, port)| Check::ContainerPort {
+            container: s(container),
+            name: s(name),
+            port,
+            message: s(format!(
+                "Straddle assumes the chart's default ports; set the chart value {}={port}",
+                value(name)
+            )),
+        })
+        .collect()
 }
 
 /// A stretched ZooKeeper's lists, in the chart's format.
