@@ -336,10 +336,13 @@ fn mutate(
         .iter()
         .filter_map(|o| {
             o.denial().map(|m| {
-                format!(
-                    "denied: {}: {m}",
-                    manifest::describe(&o.before, &o.namespace)
-                )
+                // The policy's messages start with the object already.
+                let what = manifest::describe(&o.before, &o.namespace);
+                if m.starts_with(&what) {
+                    format!("denied: {m}")
+                } else {
+                    format!("denied: {what}: {m}")
+                }
             })
         })
         .collect();
