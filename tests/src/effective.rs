@@ -647,5 +647,7 @@ pub mod cloudpirates_kafka {
     }
 }
 
+pub mod bitnami_zookeeper;
+
 #[cfg(test)]
 mod tests;

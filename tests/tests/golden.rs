@@ -58,6 +58,11 @@ const CASES: &[(&str, &[&str])] = &[
         &["cloudpirates-zookeeper-external"],
     ),
     ("specs/cp-two-clusters-majority.yaml", &["cp-zk-kafka-only"]),
+    ("specs/bitnami-zookeeper-mcs.yaml", &["bitnami-zookeeper"]),
+    (
+        "specs/bitnami-zookeeper-majority.yaml",
+        &["bitnami-zookeeper"],
+    ),
 ];
 
 use straddle_tests::golden::check as golden;
@@ -110,7 +115,11 @@ fn shared_values(docs: &[Value]) -> BTreeMap<String, String> {
             {
                 for e in c["env"].as_array().into_iter().flatten() {
                     let var = e["name"].as_str().unwrap_or("");
-                    if ENV.contains(&var)
+                    // bitnami/zookeeper: ZOO_SERVERS, ZOO_CFG_group_<n>, ZOO_CFG_weight_<id>.
+                    let zoo = var == "ZOO_SERVERS"
+                        || var.starts_with("ZOO_CFG_group_")
+                        || var.starts_with("ZOO_CFG_weight_");
+                    if (ENV.contains(&var) || zoo)
                         && let Some(v) = e["value"].as_str()
                     {
                         out.insert(format!("{name}/{var}"), v.to_string());

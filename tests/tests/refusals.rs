@@ -39,6 +39,30 @@ struct Case {
 
 const CASES: &[Case] = &[
     Case {
+        name: "bitnami-zookeeper-network-policy",
+        spec: "specs/bitnami-zookeeper-mcs.yaml",
+        spec_edit: None,
+        variant: "bitnami-zookeeper-default",
+        chart_edit: None,
+        expect: Expect::Deny,
+    },
+    Case {
+        name: "bitnami-zookeeper-generated-quorum-passwords",
+        spec: "specs/bitnami-zookeeper-mcs.yaml",
+        spec_edit: None,
+        variant: "bitnami-zookeeper-quorum-auth",
+        chart_edit: None,
+        expect: Expect::Deny,
+    },
+    Case {
+        name: "bitnami-zookeeper-custom-zoo-cfg",
+        spec: "specs/bitnami-zookeeper-mcs.yaml",
+        spec_edit: None,
+        variant: "bitnami-zookeeper-configuration",
+        chart_edit: None,
+        expect: Expect::Deny,
+    },
+    Case {
         name: "bitnami-dedicated-spec-combined-chart",
         spec: "../examples/bitnami-kraft-three-clusters.yaml",
         spec_edit: None,

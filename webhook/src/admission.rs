@@ -484,6 +484,7 @@ pub fn kind_label(kind: &str) -> &'static str {
         "StatefulSet" => "StatefulSet",
         "Service" => "Service",
         "ConfigMap" => "ConfigMap",
+        "NetworkPolicy" => "NetworkPolicy",
         "Scale" => "Scale",
         _ => "other",
     }

@@ -1,4 +1,5 @@
-//! bitnami/kafka 32 (KRaft, Kafka 4.0). node.id = ordinal + `KAFKA_MIN_ID`
+//! bitnami/kafka 32 (KRaft, Kafka 4.0) and, in [`super::bitnami_zookeeper`],
+//! bitnami/zookeeper 13. node.id = ordinal + `KAFKA_MIN_ID`
 //! and the advertised host is built by the `prepare-config` init script from
 //! `MY_POD_NAME`, `KAFKA_FULLNAME`, `MY_POD_NAMESPACE` and `CLUSTER_DOMAIN`;
 //! `server.properties` comes from a per-role ConfigMap. `externalAccess`
@@ -7,13 +8,13 @@
 use straddle_policy::plan::{Check, EnvValue, EnvVar, Op, PropEdit};
 
 use super::{
-    ChartLabels, Component, IdRule, PlannedObject, RACK_AWARE_SELECTOR, Shape, default_port_checks,
-    headless, kraft_strings, literal, per_pod_services, push_properties, push_statefulset, s,
-    statefulset_base,
+    ChartLabels, Component, IdRule, PlannedObject, RACK_AWARE_SELECTOR, Shape, ZkStrings,
+    bitnami_zookeeper, default_port_checks, headless, kraft_strings, literal, per_pod_services,
+    push_properties, push_statefulset, s, statefulset_base,
 };
 use crate::diag::Diagnostic;
 use crate::spec::{KafkaMode, KafkaSpec, NetworkingMode};
-use crate::topology::{Kafka, Role, RoleGroup, Topology};
+use crate::topology::{Ensemble, Kafka, Role, RoleGroup, Topology};
 
 pub const CLIENT_PORT: u16 = 9092;
 pub const CONTROLLER_PORT: u16 = 9093;
@@ -34,8 +35,9 @@ impl Shape for Bitnami {
 
     fn statefulset_names(&self, role: Role, fullname: &str) -> (String, String) {
         let role = match role {
+            Role::ZooKeeper => return (fullname.to_string(), format!("{fullname}-headless")),
             Role::Broker => "broker",
-            _ => "controller",
+            Role::Controller { .. } => "controller",
         };
         (
             format!("{fullname}-{role}"),
@@ -46,9 +48,8 @@ impl Shape for Bitnami {
     fn ports(&self, role: Role) -> Vec<(&'static str, u16)> {
         match role {
             Role::Broker => vec![("client", CLIENT_PORT), ("interbroker", INTERBROKER_PORT)],
-            Role::Controller { combined: false } | Role::ZooKeeper => {
-                vec![("controller", CONTROLLER_PORT)]
-            }
+            Role::ZooKeeper => bitnami_zookeeper::ports(),
+            Role::Controller { combined: false } => vec![("controller", CONTROLLER_PORT)],
             Role::Controller { combined: true } => vec![
                 ("client", CLIENT_PORT),
                 ("controller", CONTROLLER_PORT),
@@ -99,22 +100,33 @@ impl Shape for Bitnami {
     }
 
     fn check_zookeeper(&self) -> Option<Diagnostic> {
-        Some(
-            Diagnostic::error(
-                "spec.zookeeper.chart",
-                "ZooKeeper from the bitnami chart is not supported yet",
-            )
-            .fix("use chart: cp-helm-charts (cp-zookeeper), or stretch Kafka in KRaft mode without ZooKeeper"),
-        )
+        None
+    }
+
+    fn zookeeper_strings(
+        &self,
+        zk: &Ensemble,
+        n_clusters: usize,
+        viewer: usize,
+    ) -> Option<ZkStrings> {
+        Some(bitnami_zookeeper::zookeeper_strings(zk, n_clusters, viewer))
     }
 
     fn id_rule(&self, role: Role) -> IdRule {
-        IdRule::Offset(if role == Role::Broker { 100 } else { 0 })
+        match role {
+            // `setup.sh`: ordinal + minServerId, a chart value the policy
+            // cannot set (it is baked into the script).
+            Role::ZooKeeper => IdRule::Fixed(bitnami_zookeeper::MIN_SERVER_ID),
+            Role::Broker => IdRule::Offset(100),
+            Role::Controller { .. } => IdRule::Offset(0),
+        }
     }
 
     fn plan(&self, topo: &Topology, g: &RoleGroup, cluster: usize, out: &mut Vec<PlannedObject>) {
-        if let Some(k) = &topo.kafka {
-            kafka(topo, k, g, cluster, out);
+        match (g.role, &topo.zookeeper, &topo.kafka) {
+            (Role::ZooKeeper, Some(zk), _) => bitnami_zookeeper::plan(topo, zk, cluster, out),
+            (_, _, Some(k)) => kafka(topo, k, g, cluster, out),
+            _ => {}
         }
     }
 }

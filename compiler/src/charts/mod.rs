@@ -1,7 +1,7 @@
 //! Chart shapes: how each supported chart names its objects, computes IDs,
 //! lists and listeners, and so which values the policy must set for a
-//! topology. One module per chart shape ([`cp`], [`bitnami`],
-//! [`cloudpirates`]) answers everything chart-specific through [`Shape`];
+//! topology. One module per chart shape ([`cp`], [`bitnami`] with
+//! [`bitnami_zookeeper`], [`cloudpirates`]) answers everything chart-specific through [`Shape`];
 //! this module holds what is common (the plan's objects, headless Services,
 //! meshes, KRaft lists).
 //! Adding a chart is one module, one arm in [`shape`], fixtures and goldens.
@@ -17,6 +17,7 @@ use crate::spec::{Chart, KafkaSpec, NetworkingMode};
 use crate::topology::{Ensemble, Kafka, Role, RoleGroup, Topology};
 
 pub mod bitnami;
+pub mod bitnami_zookeeper;
 pub mod cloudpirates;
 pub mod cp;
 

@@ -106,6 +106,8 @@ pub fn review_plan(plan: &Plan<'_>, req: &Request<'_>) -> Verdict {
         ObjectKind::StatefulSet => statefulset(&target, &rule, req.object),
         ObjectKind::Service => service(&target, &rule, req.object, index),
         ObjectKind::ConfigMap => configmap(&target, &rule, req.object),
+        // Only refused (above) or left alone.
+        ObjectKind::NetworkPolicy => Ok(PatchWriter::new()),
     };
     match result {
         Ok(patch) => patch.finish().map_or(Verdict::Allow, Verdict::Patch),
@@ -466,9 +468,24 @@ fn contradiction(
                 return Err(format!("{t}: uses Secret \"{name}\": {message}"));
             }
         }
+        Check::NoVolume { name, message } => {
+            if has_volume(t, pod, name)? {
+                return Err(format!("{t}: has volume \"{name}\": {message}"));
+            }
+        }
         Check::ScaleLimit { .. } | Check::Refuse { .. } | Check::Indices { .. } => {}
     }
     Ok(())
+}
+
+/// Whether the pod template declares a volume named `name`.
+fn has_volume(t: &Target<'_>, pod: Option<&k8s::PodSpec<'_>>, name: &str) -> Result<bool, String> {
+    let Some(raw) = pod.and_then(|p| p.volumes) else {
+        return Ok(false);
+    };
+    let volumes: Vec<k8s::Named> = serde_json::from_str(raw.get())
+        .map_err(|e| format!("{t}: cannot read the pod's volumes ({e})"))?;
+    Ok(volumes.iter().any(|v| v.name == name))
 }
 
 /// Whether the pod template mounts or reads Secret `name`.
@@ -784,6 +801,16 @@ enum EnvItem<'a, 'r> {
 
 /// The container's env with `set` and `remove` applied, as a JSON array, or
 /// `None` when it already matches.
+/// A `remove` entry names one variable, or with a trailing `*` every
+/// variable with that prefix (a family such as `ZOO_CFG_group_*`); a
+/// variable the op also sets is kept.
+fn removes(entry: &str, name: &str) -> bool {
+    match entry.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => entry == name,
+    }
+}
+
 fn desired_env<'r>(
     t: &Target<'_>,
     current: &[&RawValue],
@@ -805,7 +832,7 @@ fn desired_env<'r>(
     // lets the last duplicate win, which would undo our value.
     let mut seen: Vec<Cow<'_, str>> = Vec::new();
     items.retain(|(name, _, _)| {
-        if remove.iter().any(|r| r == name) {
+        if remove.iter().any(|r| removes(r, name)) && !set.iter().any(|v| v.name == *name) {
             return false;
         }
         if set.iter().any(|v| v.name == *name) {

@@ -169,6 +169,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for SecretRefs<'a> {
     }
 }
 
+/// Any list entry with a `name` (a volume), read for its name only.
+#[derive(Deserialize)]
+pub struct Named<'a> {
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
+}
+
 #[derive(Deserialize)]
 pub struct Container<'a> {
     #[serde(borrow)]

@@ -76,6 +76,9 @@ pub enum ObjectKind {
     StatefulSet,
     Service,
     ConfigMap,
+    /// Reviewed for refusals only (a chart's policy that blocks peers in
+    /// other clusters).
+    NetworkPolicy,
 }
 
 impl ObjectKind {
@@ -84,6 +87,7 @@ impl ObjectKind {
             ObjectKind::StatefulSet => "StatefulSet",
             ObjectKind::Service => "Service",
             ObjectKind::ConfigMap => "ConfigMap",
+            ObjectKind::NetworkPolicy => "NetworkPolicy",
         }
     }
 
@@ -92,6 +96,7 @@ impl ObjectKind {
             "StatefulSet" => Some(ObjectKind::StatefulSet),
             "Service" => Some(ObjectKind::Service),
             "ConfigMap" => Some(ObjectKind::ConfigMap),
+            "NetworkPolicy" => Some(ObjectKind::NetworkPolicy),
             _ => None,
         }
     }
@@ -190,6 +195,15 @@ pub enum Check<'a> {
         #[serde(borrow)]
         message: Cow<'a, str>,
     },
+    // New variants go last: the plan is postcard, indices are the format.
+    /// The pod template must not declare a volume named `name` (e.g. a
+    /// mounted configuration file that overrides what the policy sets).
+    NoVolume {
+        #[serde(borrow)]
+        name: Cow<'a, str>,
+        #[serde(borrow)]
+        message: Cow<'a, str>,
+    },
 }
 
 /// A desired value. Each op is a statement of the end state, never a delta.
@@ -214,6 +228,7 @@ pub enum Op<'a> {
         init: bool,
         #[serde(borrow)]
         set: Vec<EnvVar<'a>>,
+        /// Names to drop; `PREFIX*` drops a family (except names in `set`).
         #[serde(borrow)]
         remove: Vec<Cow<'a, str>>,
     },

@@ -251,3 +251,29 @@ fn properties_parse_like_java_later_lines_win() {
     assert_eq!(p.get("b"), Some("2"));
     assert_eq!(p.lines.len(), 3);
 }
+
+/// bitnami/zookeeper: `setup.sh` numbers servers ordinal + minServerId (1);
+/// `ZOO_SERVERS` with `::<id>` gives explicit ids, each line with the
+/// client port; `ZOO_CFG_<key>` becomes `<key>` with `_` as `.`.
+#[test]
+fn bitnami_zookeeper_ids_from_the_ordinal_and_explicit_server_ids() {
+    let mut sts = fixture("bitnami-zookeeper/statefulset-zookeeper.json");
+    let scripts = configmap("bitnami-zookeeper", "zookeeper-scripts");
+    set_env(
+        &mut sts,
+        bitnami_zookeeper::CONTAINER,
+        "ZOO_CFG_group_1",
+        "1:2:3",
+    );
+    let c = bitnami_zookeeper::effective_config(&sts, &scripts, "zookeeper", 2).unwrap();
+    assert_eq!(c.myid, 3);
+    let servers = c.properties.indexed("server");
+    assert_eq!(servers.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(
+        servers[&1],
+        "zookeeper-0.zookeeper-headless.zookeeper.svc.cluster.local:2888:3888;2181"
+    );
+    assert_eq!(c.properties.get("group.1"), Some("1:2:3"));
+    assert_eq!(c.properties.get("quorumListenOnAllIPs"), Some("false"));
+    assert_eq!(c.properties.get("dataDir"), Some("/bitnami/zookeeper/data"));
+}
