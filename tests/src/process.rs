@@ -108,8 +108,8 @@ pub fn tail(path: &Path, bytes: u64) -> String {
 }
 
 /// A workspace binary (`straddle`, `straddle-webhook`) of the profile this
-/// test was built with, built first if missing (a lone `cargo test -p
-/// straddle-tests` does not build other packages' binaries).
+/// test was built with, built (or found fresh) first: a lone `cargo test -p
+/// straddle-tests` does not build other packages' binaries.
 pub fn workspace_binary(package: &str, name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     // target/<profile>/deps/<test>-<hash>
@@ -118,7 +118,9 @@ pub fn workspace_binary(package: &str, name: &str) -> Result<PathBuf> {
         .and_then(Path::parent)
         .context("test binary outside target/<profile>/deps")?;
     let path = profile_dir.join(name);
-    if !path.exists() {
+    // Always asked for: cargo is a no-op when the binary is fresh, and a
+    // stale one (a test run of one package) would test old code.
+    {
         let release = profile_dir.file_name().is_some_and(|p| p == "release");
         let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         build.args(["build", "--locked", "-p", package, "--bin", name]);

@@ -96,7 +96,63 @@ const CASES: &[(&str, &str, Certificates, Apply)] = &[
         Certificates::CertManager,
         Apply::ClientSide,
     ),
+    (
+        "specs/bitnami-zookeeper-mcs.yaml",
+        "bitnami-zookeeper",
+        Certificates::SelfManaged,
+        Apply::ServerSide,
+    ),
 ];
+
+/// Chart objects of another variant that the policy refuses, applied
+/// through the real API server after the variant itself: (variant, the
+/// variant whose rendering holds the object, kind, text of the refusal).
+const REFUSED: &[(&str, &str, &str, &str)] = &[(
+    "bitnami-zookeeper",
+    "bitnami-zookeeper-default",
+    "NetworkPolicy",
+    "set the chart value networkPolicy.enabled=false",
+)];
+
+/// The variant's [`REFUSED`] objects are refused with the fix, and nothing
+/// of them is stored.
+fn refused_chart_objects(stage: &KubeStretch, i: usize, variant: &str) -> Result<()> {
+    for (_, source, kind, fix) in REFUSED.iter().filter(|r| r.0 == variant) {
+        let path = root()
+            .join("fixtures/charts")
+            .join(source)
+            .join("rendered.yaml");
+        let docs = manifest::parse(&std::fs::read_to_string(&path)?)?;
+        for doc in docs.iter().filter(|d| d["kind"] == *kind) {
+            let err = stage
+                .apply(i, std::slice::from_ref(doc))
+                .err()
+                .with_context(|| format!("{source}: the {kind} was admitted"))?;
+            let message = format!("{err:#}");
+            ensure!(
+                message.contains(fix),
+                "{source}: unexpected refusal: {message}"
+            );
+            let (_, name) = kind_name(doc);
+            let stored = stage.cluster(i).kubectl(&[
+                "get",
+                &kind.to_lowercase(),
+                "-n",
+                &stage.namespace,
+                &name,
+                "--ignore-not-found",
+                "-o",
+                "name",
+            ])?;
+            ensure!(
+                stored.trim().is_empty(),
+                "{source}: the refused {kind} was stored"
+            );
+            eprintln!("refused: {}", webhook_line(&message));
+        }
+    }
+    Ok(())
+}
 
 fn tools() -> Option<Tools> {
     match Tools::find() {
@@ -252,6 +308,7 @@ fn run_case(
         }
         check_stored_objects(&stage, i, None).with_context(context)?;
         check_other_mutation(&stage, i).with_context(context)?;
+        refused_chart_objects(&stage, i, variant).with_context(context)?;
         let pods = stage.wait_for_pods(i).with_context(context)?;
         check_pod_env(&stage, i, &pods).with_context(context)?;
 

@@ -1143,6 +1143,24 @@ mod tests {
             "secretive",
             &secretive,
         );
+        let families = ObjectRule {
+            field: "spec.zookeeper".into(),
+            checks: vec![Check::NoVolume {
+                name: "config".into(),
+                message: "remove configuration".into(),
+            }],
+            ops: vec![Op::Env {
+                container: "main".into(),
+                init: false,
+                set: vec![EnvVar {
+                    name: "ZOO_CFG_group_1".into(),
+                    value: EnvValue::Literal("1:2".into()),
+                    before: None,
+                }],
+                remove: vec!["ZOO_CFG_group_*".into()],
+            }],
+        };
+        b.insert("west", ObjectKind::StatefulSet, "ns", "families", &families);
         b.finish(&BundleInfo {
             name: "t".into(),
             spec_digest: "sha256:1".into(),
@@ -1319,6 +1337,32 @@ mod tests {
         }
         let shared = r#"{"volumes":[{"name":"v","secret":{"secretName":"shared"}}],"containers":[{"name":"c","env":[{"name":"P","valueFrom":{"secretKeyRef":{"name":"shared","key":"k"}}}]}]}"#;
         assert_eq!(review_pod(shared), Verdict::Allow);
+    }
+
+    #[test]
+    fn a_family_of_env_vars_converges_and_a_mounted_config_is_refused() {
+        let p = plan();
+        let object = r#"{"spec":{"template":{"spec":{"containers":[{"name":"main","env":[{"name":"A","value":"1"},{"name":"ZOO_CFG_group_2","value":"3"},{"name":"ZOO_CFG_group_1","value":"old"},{"name":"ZOO_CFG_weight_1","value":"1"}]}]}}}}"#;
+        let out = apply(
+            object,
+            &review(&p, &req("west", "StatefulSet", "families", object)),
+        );
+        let env = &serde_json::from_str::<serde_json::Value>(&out).unwrap()["spec"]["template"]["spec"]
+            ["containers"][0]["env"];
+        assert_eq!(
+            env.to_string(),
+            r#"[{"name":"A","value":"1"},{"name":"ZOO_CFG_group_1","value":"1:2"},{"name":"ZOO_CFG_weight_1","value":"1"}]"#
+        );
+        assert_eq!(
+            review(&p, &req("west", "StatefulSet", "families", &out)),
+            Verdict::Allow
+        );
+        let mounted = r#"{"spec":{"template":{"spec":{"volumes":[{"name":"config","configMap":{"name":"zk"}}],"containers":[{"name":"main"}]}}}}"#;
+        let verdict = review(&p, &req("west", "StatefulSet", "families", mounted));
+        assert!(
+            matches!(&verdict, Verdict::Deny(m) if m.ends_with("has volume \"config\": remove configuration")),
+            "{verdict:?}"
+        );
     }
 
     #[test]
