@@ -65,7 +65,9 @@ use straddle_tests::controlplane::Tools;
 use straddle_tests::controlplane::stretch::KubeStretch;
 use straddle_tests::controlplane::webhook::Certificates;
 use straddle_tests::dns;
-use straddle_tests::effective::{ZkConfig, cloudpirates_zookeeper, cp_zookeeper};
+use straddle_tests::effective::{
+    ZkConfig, bitnami_zookeeper, cloudpirates_zookeeper, cp_zookeeper,
+};
 use straddle_tests::stretch::Stretch;
 
 /// The ZooKeeper chart shapes proven here, with the fixture each spec is
@@ -78,12 +80,17 @@ enum ZkChart {
     /// CloudPirates `zookeeper` (release `zookeeper`), official image: the
     /// server list is the ConfigMap's `zoo.cfg`, with `quorumListenOnAllIPs`.
     CloudPirates,
+    /// bitnami/zookeeper (release `zookeeper`): the image writes `zoo.cfg`
+    /// from `ZOO_SERVERS` and `ZOO_CFG_*`; ids from the scripts ConfigMap.
+    Bitnami,
 }
 
 impl ZkChart {
     fn of(spec: &str) -> ZkChart {
         if spec.contains("cloudpirates") {
             ZkChart::CloudPirates
+        } else if spec.contains("bitnami-zookeeper") {
+            ZkChart::Bitnami
         } else {
             ZkChart::Cp
         }
@@ -93,13 +100,14 @@ impl ZkChart {
         match self {
             ZkChart::Cp => "cp-zk-kafka-only",
             ZkChart::CloudPirates => "cloudpirates-zookeeper",
+            ZkChart::Bitnami => "bitnami-zookeeper",
         }
     }
 
     fn statefulset(self) -> &'static str {
         match self {
             ZkChart::Cp => "confluent-cp-zookeeper",
-            ZkChart::CloudPirates => "zookeeper",
+            ZkChart::CloudPirates | ZkChart::Bitnami => "zookeeper",
         }
     }
 
@@ -107,6 +115,7 @@ impl ZkChart {
         match self {
             ZkChart::Cp => None,
             ZkChart::CloudPirates => Some("zookeeper-config"),
+            ZkChart::Bitnami => Some("zookeeper-scripts"),
         }
     }
 
@@ -117,7 +126,10 @@ impl ZkChart {
             (ZkChart::CloudPirates, Some(cm)) => {
                 cloudpirates_zookeeper::effective_config(sts, cm, ns, ordinal)
             }
-            (ZkChart::CloudPirates, None) => panic!("the chart's ConfigMap is missing"),
+            (ZkChart::Bitnami, Some(cm)) => {
+                bitnami_zookeeper::effective_config(sts, cm, ns, ordinal)
+            }
+            (_, None) => panic!("the chart's ConfigMap is missing"),
         };
         config.unwrap_or_else(|e| panic!("{e:#}"))
     }
@@ -482,7 +494,7 @@ impl Case {
             // cp's command rewrites the own entry to 0.0.0.0 so the server
             // binds everywhere; zoo.cfg keeps names and binds through
             // quorumListenOnAllIPs.
-            let binds_all = self.chart == ZkChart::CloudPirates;
+            let binds_all = self.chart != ZkChart::Cp;
             if binds_all {
                 assert_eq!(
                     c.get("quorumListenOnAllIPs"),
@@ -1843,6 +1855,15 @@ fn real_zookeeper_agrees_with_the_survivability_analysis() {
         ]
     );
     survive_every_cut(&official, &mut report);
+
+    // bitnami/zookeeper: zoo.cfg from ZOO_SERVERS (explicit ids) and
+    // ZOO_CFG_group_<n>/weight_<id>, 3 + 3 + 1 over MCS.
+    let bitnami = Case::load(&runtime, &tools, "specs/bitnami-zookeeper-mcs.yaml");
+    assert_eq!(
+        bitnami.losses(),
+        [("east", true), ("west", true), ("witness", true)]
+    );
+    survive_every_cut(&bitnami, &mut report);
 
     println!(
         "real ZooKeeper 3.8 vs `straddle explain` ({:.1?} in all):\n{:<34} {:<30} {:<14} {:<14} details\n{}",
