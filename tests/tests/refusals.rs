@@ -131,6 +131,17 @@ const CASES: &[Case] = &[
         expect: Expect::Deny,
     },
     Case {
+        name: "bitnami-external-list-shorter-than-pods",
+        spec: "../examples/bitnami-kraft-three-clusters.yaml",
+        spec_edit: None,
+        variant: "bitnami-kafka-kraft-external",
+        chart_edit: Some((
+            "kafka-broker-0.example.com,kafka-broker-1.example.com,kafka-broker-2.example.com",
+            "kafka-broker-0.example.com",
+        )),
+        expect: Expect::Deny,
+    },
+    Case {
         name: "bitnami-external-index-beyond-block",
         spec: "../examples/bitnami-kraft-three-clusters.yaml",
         spec_edit: None,

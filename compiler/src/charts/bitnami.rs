@@ -209,7 +209,7 @@ fn kafka(topo: &Topology, k: &Kafka, g: &RoleGroup, cluster: usize, out: &mut Ve
         literal("KAFKA_FULLNAME", fullname),
         literal("CLUSTER_DOMAIN", domain),
     ];
-    init_env.extend(external_access_lists(g, cluster));
+    init_env.extend(external_access_lists(topo, g, cluster));
     ops.push(Op::Env {
         container: s(INIT_CONTAINER),
         init: true,
@@ -297,13 +297,19 @@ fn role_key(g: &RoleGroup) -> &'static str {
 /// per pod, from `loadBalancerNames`, `loadBalancerIPs`, `externalIPs` or
 /// `nodePorts`) by its ordinal. Where ordinals start at S, the chart's list
 /// gets S placeholders in front (the script splits on `,` and drops empty
-/// fields, hence `-`), so ordinal S + i reads the chart's entry i.
-fn external_access_lists(g: &RoleGroup, cluster: usize) -> Vec<EnvVar<'static>> {
-    let start = g.slices[cluster].ordinal_start as usize;
-    if start == 0 {
-        return vec![];
-    }
-    let prefix = "-,".repeat(start);
+/// fields, hence `-`), so ordinal S + i reads the chart's entry i. In every
+/// cluster the list must have an entry for each of its pods (the chart
+/// counts its own `replicaCount`, which the policy overrides).
+fn external_access_lists(topo: &Topology, g: &RoleGroup, cluster: usize) -> Vec<EnvVar<'static>> {
+    let slice = &g.slices[cluster];
+    let prefix = "-,".repeat(slice.ordinal_start as usize);
+    let role = role_key(g);
+    let short = format!(
+        "the chart renders one external address per pod it counts; in cluster \"{}\" set the \
+         chart value {role}.replicaCount to {} and give externalAccess.{role}.service one entry \
+         per pod (loadBalancerNames, loadBalancerIPs, externalIPs or nodePorts)",
+        topo.clusters[cluster].name, slice.replicas
+    );
     ["EXTERNAL_ACCESS_HOSTS_LIST", "EXTERNAL_ACCESS_PORTS_LIST"]
         .into_iter()
         .map(|name| EnvVar {
@@ -311,6 +317,8 @@ fn external_access_lists(g: &RoleGroup, cluster: usize) -> Vec<EnvVar<'static>> 
             value: EnvValue::Prefixed {
                 saved: s(format!("STRADDLE_{name}")),
                 prefix: s(prefix.clone()),
+                entries: slice.replicas,
+                short: s(short.clone()),
             },
             before: None,
         })

@@ -762,22 +762,48 @@ fn resolve_prefixed<'r>(
 ) -> Result<Vec<EnvVar<'r>>, String> {
     let mut out = Vec::with_capacity(set.len() + 1);
     for var in set {
-        let EnvValue::Prefixed { saved, prefix } = &var.value else {
+        let EnvValue::Prefixed {
+            saved,
+            prefix,
+            entries,
+            short,
+        } = &var.value
+        else {
             out.push(var.clone());
             continue;
         };
-        let mut chart_value = None;
+        let (mut chart_value, mut saved_value) = (None, None);
         for raw in current {
             let entry: k8s::EnvEntry = serde_json::from_str(raw.get())
                 .map_err(|e| format!("{t}: cannot read an env entry ({e})"))?;
             if entry.name == var.name {
                 chart_value = Some(entry.value.unwrap_or_default().into_owned());
+            } else if entry.name == *saved {
+                saved_value = Some(entry.value.unwrap_or_default().into_owned());
             }
         }
         let Some(chart_value) = chart_value else {
             continue;
         };
         let reference = format!("{prefix}$({saved})");
+        // The chart's list: as sent, or where an earlier review saved it.
+        let list = if chart_value == reference {
+            saved_value.as_deref().unwrap_or_default()
+        } else {
+            &chart_value
+        };
+        let count = list.split([',', ' ']).filter(|e| !e.is_empty()).count();
+        if count < *entries as usize {
+            return Err(format!(
+                "{t}: {} holds {count} entries where this cluster's {entries} pods each need \
+                 one: {short}",
+                var.name
+            ));
+        }
+        // No ordinals before this cluster's: the list is right as it is.
+        if prefix.is_empty() {
+            continue;
+        }
         if chart_value != reference {
             out.push(EnvVar {
                 name: saved.clone(),
@@ -799,8 +825,6 @@ enum EnvItem<'a, 'r> {
     Set(&'r EnvVar<'r>),
 }
 
-/// The container's env with `set` and `remove` applied, as a JSON array, or
-/// `None` when it already matches.
 /// A `remove` entry names one variable, or with a trailing `*` every
 /// variable with that prefix (a family such as `ZOO_CFG_group_*`); a
 /// variable the op also sets is kept.
@@ -811,6 +835,8 @@ fn removes(entry: &str, name: &str) -> bool {
     }
 }
 
+/// The container's env with `set` and `remove` applied, as a JSON array, or
+/// `None` when it already matches.
 fn desired_env<'r>(
     t: &Target<'_>,
     current: &[&RawValue],
@@ -1111,6 +1137,8 @@ mod tests {
                     value: EnvValue::Prefixed {
                         saved: "CHART_HOSTS".into(),
                         prefix: "-,-,".into(),
+                        entries: 2,
+                        short: "list every pod".into(),
                     },
                     before: None,
                 }],
@@ -1549,6 +1577,13 @@ mod tests {
             &review(&p, &req("west", "StatefulSet", "ext", &upgraded)),
         );
         assert_eq!(env(&again), want("c,d"));
+        // A list shorter than this cluster's pods is refused, as sent or saved.
+        for short in [sts("a"), once.replace(r#""value":"a,b""#, r#""value":"a""#)] {
+            let Verdict::Deny(m) = review(&p, &req("west", "StatefulSet", "ext", &short)) else {
+                panic!("{short}")
+            };
+            assert!(m.ends_with("HOSTS holds 1 entries where this cluster's 2 pods each need one: list every pod"), "{m}");
+        }
         // A chart without the variable is left alone.
         let none = r#"{"spec":{"template":{"spec":{"initContainers":[{"name":"prepare"}],"containers":[{"name":"main"}]}}}}"#;
         assert_eq!(

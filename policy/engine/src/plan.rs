@@ -332,12 +332,18 @@ pub enum EnvValue<'a> {
     /// The chart's own value, moved to the variable `saved` (inserted just
     /// before), and referenced as `prefix$(saved)`: a per-ordinal list that a
     /// script indexes by ordinal gets one placeholder per ordinal of the
-    /// clusters before this one. Left alone when the chart does not set it.
+    /// clusters before this one (none: the list is only checked). Left
+    /// alone when the chart does not set it.
     Prefixed {
         #[serde(borrow)]
         saved: Cow<'a, str>,
         #[serde(borrow)]
         prefix: Cow<'a, str>,
+        /// The chart's list must hold at least this many entries (one per
+        /// pod of this cluster), else the object is denied with `short`.
+        entries: u32,
+        #[serde(borrow)]
+        short: Cow<'a, str>,
     },
 }
 
