@@ -23,8 +23,22 @@ fn networking(kraft: bool, net: u8) -> &'static str {
     }
 }
 
+/// The ZooKeeper charts (for ZooKeeper-mode specs), by choice `zk` (0..3),
+/// with their container and id offset (id = ordinal + offset).
+const ZK_CHARTS: [(&str, &str, u32); 3] = [
+    ("cp-helm-charts", "cp-zookeeper-server", 1),
+    ("bitnami", "zookeeper", 1),
+    ("cloudpirates", "zookeeper", 0),
+];
+
 /// A spec with `replicas[c] = (zk, controllers, brokers)` per cluster.
-fn spec_text(kraft: bool, net: u8, replicas: &[(u32, u32, u32)], block: Option<u32>) -> String {
+fn spec_text(
+    kraft: bool,
+    net: u8,
+    zk: u8,
+    replicas: &[(u32, u32, u32)],
+    block: Option<u32>,
+) -> String {
     let mut s = String::from(
         "apiVersion: straddle.dev/v1alpha1\nkind: StretchCluster\nmetadata:\n  name: prop\nspec:\n  clusters:\n",
     );
@@ -51,7 +65,8 @@ fn spec_text(kraft: bool, net: u8, replicas: &[(u32, u32, u32)], block: Option<u
         ));
     } else {
         s.push_str(&format!(
-            "  zookeeper:\n    chart: cp-helm-charts\n    release: confluent\n    namespace: confluent\n    replicas: {}\n    quorum:\n      type: hierarchical\n  kafka:\n    chart: cp-helm-charts\n    release: confluent\n    namespace: confluent\n    mode: zookeeper\n    brokers:\n      replicas: {}{block}\n",
+            "  zookeeper:\n    chart: {}\n    release: confluent\n    namespace: confluent\n    replicas: {}\n    quorum:\n      type: hierarchical\n  kafka:\n    chart: cp-helm-charts\n    release: confluent\n    namespace: confluent\n    mode: zookeeper\n    brokers:\n      replicas: {}{block}\n",
+            ZK_CHARTS[zk as usize].0,
             map(&|r| r.0),
             map(&|r| r.2)
         ));
@@ -59,13 +74,15 @@ fn spec_text(kraft: bool, net: u8, replicas: &[(u32, u32, u32)], block: Option<u
     s
 }
 
-/// (kraft, networking choice, per-cluster (zk, controllers, brokers), broker idBlockSize)
-type Layout = (bool, u8, Vec<(u32, u32, u32)>, Option<u32>);
+/// (kraft, networking choice, ZooKeeper chart choice, per-cluster (zk,
+/// controllers, brokers), broker idBlockSize)
+type Layout = (bool, u8, u8, Vec<(u32, u32, u32)>, Option<u32>);
 
 fn layouts() -> impl Strategy<Value = Layout> {
     (
         any::<bool>(),
         0u8..5,
+        0u8..3,
         prop::collection::vec((0u32..6, 0u32..4, 0u32..15), 1..7),
         prop::option::of(1u32..40),
     )
@@ -75,16 +92,18 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
     #[test]
-    fn ids_are_unique_across_clusters_and_roles((kraft, net, replicas, block) in layouts()) {
-        let text = spec_text(kraft, net, &replicas, block);
+    fn ids_are_unique_across_clusters_and_roles((kraft, net, zk_chart, replicas, block) in layouts()) {
+        let text = spec_text(kraft, net, zk_chart, &replicas, block);
         let Ok(checked) = check("prop.yaml", &text) else { return Ok(()) };
         let topo = &checked.topology;
-        // ZooKeeper ids: 1..=n, contiguous, equal to list position (cp-zookeeper).
+        // ZooKeeper ids: contiguous from the chart's offset, in list order
+        // (cp-zookeeper numbers servers by list position).
         if let Some(zk) = &topo.zookeeper {
+            let offset = ZK_CHARTS[zk_chart as usize].2;
             let ids: Vec<u32> = zk.group.nodes.iter().map(|n| n.id).collect();
-            prop_assert_eq!(ids, (1..=zk.group.nodes.len() as u32).collect::<Vec<_>>());
+            prop_assert_eq!(ids, (offset..offset + zk.group.nodes.len() as u32).collect::<Vec<_>>());
             for n in &zk.group.nodes {
-                prop_assert_eq!(n.id, n.ordinal + 1);
+                prop_assert_eq!(n.id, n.ordinal + offset);
             }
         }
         // Kafka: one ID space across controllers and brokers.
@@ -123,8 +142,8 @@ proptest! {
     }
 
     #[test]
-    fn survivability_matches_a_brute_force_majority((kraft, net, replicas, block) in layouts()) {
-        let text = spec_text(kraft, net, &replicas, block);
+    fn survivability_matches_a_brute_force_majority((kraft, net, zk_chart, replicas, block) in layouts()) {
+        let text = spec_text(kraft, net, zk_chart, &replicas, block);
         let Ok(checked) = check("prop.yaml", &text) else { return Ok(()) };
         for q in quorum::quorums(&checked.topology) {
             if q.kind != straddle_compiler::spec::QuorumType::Majority { continue; }
@@ -137,19 +156,19 @@ proptest! {
 
     #[test]
     fn review_of_a_reviewed_statefulset_is_allow(
-        (kraft, net, replicas, block) in layouts(),
+        (kraft, net, zk_chart, replicas, block) in layouts(),
         env in prop::collection::vec(("[A-Z_]{1,12}", "[a-z0-9.:-]{0,20}"), 0..6),
         chart_replicas in 0u32..9,
         ordinal_start in prop::option::of(0u32..50),
     ) {
-        let text = spec_text(kraft, net, &replicas, block);
+        let text = spec_text(kraft, net, zk_chart, &replicas, block);
         let Ok(checked) = check("prop.yaml", &text) else { return Ok(()) };
         let (plan, _) = compile::plan(&checked.topology);
         let topo = &checked.topology;
         for g in topo.groups() {
             let container = match (g.chart, g.role) {
+                (_, straddle_compiler::topology::Role::ZooKeeper) => ZK_CHARTS[zk_chart as usize].1,
                 (straddle_compiler::spec::Chart::Bitnami, _) => "kafka",
-                (_, straddle_compiler::topology::Role::ZooKeeper) => "cp-zookeeper-server",
                 _ => "cp-kafka-broker",
             };
             let env: Vec<serde_json::Value> = env
