@@ -232,31 +232,9 @@ fn survivability_findings(
 
 /// The plan bytes and their digest.
 pub fn plan(topo: &Topology) -> (Vec<u8>, String) {
-    let objects = charts::plan_objects(topo);
-    let mut unsigned = PlanBuilder::new();
-    for o in &objects {
-        unsigned.insert(
-            &topo.clusters[o.cluster].name,
-            o.kind,
-            &o.namespace,
-            &o.name,
-            &o.rule,
-        );
-    }
-    let mut h = Sha256::new();
-    h.update(topo.name.as_bytes());
-    h.update([0]);
-    h.update(unsigned.rules_bytes());
-    let digest = format!("sha256:{:x}", h.finalize());
+    let (objects, digest) = planned(topo);
     let mut builder = PlanBuilder::new();
-    for mut o in objects {
-        o.rule.ops.insert(
-            0,
-            Op::Annotation {
-                key: DIGEST_ANNOTATION.into(),
-                value: digest.clone().into(),
-            },
-        );
+    for o in objects {
         builder.insert(
             &topo.clusters[o.cluster].name,
             o.kind,
@@ -278,6 +256,37 @@ pub fn plan(topo: &Topology) -> (Vec<u8>, String) {
         watches: charts::watches(topo),
     };
     (builder.finish(&bundle), digest)
+}
+
+/// Every object's rule, each stamped with the plan digest (the first op),
+/// and the digest: what every backend applies.
+pub fn planned(topo: &Topology) -> (Vec<charts::PlannedObject>, String) {
+    let mut objects = charts::plan_objects(topo);
+    let mut unsigned = PlanBuilder::new();
+    for o in &objects {
+        unsigned.insert(
+            &topo.clusters[o.cluster].name,
+            o.kind,
+            &o.namespace,
+            &o.name,
+            &o.rule,
+        );
+    }
+    let mut h = Sha256::new();
+    h.update(topo.name.as_bytes());
+    h.update([0]);
+    h.update(unsigned.rules_bytes());
+    let digest = format!("sha256:{:x}", h.finalize());
+    for o in &mut objects {
+        o.rule.ops.insert(
+            0,
+            Op::Annotation {
+                key: DIGEST_ANNOTATION.into(),
+                value: digest.clone().into(),
+            },
+        );
+    }
+    (objects, digest)
 }
 
 /// The policy module: the prebuilt engine with the plan embedded.

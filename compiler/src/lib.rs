@@ -3,6 +3,7 @@
 //! Pure logic (spec, topology, charts, quorum, plan) is separate from I/O,
 //! which lives in the `straddle` binary (`main.rs`).
 
+pub mod admission_policy;
 pub mod charts;
 pub mod compile;
 pub mod diag;

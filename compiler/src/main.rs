@@ -87,6 +87,11 @@ enum Command {
         spec: PathBuf,
         #[arg(long)]
         cluster: String,
+        /// Print instead the cluster's MutatingAdmissionPolicy and
+        /// ValidatingAdmissionPolicy objects (Kubernetes 1.36+): the policy
+        /// applied by the API server itself, without the webhook.
+        #[arg(long)]
+        admission_policy: bool,
     },
     /// Print the ordered steps that grow an existing single-cluster install
     /// into the stretch, with the quorum at every step.
@@ -230,7 +235,11 @@ fn run(command: Command) -> Result<ExitCode> {
             };
             return mutate(&policy, &cluster, &file, options);
         }
-        Command::Render { spec, cluster } => {
+        Command::Render {
+            spec,
+            cluster,
+            admission_policy,
+        } => {
             let Some(c) = load(&spec)? else {
                 return Ok(ExitCode::FAILURE);
             };
@@ -246,6 +255,11 @@ fn run(command: Command) -> Result<ExitCode> {
                     known.join(", ")
                 );
             };
+            if admission_policy {
+                let objects = straddle_compiler::admission_policy::policies(&c.topology, ci)?;
+                print!("{}", manifest::to_yaml(&objects)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             let objects = render::companions(&c.topology, ci);
             if objects.is_empty() {
                 eprintln!(
