@@ -197,7 +197,7 @@ fn mutations(t: &Target, o: &PlannedObject) -> Result<Option<Vec<Value>>, Vec<St
                 patch(
                     "add",
                     &lit("/spec/ordinals"),
-                    Some(&format!("Object.spec.ordinals{{start: {n}}}"))
+                    Some(&format!("{{'start': {n}}}"))
                 )
             )),
             Op::PublishNotReadyAddresses(b) => expressions.push(format!(
@@ -351,19 +351,14 @@ fn condition(t: &Target, o: &PlannedObject) -> String {
     c
 }
 
-/// CEL for one env var as the module writes it (typed, so the list stays
-/// one type with the object's own entries).
-fn env_value(var: &EnvVar<'_>, list: &str) -> Result<String, String> {
-    let ty = format!("Object.spec.template.spec.{list}.env");
+/// CEL for one env var as the module writes it: a plain map (values of
+/// the API's Go types do not convert back to JSON in a patch value).
+fn env_value(var: &EnvVar<'_>) -> Result<String, String> {
+    let name = lit(&var.name);
     match &var.value {
-        EnvValue::Literal(v) => Ok(format!(
-            "{ty}{{name: {}, value: {}}}",
-            lit(&var.name),
-            lit(v)
-        )),
+        EnvValue::Literal(v) => Ok(format!("{{'name': dyn({name}), 'value': dyn({})}}", lit(v))),
         EnvValue::FieldRef(path) => Ok(format!(
-            "{ty}{{name: {}, valueFrom: {ty}.valueFrom{{fieldRef: {ty}.valueFrom.fieldRef{{apiVersion: 'v1', fieldPath: {}}}}}}}",
-            lit(&var.name),
+            "{{'name': dyn({name}), 'valueFrom': dyn({{'fieldRef': {{'apiVersion': 'v1', 'fieldPath': {}}}}})}}",
             lit(path)
         )),
         EnvValue::Prefixed { .. } => Err(format!(
@@ -373,9 +368,11 @@ fn env_value(var: &EnvVar<'_>, list: &str) -> Result<String, String> {
     }
 }
 
-/// The variables and JSON Patch of an `Op::Env`: the removed names are
-/// filtered out, then each set variable replaced in place, inserted before
-/// the variable it must precede, or appended (the module's order).
+/// The variables and JSON Patch of an `Op::Env`, in the module's order:
+/// removed names go (ascending indices, each shifted by the removals before
+/// it), then each set variable is replaced in place, inserted before the
+/// variable it must precede, or appended. Only names and indices are read
+/// from the object; values are written whole.
 fn env(
     k: usize,
     container: &str,
@@ -385,11 +382,11 @@ fn env(
 ) -> Result<(Vec<Value>, String), String> {
     let list = if init { "initContainers" } else { "containers" };
     let spec = format!("object.spec.template.spec.{list}");
-    let (c, env, kept, names) = (
+    let (c, names, gone, kept) = (
         format!("c{k}"),
-        format!("env{k}"),
-        format!("kept{k}"),
         format!("names{k}"),
+        format!("gone{k}"),
+        format!("kept{k}"),
     );
     let set_names = set
         .iter()
@@ -399,59 +396,76 @@ fn env(
     let removed = remove
         .iter()
         .map(|r| match r.strip_suffix('*') {
-            Some(prefix) => format!("e.name.startsWith({})", lit(prefix)),
-            None => format!("e.name == {}", lit(r)),
+            Some(prefix) => format!("n.startsWith({})", lit(prefix)),
+            None => format!("n == {}", lit(r)),
         })
         .collect::<Vec<_>>();
-    let keep = if removed.is_empty() {
-        "true".to_string()
+    let goes = if removed.is_empty() {
+        "false".to_string()
     } else {
-        format!("!({}) || e.name in [{set_names}]", removed.join(" || "))
+        format!("({}) && !(n in [{set_names}])", removed.join(" || "))
     };
     let variables = vec![
         json!({"name": c, "expression": format!(
             "has({spec}) ? {spec}.map(c, c.name).indexOf({}) : -1", lit(container)
         )}),
-        json!({"name": env, "expression": format!(
-            "variables.{c} >= 0 && has({spec}[variables.{c}].env) ? {spec}[variables.{c}].env : []"
+        json!({"name": names, "expression": format!(
+            "variables.{c} >= 0 && has({spec}[variables.{c}].env) ? {spec}[variables.{c}].env.map(e, e.name) : []"
         )}),
-        json!({"name": kept, "expression": format!("variables.{env}.filter(e, {keep})")}),
-        json!({"name": names, "expression": format!("variables.{kept}.map(e, e.name)")}),
+        // Indices of the entries to remove, ascending.
+        json!({"name": gone, "expression": format!(
+            "variables.{names}.filter(n, {goes}).map(n, variables.{names}.indexOf(n))"
+        )}),
+        json!({"name": kept, "expression": format!("variables.{names}.filter(n, !({goes}))")}),
     ];
     let base = format!("'/spec/template/spec/{list}/' + string(variables.{c}) + '/env'");
+    let removals = format!(
+        "variables.{gone}.map(i, {})",
+        patch(
+            "remove",
+            &format!("{base} + '/' + string(i - size(variables.{gone}.filter(j, j < i)))"),
+            None
+        )
+    );
     let mut replaces = Vec::new();
     let mut inserts = Vec::new();
     let mut appends = Vec::new();
     for var in set {
-        let value = env_value(var, list)?;
-        let at = format!("variables.{names}.indexOf({})", lit(&var.name));
+        let value = env_value(var)?;
+        let at = format!("variables.{kept}.indexOf({})", lit(&var.name));
         let replace = patch(
             "replace",
             &format!("{base} + '/' + string({at})"),
             Some(&value),
         );
         let append = patch("add", &format!("{base} + '/-'"), Some(&value));
+        replaces.push(format!("({at} >= 0 ? [{replace}] : [])"));
         match &var.before {
             Some(before) => {
-                let b = format!("variables.{names}.indexOf({})", lit(before));
+                let b = format!("variables.{kept}.indexOf({})", lit(before));
                 let insert = patch("add", &format!("{base} + '/' + string({b})"), Some(&value));
                 inserts.push(format!(
                     "({at} >= 0 ? [] : {b} >= 0 ? [{insert}] : [{append}])"
                 ));
-                replaces.push(format!("({at} >= 0 ? [{replace}] : [])"));
             }
-            None => {
-                replaces.push(format!("({at} >= 0 ? [{replace}] : [])"));
-                appends.push(format!("({at} >= 0 ? [] : [{append}])"));
-            }
+            None => appends.push(format!("({at} >= 0 ? [] : [{append}])")),
         }
     }
-    let whole = patch("add", &base, Some(&format!("variables.{kept}")));
-    let mut parts = vec![format!("[{whole}]")];
+    // No env at all: the list is added with the set variables, in order.
+    let whole = set
+        .iter()
+        .map(env_value)
+        .collect::<Result<Vec<_>, _>>()?
+        .join(", ");
+    let mut parts = vec![removals];
     parts.extend(replaces);
     parts.extend(inserts);
     parts.extend(appends);
-    let expression = format!("variables.{c} < 0 ? [] : {}", parts.join(" + "));
+    let expression = format!(
+        "variables.{c} < 0 ? [] : !has({spec}[variables.{c}].env) ? [{}] : {}",
+        patch("add", &base, Some(&format!("[{whole}]"))),
+        parts.join(" + ")
+    );
     Ok((variables, expression))
 }
 

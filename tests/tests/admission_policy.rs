@@ -1,0 +1,331 @@
+//! The admission-policy backend against the webhook, on real API servers.
+//!
+//! For each (spec, fixture variant) the backend can express: one set of
+//! control planes runs the webhook (the wasm module), another only the
+//! `MutatingAdmissionPolicy` / `ValidatingAdmissionPolicy` objects of
+//! `straddle render --admission-policy`. The same chart documents are
+//! applied to both, and in every cluster the stored objects must be equal,
+//! the StatefulSet controller must make the same pods, re-applying must
+//! change nothing, and scaling beyond the spec must be refused. Every other
+//! golden pair must either compile or name what it cannot express.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+use straddle_compiler::{admission_policy, check, manifest};
+use straddle_tests::controlplane::stretch::{KubeStretch, kind_name};
+use straddle_tests::controlplane::webhook::Certificates;
+use straddle_tests::controlplane::{Cluster, ControlPlanes, Tools};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+/// Proven equal on real API servers.
+const PROVEN: &[(&str, &str)] = &[
+    ("../examples/cp-two-clusters.yaml", "cp-zk-kafka-only"),
+    ("specs/bitnami-zookeeper-mcs.yaml", "bitnami-zookeeper"),
+];
+
+/// A chart object both backends refuse: (variant, the variant whose
+/// rendering holds it, kind, text of the fix).
+const REFUSED: &[(&str, &str, &str, &str)] = &[(
+    "bitnami-zookeeper",
+    "bitnami-zookeeper-default",
+    "NetworkPolicy",
+    "set the chart value networkPolicy.enabled=false",
+)];
+
+/// Every spec of the golden corpus, and whether the backend expresses it.
+const SPECS: &[(&str, bool)] = &[
+    ("../examples/cp-two-clusters.yaml", true),
+    ("../examples/bitnami-kraft-three-clusters.yaml", false),
+    ("specs/cp-three-clusters-mcs.yaml", true),
+    ("specs/cp-first-cluster-stage.yaml", true),
+    ("specs/cp-cilium.yaml", true),
+    ("specs/cp-nodeport-linkerd.yaml", false),
+    ("specs/cp-two-clusters-majority.yaml", true),
+    ("specs/bitnami-kraft-combined.yaml", false),
+    ("specs/bitnami-kraft-cilium.yaml", false),
+    ("specs/cloudpirates-kraft-mcs.yaml", false),
+    ("specs/cloudpirates-zookeeper-cilium.yaml", false),
+    ("specs/cloudpirates-zookeeper-external.yaml", false),
+    ("specs/bitnami-zookeeper-mcs.yaml", true),
+    ("specs/bitnami-zookeeper-majority.yaml", true),
+];
+
+#[test]
+fn every_spec_compiles_or_names_what_it_cannot_express() {
+    for (spec, expressible) in SPECS {
+        let text = std::fs::read_to_string(root().join(spec)).unwrap();
+        let checked = check(spec, &text).unwrap_or_else(|r| panic!("{spec}: {r}"));
+        for (ci, cluster) in checked.topology.clusters.iter().enumerate() {
+            match admission_policy::policies(&checked.topology, ci) {
+                Ok(objects) => {
+                    assert!(*expressible, "{spec} {}: now expressible", cluster.name);
+                    assert!(!objects.is_empty(), "{spec} {}: no policies", cluster.name);
+                }
+                Err(e) => {
+                    assert!(!*expressible, "{spec} {}: {e}", cluster.name);
+                    assert!(!e.0.is_empty());
+                }
+            }
+        }
+    }
+}
+
+fn tools() -> Option<Tools> {
+    match Tools::find() {
+        Ok(t) => Some(t),
+        Err(reason) if std::env::var("STRADDLE_REQUIRE_KUBE").as_deref() == Ok("1") => {
+            panic!("STRADDLE_REQUIRE_KUBE=1 but {reason}")
+        }
+        Err(reason) => {
+            eprintln!("skipped: {reason} (set STRADDLE_REQUIRE_KUBE=1 to fail instead)");
+            None
+        }
+    }
+}
+
+#[test]
+fn admission_policies_store_what_the_webhook_stores() {
+    let Some(tools) = tools() else { return };
+    for (spec, variant) in PROVEN {
+        if let Err(e) = compare(&tools, spec, variant) {
+            panic!("{spec} × {variant}: {e:#}");
+        }
+    }
+}
+
+/// What the API server writes itself, and what it allocates differently in
+/// two clusters (uids, times, ClusterIPs): left out of the comparison.
+fn normalised(mut object: Value) -> Value {
+    if let Some(meta) = object["metadata"].as_object_mut() {
+        for key in [
+            "uid",
+            "creationTimestamp",
+            "resourceVersion",
+            "generation",
+            "managedFields",
+        ] {
+            meta.remove(key);
+        }
+    }
+    if let Some(spec) = object["spec"].as_object_mut() {
+        spec.remove("clusterIP");
+        spec.remove("clusterIPs");
+    }
+    if let Some(o) = object.as_object_mut() {
+        o.remove("status");
+    }
+    object
+}
+
+fn stored(cluster: &Cluster, namespace: &str, docs: &[Value]) -> Result<BTreeMap<String, Value>> {
+    let mut out = BTreeMap::new();
+    for doc in docs {
+        let (kind, name) = kind_name(doc);
+        let object = cluster
+            .get(&kind, namespace, &name)?
+            .with_context(|| format!("{}: {kind} {name} is not stored", cluster.name))?;
+        out.insert(format!("{kind}/{name}"), normalised(object));
+    }
+    Ok(out)
+}
+
+/// Pod name -> each container's env, for the StatefulSets' pods.
+fn pods(cluster: &Cluster, namespace: &str) -> Result<BTreeMap<String, Value>> {
+    Ok(cluster
+        .list("pods", namespace)?
+        .into_iter()
+        .map(|p| {
+            let env: Vec<Value> = p["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| c["env"].clone())
+                .collect();
+            (
+                p["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                Value::Array(env),
+            )
+        })
+        .collect())
+}
+
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = f()? {
+            return Ok(v);
+        }
+        ensure!(Instant::now() < deadline, "{what}: not after 60 s");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn compare(tools: &Tools, spec: &str, variant: &str) -> Result<()> {
+    let started = Instant::now();
+    let mut webhook = KubeStretch::new(tools, spec, variant, Certificates::SelfManaged, &[])?;
+    webhook.server_side = true;
+    let topo = &webhook.stretch.topo;
+    let names: Vec<&str> = topo.clusters.iter().map(|c| c.name.as_str()).collect();
+    let native = ControlPlanes::start(tools, &names)?;
+    let ns = webhook.namespace.clone();
+    let apply = |cluster: &Cluster, docs: &[Value]| -> Result<String> {
+        let yaml = manifest::to_yaml(docs)?;
+        cluster.kubectl_stdin(
+            &[
+                "apply",
+                "-n",
+                &ns,
+                "-f",
+                "-",
+                "--server-side",
+                "--field-manager=helm",
+            ],
+            Some(&yaml),
+        )
+    };
+    for (i, cluster) in native.clusters.iter().enumerate() {
+        let policies = admission_policy::policies(topo, i)?;
+        let yaml = manifest::to_yaml(&policies)?;
+        cluster
+            .kubectl_stdin(&["apply", "-f", "-"], Some(&yaml))
+            .context("installing the admission policies")?;
+        cluster.kubectl(&["create", "namespace", &ns])?;
+        // Policies take effect once the API server has compiled them: a
+        // dry-run StatefulSet carries the digest from then on.
+        let sts = webhook
+            .docs
+            .iter()
+            .find(|d| d["kind"] == "StatefulSet")
+            .context("a StatefulSet")?
+            .to_string();
+        let mut last = String::new();
+        let waited = wait_for(&format!("{}: policies in effect", cluster.name), || {
+            let out = cluster.kubectl_stdin(
+                &[
+                    "create",
+                    "--dry-run=server",
+                    "-n",
+                    &ns,
+                    "-f",
+                    "-",
+                    "-o",
+                    "jsonpath={.metadata.annotations.straddle\\.dev/policy-digest}",
+                ],
+                Some(&sts),
+            );
+            last = format!("{out:?}");
+            Ok(out.ok().filter(|d| d.starts_with("sha256:")).map(|_| ()))
+        });
+        waited.with_context(|| format!("last answer: {last}"))?;
+    }
+
+    for (i, cluster) in native.clusters.iter().enumerate() {
+        let name = &cluster.name;
+        webhook.apply(i, &webhook.docs)?;
+        apply(cluster, &webhook.docs).with_context(|| format!("{name}: apply"))?;
+        let with_webhook = stored(webhook.cluster(i), &ns, &webhook.docs)?;
+        let with_policies = stored(cluster, &ns, &webhook.docs)?;
+        for (key, want) in &with_webhook {
+            let have = &with_policies[key];
+            ensure!(
+                want == have,
+                "{name}: {key} differs:\nwebhook:  {want}\npolicies: {have}"
+            );
+        }
+
+        // The same pods from the real StatefulSet controllers.
+        let expected = webhook.wait_for_pods(i)?;
+        let want = pods(webhook.cluster(i), &ns)?;
+        let have = wait_for(&format!("{name}: pods"), || {
+            // The kubelet's part: ordered StatefulSets wait for readiness.
+            cluster.mark_pods_ready(&ns)?;
+            let have = pods(cluster, &ns)?;
+            Ok((have.len() == expected.len()).then_some(have))
+        })?;
+        ensure!(want == have, "{name}: pods differ:\n{want:?}\n{have:?}");
+
+        // Re-applying changes nothing.
+        apply(cluster, &webhook.docs)?;
+        let again = stored(cluster, &ns, &webhook.docs)?;
+        ensure!(
+            again == with_policies,
+            "{name}: re-applying changed objects"
+        );
+
+        // Scaling beyond the spec is refused, with the policy's message.
+        for group in topo.groups() {
+            let Some(slice) = group.slices.iter().find(|s| s.cluster == i) else {
+                continue;
+            };
+            if slice.replicas == 0 {
+                continue;
+            }
+            let quorum = !matches!(group.role, straddle_compiler::topology::Role::Broker);
+            let too_many = if quorum {
+                slice.replicas + 1
+            } else {
+                slice.block + 1
+            };
+            let replicas = format!("--replicas={too_many}");
+            let err = cluster
+                .kubectl(&[
+                    "scale",
+                    "statefulset",
+                    &group.statefulset,
+                    "-n",
+                    &ns,
+                    &replicas,
+                ])
+                .err()
+                .with_context(|| format!("{name}: scaling {} was accepted", group.statefulset))?;
+            ensure!(
+                format!("{err:#}").contains(&format!("scaling to {too_many} is refused")),
+                "{name}: scale refused without the policy's message: {err:#}"
+            );
+        }
+    }
+    // A chart object the policy refuses is refused by both, with the fix.
+    if let Some((source, kind, fix)) = REFUSED
+        .iter()
+        .find(|r| r.0 == variant)
+        .map(|r| (r.1, r.2, r.3))
+    {
+        let path = root()
+            .join("fixtures/charts")
+            .join(source)
+            .join("rendered.yaml");
+        let docs = manifest::parse(&std::fs::read_to_string(path)?)?;
+        let refused: Vec<Value> = docs.into_iter().filter(|d| d["kind"] == kind).collect();
+        for (i, cluster) in native.clusters.iter().enumerate() {
+            for (backend, result) in [
+                ("webhook", webhook.apply(i, &refused)),
+                ("policies", apply(cluster, &refused)),
+            ] {
+                let err = result.err().with_context(|| {
+                    format!("{}: the {kind} was admitted by the {backend}", cluster.name)
+                })?;
+                ensure!(
+                    format!("{err:#}").contains(fix),
+                    "{}: the {backend} refused without the fix: {err:#}",
+                    cluster.name
+                );
+            }
+        }
+    }
+    eprintln!(
+        "{spec} × {variant}: admission policies store what the webhook stores in {} clusters ({:.1} s)",
+        native.clusters.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
