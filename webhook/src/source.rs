@@ -43,7 +43,8 @@ use crate::reload::Stamp;
 /// Where `--policy` points.
 pub enum PolicySource {
     File(FileSource),
-    Oci(OciSource),
+    // Boxed: a registry client is large next to a path and a stamp.
+    Oci(Box<OciSource>),
 }
 
 /// The module a source starts with, and its key (see [`watch`]).
@@ -56,7 +57,9 @@ impl PolicySource {
     pub fn from_config(config: &Config) -> Result<PolicySource> {
         let text = config.policy.to_string_lossy();
         if PolicyRef::is_oci_url(&text) {
-            return Ok(PolicySource::Oci(OciSource::from_config(config, &text)?));
+            return Ok(PolicySource::Oci(Box::new(OciSource::from_config(
+                config, &text,
+            )?)));
         }
         if config.verify_key.is_some() {
             return Err(anyhow!(
