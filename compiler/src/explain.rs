@@ -198,10 +198,7 @@ pub fn explain(checked: &Checked, digest: &str) -> Explanation {
             Vec::new()
         };
         ZooKeeperView {
-            quorum: match zk.quorum {
-                QuorumType::Majority => "majority",
-                QuorumType::Hierarchical => "hierarchical",
-            },
+            quorum: zk.quorum.as_str(),
             stage: zk.stage.as_str(),
             settings,
             servers,

@@ -193,7 +193,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             };
             if let Some(stage) = stage {
-                let stage = rollout::Stage::parse(&stage).map_err(anyhow::Error::msg)?;
+                let stage = rollout::Stage::parse(&stage)?;
                 c.topology = rollout::at_stage(&c.topology, stage)
                     .map_err(|e| anyhow::anyhow!("--stage: {e}"))?;
             }

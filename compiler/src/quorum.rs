@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::spec::QuorumType;
 use crate::topology::{Topology, ZK_MAX_ID};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Voter {
     pub id: u32,
     pub cluster: usize,
@@ -97,10 +97,7 @@ pub fn analyse(topo: &Topology, q: &Quorum) -> Survivability {
         .collect();
     Survivability {
         quorum: q.name.clone(),
-        kind: match q.kind {
-            QuorumType::Majority => "majority",
-            QuorumType::Hierarchical => "hierarchical",
-        },
+        kind: q.kind.as_str(),
         healthy,
         survives_any_cluster: cluster_losses.iter().all(|l| l.keeps_quorum),
         survives_any_node: healthy && critical_nodes.is_empty(),

@@ -184,6 +184,16 @@ pub enum QuorumType {
     Hierarchical,
 }
 
+impl QuorumType {
+    /// The spec's spelling (`spec.zookeeper.quorum.type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuorumType::Majority => "majority",
+            QuorumType::Hierarchical => "hierarchical",
+        }
+    }
+}
+
 /// Where a hierarchical rollout stands (seed 000 steps 8-12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]

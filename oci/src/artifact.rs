@@ -9,12 +9,10 @@
 //! clusters pinned.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use anyhow::{Context, Result, bail, ensure};
 use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::reference::check_digest;
 
@@ -118,15 +116,9 @@ pub struct Artifact {
     pub manifest_digest: String,
 }
 
-/// `sha256:<hex>` of `bytes`.
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(71);
-    out.push_str("sha256:");
-    for b in Sha256::digest(bytes) {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
+/// `sha256:<hex>` of `bytes`: the digest spelling shared with the host and
+/// the webhook (a bundle's layer digest is its module's digest).
+pub use straddle_policy::digest::sha256 as sha256_digest;
 
 /// Builds the artifact for a policy module.
 pub fn build(module: &[u8], meta: &BundleMeta) -> Artifact {

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use straddle_compiler::rollout::{self, RolloutPlan, Stage};
+use straddle_compiler::rollout::{self, ActionKind, RolloutPlan, Stage};
 use straddle_compiler::{check, compile, manifest, preview};
 use straddle_policy::Operation;
 
@@ -261,7 +261,7 @@ fn every_step_of_the_plan_matches_zookeeper_quorum_rules() {
             for a in &step.zookeeper {
                 actions += a.servers.len();
                 let mut during = running.clone();
-                if a.action != "start" {
+                if a.action != ActionKind::Start {
                     for id in &a.servers {
                         let (_, old) = during
                             .remove(id)
@@ -308,7 +308,10 @@ fn every_step_of_the_plan_matches_zookeeper_quorum_rules() {
             // listed order with any one server moved to the end keeps a
             // quorum too.
             let leader_last = step.changes.contains("Restart the current leader last");
-            let one_at_a_time = step.zookeeper.iter().all(|a| a.action == "restart");
+            let one_at_a_time = step
+                .zookeeper
+                .iter()
+                .all(|a| a.action == ActionKind::Restart);
             assert_eq!(
                 leader_last,
                 one_at_a_time && step_quorum && !step.zookeeper.is_empty(),
@@ -389,17 +392,18 @@ fn plan_refuses_what_it_cannot_do() {
     let digest_of = |t: &straddle_compiler::topology::Topology| compile::plan(t).1;
     let err = rollout::plan(&checked.topology, "two", "cluster-1", &digest_of).unwrap_err();
     assert!(
-        err.0.contains("must be the first entry of spec.clusters"),
+        err.to_string()
+            .contains("must be the first entry of spec.clusters"),
         "{err}"
     );
     let err = rollout::plan(&checked.topology, "two", "nowhere", &digest_of).unwrap_err();
-    assert!(err.0.contains("not in spec.clusters"), "{err}");
+    assert!(err.to_string().contains("not in spec.clusters"), "{err}");
     let text =
         std::fs::read_to_string(root().join("../examples/bitnami-kraft-three-clusters.yaml"))
             .unwrap();
     let checked = check("kraft", &text).unwrap();
     let err = rollout::plan(&checked.topology, "kraft", "east", &digest_of).unwrap_err();
-    assert!(err.0.contains("KRaft"), "{err}");
+    assert!(err.to_string().contains("KRaft"), "{err}");
 }
 
 /// The text a person reads: golden, and it states the outage plainly.

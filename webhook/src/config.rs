@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use straddle_policy_host::RuntimeConfig;
 
 /// What to answer when the policy module produces no verdict (it trapped, ran
 /// past its deadline or memory cap) or the server has no free review slot.
@@ -205,6 +206,25 @@ impl Config {
         config.tls_cert = tls_cert;
         config.tls_key = tls_key;
         config
+    }
+
+    /// The policy runtime's settings (the one place they follow from flags).
+    pub fn runtime_config(&self) -> RuntimeConfig {
+        // `..default()` keeps this compiling when the host gains settings.
+        #[allow(clippy::needless_update)]
+        RuntimeConfig {
+            memory_limit_bytes: (self.policy_memory_mib as usize) << 20,
+            deadline: self.policy_timeout,
+            // The ticker wakes up once per tick; a fiftieth of the deadline
+            // is precise enough and keeps it from waking every millisecond.
+            epoch_tick: (self.policy_timeout / 50)
+                .clamp(Duration::from_millis(1), Duration::from_millis(10)),
+            // Two extra instance slots for validating a new module while
+            // every request slot is busy.
+            max_concurrent_reviews: self.max_concurrent_reviews + 2,
+            keep_resident_bytes: self.keep_resident_kib << 10,
+            ..RuntimeConfig::default()
+        }
     }
 }
 

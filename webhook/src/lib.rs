@@ -11,9 +11,11 @@
 //! main.rs   flags, logging, signals
 //! server    listeners, TLS accept, routes, body limits, review slots, drain
 //! admission AdmissionReview in -> policy -> AdmissionReview out (pure)
+//! app       what requests and tasks share: active policy, metrics, limits
 //! policy    load + validate a module; the active policy (atomic swap)
-//! reload    polling watcher for the policy, certificate, key, client CA
-//! source    `--policy oci://…`: fetch, verify, cache and poll a registry bundle
+//! source    `--policy` file or `oci://…`: one watch loop, one install path
+//!           (registry bundles fetched, verified and cached)
+//! reload    polling watcher for the certificate, key, client CA
 //! tls       rustls configuration from PEM files
 //! metrics   Prometheus metrics
 //! certs     self-managed certificates: make, renew, Secret data (pure)
@@ -21,6 +23,7 @@
 //! ```
 
 pub mod admission;
+pub mod app;
 pub mod certs;
 pub mod certs_kube;
 pub mod config;
@@ -31,5 +34,6 @@ pub mod server;
 pub mod source;
 pub mod tls;
 
+pub use app::App;
 pub use config::{Config, LogFormat, OnPolicyError};
-pub use server::{App, Server};
+pub use server::Server;

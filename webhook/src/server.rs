@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -22,39 +21,19 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
-use straddle_policy_host::RuntimeConfig;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info, warn};
 
 use crate::admission::{self, Reply};
-use crate::config::{Config, OnPolicyError};
-use crate::metrics::{self, Metrics};
-use crate::policy::{Active, Loader};
-use crate::reload::{self, Stamps};
-use crate::source::{self, OciSource};
+use crate::app::App;
+use crate::config::Config;
+use crate::metrics;
+use crate::policy::Loader;
+use crate::reload::{self, TlsStamps};
+use crate::source::{self, PolicySource};
 use crate::tls;
-
-/// Shared by every request.
-pub struct App {
-    pub cluster: String,
-    pub active: Active,
-    pub metrics: Metrics,
-    slots: Arc<Semaphore>,
-    on_policy_error: OnPolicyError,
-    max_body_bytes: usize,
-    request_timeout: Duration,
-    queue_timeout: Duration,
-    shutting_down: AtomicBool,
-}
-
-impl App {
-    /// Ready: a valid policy is loaded and no shutdown has begun.
-    pub fn ready(&self) -> bool {
-        self.active.get().is_some() && !self.shutting_down.load(Ordering::Relaxed)
-    }
-}
 
 /// A server with its policy loaded and its sockets bound, not yet serving.
 pub struct Server {
@@ -64,9 +43,10 @@ pub struct Server {
     tls: Arc<ArcSwap<ServerConfig>>,
     listener: TcpListener,
     probe_listener: Option<TcpListener>,
-    stamps: Stamps,
-    /// An `oci://` policy: its source and the manifest digest serving.
-    oci: Option<(Arc<OciSource>, String)>,
+    tls_stamps: TlsStamps,
+    source: PolicySource,
+    /// The key of the module serving (see `source::watch`).
+    current: String,
 }
 
 impl Server {
@@ -74,74 +54,24 @@ impl Server {
     /// (and the process should exit) if any of them is unusable, including
     /// a policy that does not list `--cluster`.
     pub async fn bind(config: Config) -> Result<Server> {
-        let slots = config.max_concurrent_reviews;
-        // `..default()` keeps this compiling when the host gains settings.
-        #[allow(clippy::needless_update)]
-        let runtime = RuntimeConfig {
-            memory_limit_bytes: (config.policy_memory_mib as usize) << 20,
-            deadline: config.policy_timeout,
-            // The ticker wakes up once per tick; a fiftieth of the deadline
-            // is precise enough and keeps it from waking every millisecond.
-            epoch_tick: (config.policy_timeout / 50)
-                .clamp(Duration::from_millis(1), Duration::from_millis(10)),
-            // Two extra instance slots for validating a new module while
-            // every request slot is busy.
-            max_concurrent_reviews: slots + 2,
-            keep_resident_bytes: config.keep_resident_kib << 10,
-            ..RuntimeConfig::default()
-        };
         let loader = Arc::new(Loader::new(
-            runtime,
+            config.runtime_config(),
             &config.cluster,
             config.cache_dir.clone(),
         )?);
-        let stamps = Stamps::read(&config);
-        let (bytes, oci) = match OciSource::from_config(&config)? {
-            Some(source) => {
-                let fetched = source
-                    .initial()
-                    .await
-                    .with_context(|| format!("fetching the policy {}", config.policy.display()))?;
-                info!(
-                    reference = %source.reference,
-                    digest = %fetched.manifest_digest,
-                    from = ?fetched.origin,
-                    verified = config.verify_key.is_some(),
-                    "policy bundle fetched"
-                );
-                let digest = fetched.manifest_digest;
-                (fetched.module, Some((Arc::new(source), digest)))
-            }
-            None => {
-                let bytes = std::fs::read(&config.policy)
-                    .with_context(|| format!("reading the policy {}", config.policy.display()))?;
-                (bytes, None)
-            }
-        };
-        let loaded = {
-            let loader = loader.clone();
-            tokio::task::spawn_blocking(move || loader.load(&bytes))
-                .await
-                .context("the policy loader panicked")?
-        }
-        .with_context(|| format!("loading the policy {}", config.policy.display()))?;
+        let tls_stamps = TlsStamps::read(&config);
+        let mut source = PolicySource::from_config(&config)?;
+        let initial = source.initial().await?;
+        let loaded = source::load(&loader, initial.module)
+            .await
+            .with_context(|| format!("loading the policy {}", config.policy.display()))?;
         let tls_config = tls::server_config(
             &config.tls_cert,
             &config.tls_key,
             config.client_ca.as_deref(),
         )?;
 
-        let app = Arc::new(App {
-            cluster: config.cluster.clone(),
-            active: Active::default(),
-            metrics: Metrics::new(),
-            slots: Arc::new(Semaphore::new(slots as usize)),
-            on_policy_error: config.on_policy_error,
-            max_body_bytes: config.max_body_bytes,
-            request_timeout: config.request_timeout,
-            queue_timeout: config.queue_timeout,
-            shutting_down: AtomicBool::new(false),
-        });
+        let app = Arc::new(App::new(&config));
         let policy = &loaded.policy;
         info!(
             digest = policy.digest(),
@@ -171,8 +101,9 @@ impl Server {
             tls: Arc::new(ArcSwap::from_pointee(tls_config)),
             listener,
             probe_listener,
-            stamps,
-            oci,
+            tls_stamps,
+            source,
+            current: initial.key,
         })
     }
 
@@ -203,28 +134,28 @@ impl Server {
             tls,
             listener,
             probe_listener,
-            stamps,
-            oci,
+            tls_stamps,
+            source,
+            current,
         } = self;
         let graceful = Arc::new(GracefulShutdown::new());
         let (stop, stopped) = watch::channel(false);
 
-        let poller = oci.map(|(source, digest)| {
-            tokio::spawn(source::poll(
+        let watcher = source.interval(&config).map(|interval| {
+            tokio::spawn(source::watch(
                 source,
-                digest,
-                config.policy_poll_interval,
-                loader.clone(),
+                current,
+                interval,
+                loader,
                 app.clone(),
                 stopped.clone(),
             ))
         });
         let reloader = tokio::spawn(reload::run(
             config.clone(),
-            loader,
-            app.clone(),
             tls.clone(),
-            stamps,
+            tls_stamps,
+            app.clone(),
             stopped.clone(),
         ));
         let main_router = router(app.clone(), true);
@@ -254,7 +185,7 @@ impl Server {
             delay_ms = config.shutdown_delay.as_millis() as u64,
             "shutting down: not ready any more"
         );
-        app.shutting_down.store(true, Ordering::Relaxed);
+        app.shut_down();
         tokio::time::sleep(config.shutdown_delay).await;
         let _ = stop.send(true);
         let _ = accept.await;
@@ -271,8 +202,8 @@ impl Server {
             .await
             .is_ok();
         let _ = reloader.await;
-        if let Some(poller) = poller {
-            let _ = poller.await;
+        if let Some(watcher) = watcher {
+            let _ = watcher.await;
         }
         if drained {
             info!("drained; bye");

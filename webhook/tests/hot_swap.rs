@@ -127,7 +127,7 @@ async fn hot_swap_under_load() {
     }
 
     // The swaps, while the clients run.
-    let digest_b = straddle_webhook::reload::sha256(&b);
+    let digest_b = straddle_policy::digest::sha256(&b);
     let mut probe = server.client().await;
     wait_for("2,000 requests", Duration::from_secs(60), async || {
         sent.load(Ordering::Relaxed) >= 2_000
@@ -251,7 +251,7 @@ async fn refused_replacements_then_a_good_one() {
     }
     // Touching the file with the same bad bytes does not retry; new good bytes load.
     replace_file(&server.policy_path(), &b);
-    let digest_b = straddle_webhook::reload::sha256(&b);
+    let digest_b = straddle_policy::digest::sha256(&b);
     wait_for("the good module", Duration::from_secs(30), async || {
         client
             .get("/readyz")
@@ -435,7 +435,7 @@ async fn in_flight_requests_finish_on_the_module_they_started_with() {
     let in_flight = tokio::spawn(async move { slow.review(&slow_review).await.unwrap() });
     tokio::time::sleep(Duration::from_millis(100)).await;
     replace_file(&server.policy_path(), &new);
-    let digest = straddle_webhook::reload::sha256(&new);
+    let digest = straddle_policy::digest::sha256(&new);
     let mut client = server.client().await;
     wait_for("the new module", Duration::from_secs(30), async || {
         client

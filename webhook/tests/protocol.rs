@@ -304,13 +304,7 @@ async fn probes_and_metrics() {
     );
     let ready = client.get("/readyz").await.unwrap();
     assert_eq!(ready.status, 200);
-    let digest = format!("sha256:{}", {
-        use sha2::Digest as _;
-        sha2::Sha256::digest(compile(CP_TWO))
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    });
+    let digest = straddle_policy::digest::sha256(&compile(CP_TWO));
     assert!(ready.text().contains(&digest), "{}", ready.text());
     assert!(
         ready.text().contains("cluster cluster-1"),

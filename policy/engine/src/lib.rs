@@ -10,6 +10,8 @@
 //! operations where the object differs from those values, so reviewing an
 //! already-mutated object yields no patch, and CREATE and UPDATE agree.
 
+#[cfg(feature = "digest")]
+pub mod digest;
 pub mod engine;
 pub mod k8s;
 pub mod patch;

@@ -37,7 +37,6 @@
 //! ```
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::Arc;
@@ -243,7 +242,7 @@ impl Runtime {
         let engine = &self.shared.engine;
         let path = cache_dir.join(format!(
             "{}-{}.cwasm",
-            hex(&Sha256::digest(module)),
+            straddle_policy::digest::hex(&Sha256::digest(module)),
             engine_fingerprint(engine)
         ));
         // Read into memory rather than `deserialize_file`: a mapped file that
@@ -297,7 +296,7 @@ impl Runtime {
                     compiler_version: Cow::Owned(bundle.compiler_version),
                     watches: Vec::new(),
                 },
-                digest: format!("sha256:{}", hex(&Sha256::digest(module))),
+                digest: straddle_policy::digest::sha256(module),
             }),
         })
     }
@@ -482,14 +481,6 @@ fn anyhow_result<T>(result: wasmtime::Result<T>) -> Result<T> {
     result.map_err(anyhow::Error::from)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
-
 /// A stable (across processes) digest of what makes compiled code reusable.
 fn engine_fingerprint(engine: &Engine) -> String {
     struct ShaHasher(Sha256);
@@ -503,7 +494,7 @@ fn engine_fingerprint(engine: &Engine) -> String {
     }
     let mut hasher = ShaHasher(Sha256::new());
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    hex(&hasher.0.finalize()[..8])
+    straddle_policy::digest::hex(&hasher.0.finalize()[..8])
 }
 
 fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
