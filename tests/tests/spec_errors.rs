@@ -57,12 +57,12 @@ fn every_invalid_spec_names_its_field_and_line() {
 /// A refused ZooKeeper is reported once, not again as Kafka's missing
 /// ZooKeeper.
 #[test]
-fn an_unsupported_zookeeper_chart_is_one_error() {
+fn a_refused_zookeeper_is_one_error() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/invalid");
-    let text = std::fs::read_to_string(dir.join("bitnami-zookeeper-chart.yaml")).unwrap();
-    let report = check("bitnami-zookeeper-chart.yaml", &text).unwrap_err();
+    let text = std::fs::read_to_string(dir.join("bitnami-zookeeper-min-id.yaml")).unwrap();
+    let report = check("bitnami-zookeeper-min-id.yaml", &text).unwrap_err();
     let paths: Vec<&str> = report.errors().map(|d| d.path.as_str()).collect();
-    assert_eq!(paths, ["spec.zookeeper.chart"], "{report}");
+    assert_eq!(paths, ["spec.zookeeper.minId"], "{report}");
 }
 
 #[test]
