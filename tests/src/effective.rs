@@ -341,7 +341,7 @@ pub mod cloudpirates_zookeeper {
 
 /// What a Kafka node runs with: `server.properties`, plus the format-time
 /// inputs of KRaft (cluster id, initial controllers).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KafkaConfig {
     pub properties: Properties,
     pub cluster_id: Option<String>,

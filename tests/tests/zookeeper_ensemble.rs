@@ -10,15 +10,11 @@
 //! model of the StatefulSet step, `straddle_tests::stretch`, must agree);
 //! then run one real `QuorumPeerMain` per pod.
 //!
-//! Every pod gets its own network namespace (as in Kubernetes; the chart's
-//! command makes each server bind `0.0.0.0`), with an `/etc/netns/<ns>/hosts`
-//! holding its cluster's DNS view (`straddle_tests::dns`, shared with the
-//! Kafka checks) and a `resolv.conf` that points at a dead address. The pods
-//! of one cluster share a bridge; the cluster bridges meet on a core bridge
-//! through one uplink each. All of it lives in namespaces this test creates:
-//! nothing is added to the host's network namespace and no packet can leave.
-//! Cutting a cluster sets its uplink down (packets are dropped, no resets:
-//! like a real outage); its pods still see each other.
+//! Every pod runs in its own network namespace of the shared lab
+//! (`straddle_tests::netns`: the chart's command makes each server bind
+//! `0.0.0.0`; each cluster's DNS view from `straddle_tests::dns`, shared
+//! with the Kafka checks; cutting a cluster drops its packets, its pods
+//! still see each other).
 //!
 //! Checked, per spec (three-cluster hierarchical MCS, `examples/cp-two-clusters.yaml`,
 //! seed 000's rollout from `stage: first-cluster` through rolling
@@ -43,15 +39,11 @@
 //! (CI), which turns a skip into a failure. `--nocapture` shows the timings.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::{c_int, c_ulong};
 use std::fmt::Write as _;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -64,9 +56,9 @@ use straddle_policy_host::{Runtime, RuntimeConfig};
 use straddle_tests::controlplane::Tools;
 use straddle_tests::controlplane::stretch::KubeStretch;
 use straddle_tests::controlplane::webhook::Certificates;
-use straddle_tests::dns;
 use straddle_tests::effective::{ZkConfig, cloudpirates_zookeeper, cp_zookeeper};
 use straddle_tests::stretch::Stretch;
+use straddle_tests::{dns, netns};
 
 /// The ZooKeeper chart shapes proven here, with the fixture each spec is
 /// applied to.
@@ -155,10 +147,6 @@ const TEST_OVERRIDES: &[(&str, &str)] = &[
 /// (the official image's Prometheus metrics provider jar): left out.
 const TEST_UNAVAILABLE: &[&str] = &["metricsProvider."];
 
-/// A dedicated test subnet; it exists only on the bridges of this test.
-const SUBNET: [u8; 3] = [10, 250, 77];
-const FIRST_HOST: u8 = 11;
-
 const POLL: Duration = Duration::from_millis(100);
 const FORMATION_DEADLINE: Duration = Duration::from_secs(30);
 const LOSS_DEADLINE: Duration = Duration::from_secs(20);
@@ -177,54 +165,12 @@ fn root() -> PathBuf {
 }
 
 // ---------------------------------------------------------------------------
-// libc: the three calls std does not wrap (std links libc on Linux anyway).
-
-unsafe extern "C" {
-    safe fn geteuid() -> u32;
-    fn setns(fd: c_int, nstype: c_int) -> c_int;
-    fn kill(pid: c_int, sig: c_int) -> c_int;
-    fn prctl(option: c_int, ...) -> c_int;
-}
-const CLONE_NEWNET: c_int = 0x4000_0000;
-const PR_SET_PDEATHSIG: c_int = 1;
-const SIGKILL: c_ulong = 9;
-const SIGTERM: c_int = 15;
-
-/// Runs `f` on a new thread that has joined the network namespace `ns`
-/// (`setns` changes the calling thread only).
-fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> thread::JoinHandle<std::io::Result<T>> {
-    let path = format!("/run/netns/{ns}");
-    thread::spawn(move || {
-        let file = File::open(&path)?;
-        // SAFETY: a valid namespace fd for the duration of the call; affects this thread only.
-        if unsafe { setns(file.as_raw_fd(), CLONE_NEWNET) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(f())
-    })
-}
-
-// ---------------------------------------------------------------------------
 // Prerequisites.
-
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false)
-}
 
 /// Why this machine cannot run the test, if it cannot.
 fn missing_prerequisite() -> Option<String> {
-    if geteuid() != 0 {
-        return Some("not root (network namespaces need root)".into());
-    }
-    for tool in ["ip", "java", "bash", "sed"] {
-        if !on_path(tool) {
-            return Some(format!("`{tool}` is not on PATH"));
-        }
+    if let Some(why) = netns::missing_prerequisite(&["java", "bash", "sed"]) {
+        return Some(why);
     }
     if let Err(why) = Tools::find() {
         return Some(why);
@@ -234,16 +180,6 @@ fn missing_prerequisite() -> Option<String> {
             "{ZK_JAR} is missing (install Debian's `zookeeper` package)"
         ));
     }
-    let probe = format!("stz{}-probe", std::process::id());
-    let created = Command::new("ip")
-        .args(["netns", "add", &probe])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !created {
-        return Some("cannot create network namespaces (`ip netns add` failed)".into());
-    }
-    let _ = ip_ok(&["netns", "del", &probe]);
     None
 }
 
@@ -394,7 +330,7 @@ impl Case {
         );
         pods.sort_by_key(|(p, _)| p.id());
         for (i, (p, a)) in pods.iter_mut().enumerate() {
-            p.ip = Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], FIRST_HOST + i as u8);
+            p.ip = netns::address(i);
             a.ip = p.ip;
         }
         let addresses: Vec<_> = pods.iter().map(|(_, a)| a.clone()).collect();
@@ -569,50 +505,7 @@ impl Case {
 }
 
 // ---------------------------------------------------------------------------
-// The lab: namespaces, bridges, JVMs. Everything is undone on drop.
-
-fn ip_ok(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn ip(args: &[&str]) {
-    ip_ok(args).unwrap_or_else(|e| panic!("{e}"));
-}
-
-/// A JVM in network namespace `ns`, its output to `log`. `ip netns exec`
-/// execs java in place, so the child is the JVM (killed by `Lab::drop`).
-/// Should the calling thread end without that (the test process killed),
-/// the kernel kills the JVM (`PR_SET_PDEATHSIG`).
-fn java_in(ns: &str, args: &[String], log: File) -> Child {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns, "java"])
-        .args(JVM_FLAGS)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            prctl(PR_SET_PDEATHSIG, SIGKILL);
-            Ok(())
-        });
-    }
-    cmd.spawn()
-        .unwrap_or_else(|e| panic!("starting java in {ns}: {e}"))
-}
+// The servers in the lab (`straddle_tests::netns`): JVMs, probes, writes.
 
 #[derive(Debug, Clone, PartialEq)]
 enum State {
@@ -690,8 +583,6 @@ fn table(case: &Case, snap: &Snapshot) -> String {
     out
 }
 
-static LABS: AtomicU32 = AtomicU32::new(0);
-static CLIENT_RUNS: AtomicU32 = AtomicU32::new(0);
 static WRITES: AtomicU32 = AtomicU32::new(0);
 
 /// A znode path no write has used yet.
@@ -707,17 +598,7 @@ fn who(case: &Case, id: u32) -> String {
 
 struct Lab<'a> {
     case: &'a Case,
-    /// `stz<pid>-<n>`: namespace names start with it.
-    prefix: String,
-    switch: String,
-    dir: PathBuf,
-    /// Created, in order (switch first): deleted in reverse.
-    namespaces: Vec<String>,
-    /// Links of the switch namespace (veths: deleting one end takes both).
-    links: Vec<String>,
-    etc_dirs: Vec<PathBuf>,
-    jvms: BTreeMap<u32, Child>,
-    exited: BTreeMap<u32, String>,
+    net: netns::Lab,
     /// Znodes whose creation a server acknowledged: none may ever be lost.
     acked: Vec<String>,
 }
@@ -725,37 +606,19 @@ struct Lab<'a> {
 impl<'a> Lab<'a> {
     /// The network of every pod of the case (no JVM yet).
     fn new(case: &'a Case) -> Lab<'a> {
-        let prefix = format!(
-            "stz{}-{}",
-            std::process::id(),
-            LABS.fetch_add(1, Ordering::Relaxed)
-        );
-        let dir = std::env::temp_dir().join(format!("straddle-{prefix}"));
-        let mut lab = Lab {
-            case,
-            switch: format!("{prefix}-sw"),
-            prefix,
-            dir,
-            namespaces: Vec::new(),
-            links: Vec::new(),
-            etc_dirs: Vec::new(),
-            jvms: BTreeMap::new(),
-            exited: BTreeMap::new(),
-            acked: Vec::new(),
-        };
-        lab.build();
-        lab
-    }
-
-    fn ns(&self, id: u32) -> String {
-        format!("{}-{id}", self.prefix)
-    }
-
-    fn build(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-        fs::create_dir_all(&self.dir).unwrap();
+        let members = case
+            .pods
+            .iter()
+            .map(|p| netns::Member {
+                id: p.id(),
+                cluster: p.cluster,
+                name: p.name.clone(),
+                ip: p.ip,
+            })
+            .collect();
+        let net = netns::Lab::new("zk", case.topo.clusters.len(), members, &case.dns);
         fs::write(
-            self.dir.join("log4j.properties"),
+            net.dir.join("log4j.properties"),
             "log4j.rootLogger=INFO, CONSOLE\n\
              log4j.appender.CONSOLE=org.apache.log4j.ConsoleAppender\n\
              log4j.appender.CONSOLE.layout=org.apache.log4j.PatternLayout\n\
@@ -764,88 +627,10 @@ impl<'a> Lab<'a> {
              log4j.logger.org.apache.zookeeper.server.NIOServerCnxn=WARN\n",
         )
         .unwrap();
-        let sw = self.switch.clone();
-        ip(&["netns", "add", &sw]);
-        self.namespaces.push(sw.clone());
-        ip(&["-n", &sw, "link", "add", "core", "type", "bridge"]);
-        ip(&["-n", &sw, "link", "set", "core", "up"]);
-        for ci in 0..self.case.topo.clusters.len() {
-            let (bridge, up, down) = (format!("c{ci}"), format!("u{ci}"), format!("d{ci}"));
-            ip(&["-n", &sw, "link", "add", &bridge, "type", "bridge"]);
-            self.links.push(bridge.clone());
-            ip(&[
-                "-n", &sw, "link", "add", &up, "type", "veth", "peer", "name", &down,
-            ]);
-            self.links.push(up.clone());
-            ip(&["-n", &sw, "link", "set", &up, "master", &bridge, "up"]);
-            ip(&["-n", &sw, "link", "set", &down, "master", "core", "up"]);
-            ip(&["-n", &sw, "link", "set", &bridge, "up"]);
-        }
-        let hostname = fs::read_to_string("/proc/sys/kernel/hostname")
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        for p in &self.case.pods {
-            let ns = self.ns(p.id());
-            ip(&["netns", "add", &ns]);
-            self.namespaces.push(ns.clone());
-
-            // The cluster's DNS view; the dead resolver makes any other name fail at once.
-            let etc = Path::new("/etc/netns").join(&ns);
-            fs::create_dir_all(&etc).unwrap();
-            self.etc_dirs.push(etc.clone());
-            let mut hosts = format!(
-                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{} {hostname}\n",
-                p.ip, p.name
-            );
-            for (name, addr) in &self.case.dns[p.cluster] {
-                let _ = writeln!(hosts, "{addr}\t{name}");
-            }
-            fs::write(etc.join("hosts"), hosts).unwrap();
-            fs::write(
-                etc.join("resolv.conf"),
-                "# nothing listens here: unknown names fail at once, no query leaves\n\
-                 nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
-            )
-            .unwrap();
-
-            let veth = format!("s{}", p.id());
-            ip(&[
-                "-n", &sw, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns",
-                &ns,
-            ]);
-            self.links.push(veth.clone());
-            let bridge = format!("c{}", p.cluster);
-            ip(&["-n", &sw, "link", "set", &veth, "master", &bridge, "up"]);
-            ip(&["-n", &ns, "link", "set", "lo", "up"]);
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{}/24", p.ip),
-                "dev",
-                "eth0",
-            ]);
-            ip(&["-n", &ns, "link", "set", "eth0", "up"]);
-
-            // A connection to a silent peer gives up after ~13 s of retransmissions
-            // instead of ~15 min (the default 15): heals take seconds, not minutes.
-            let retries = in_netns(&ns, || {
-                fs::write("/proc/sys/net/ipv4/tcp_retries2", "5")?;
-                fs::read_to_string("/proc/sys/net/ipv4/tcp_retries2")
-            })
-            .join()
-            .unwrap();
-            assert_eq!(
-                retries
-                    .and_then(|r| r)
-                    .map(|s| s.trim().to_string())
-                    .ok()
-                    .as_deref(),
-                Some("5"),
-                "{ns}: could not set net.ipv4.tcp_retries2"
-            );
+        Lab {
+            case,
+            net,
+            acked: Vec::new(),
         }
     }
 
@@ -871,8 +656,7 @@ impl<'a> Lab<'a> {
             "{}: {} restarted as another id",
             self.case.spec, pod.name
         );
-        let ns = self.ns(id);
-        let home = self.dir.join(&ns);
+        let home = self.net.home(id);
         let data = home.join("data");
         fs::create_dir_all(&data).unwrap();
         fs::write(data.join("myid"), format!("{}\n", config.myid)).unwrap();
@@ -899,40 +683,21 @@ impl<'a> Lab<'a> {
         }
         let cfg_path = home.join("zoo.cfg");
         fs::write(&cfg_path, cfg).unwrap();
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(home.join("server.log"))
-            .unwrap();
-
         let log4j = format!(
             "-Dlog4j.configuration=file:{}",
-            self.dir.join("log4j.properties").display()
+            self.net.dir.join("log4j.properties").display()
         );
-        let mut args = vec![log4j, "-cp".into(), classpath];
-        args.push("org.apache.zookeeper.server.quorum.QuorumPeerMain".into());
-        args.push(cfg_path.display().to_string());
-        self.exited.remove(&id);
-        self.jvms.insert(id, java_in(&ns, &args, log));
+        let mut java = self.net.command(id, "java");
+        java.args(JVM_FLAGS).args([log4j, "-cp".into(), classpath]);
+        java.arg("org.apache.zookeeper.server.quorum.QuorumPeerMain");
+        java.arg(&cfg_path);
+        self.net.start(id, java);
     }
 
     /// Stops server `id` as the kubelet stops a pod: SIGTERM, then SIGKILL
     /// after a grace period.
     fn stop(&mut self, id: u32) {
-        let Some(mut child) = self.jvms.remove(&id) else {
-            return;
-        };
-        // SAFETY: signalling our own child, which has not been reaped yet.
-        unsafe { kill(child.id() as c_int, SIGTERM) };
-        let t0 = Instant::now();
-        while t0.elapsed() < STOP_GRACE {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        self.net.stop(id, STOP_GRACE);
     }
 
     /// `<pod> (id N) in <cluster>`, for messages.
@@ -944,7 +709,6 @@ impl<'a> Lab<'a> {
     /// server `id`'s namespace against that server, like `kubectl exec`.
     /// Returns whether it exited 0 within `deadline`, and its output.
     fn client(&self, id: u32, command: &[&str], deadline: Duration) -> (bool, String) {
-        let ns = self.ns(id);
         let port = self
             .case
             .pod(id)
@@ -956,32 +720,19 @@ impl<'a> Lab<'a> {
         if Path::new(CLIENT_LOG_JAR).is_file() {
             classpath = format!("{classpath}:{CLIENT_LOG_JAR}");
         }
-        let n = CLIENT_RUNS.fetch_add(1, Ordering::Relaxed);
-        let out_path = self.dir.join(&ns).join(format!("client-{n}.log"));
-        let mut args: Vec<String> = [
-            "-cp",
-            &classpath,
-            "org.apache.zookeeper.ZooKeeperMain",
-            "-server",
-            &format!("127.0.0.1:{port}"),
-        ]
-        .map(str::to_string)
-        .into();
+        let mut args: Vec<String> = JVM_FLAGS.iter().map(|f| f.to_string()).collect();
+        args.extend(
+            [
+                "-cp",
+                &classpath,
+                "org.apache.zookeeper.ZooKeeperMain",
+                "-server",
+                &format!("127.0.0.1:{port}"),
+            ]
+            .map(str::to_string),
+        );
         args.extend(command.iter().map(|a| a.to_string()));
-        let started = Instant::now();
-        let mut child = java_in(&ns, &args, File::create(&out_path).unwrap());
-        let ok = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status.success();
-            }
-            if started.elapsed() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break false;
-            }
-            thread::sleep(Duration::from_millis(50));
-        };
-        (ok, fs::read_to_string(&out_path).unwrap_or_default())
+        self.net.run(id, "java", &args, deadline)
     }
 
     /// A real write through server `id`: `create` returns only once the
@@ -1073,41 +824,27 @@ impl<'a> Lab<'a> {
 
     /// Reconnects a cut cluster.
     fn restore(&self, cluster: usize) {
-        ip(&[
-            "-n",
-            &self.switch,
-            "link",
-            "set",
-            &format!("d{cluster}"),
-            "up",
-        ]);
+        self.net.restore(cluster);
     }
 
     /// Cuts a whole cluster off (its pods still reach each other).
     fn cut(&self, cluster: usize) {
-        ip(&[
-            "-n",
-            &self.switch,
-            "link",
-            "set",
-            &format!("d{cluster}"),
-            "down",
-        ]);
+        self.net.cut(cluster);
     }
 
     fn snapshot(&mut self) -> Snapshot {
-        for (id, child) in &mut self.jvms {
-            if !self.exited.contains_key(id)
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                self.exited.insert(*id, status.to_string());
+        let mut exited = BTreeMap::new();
+        for id in self.net.started() {
+            if let Some(status) = self.net.exited(id) {
+                exited.insert(id, status);
             }
         }
         let probes: Vec<_> = self
-            .jvms
-            .keys()
-            .filter(|id| !self.exited.contains_key(id))
-            .map(|&id| {
+            .net
+            .started()
+            .into_iter()
+            .filter(|id| !exited.contains_key(id))
+            .map(|id| {
                 let port: u16 = self
                     .case
                     .pod(id)
@@ -1117,7 +854,7 @@ impl<'a> Lab<'a> {
                     .unwrap_or("2181")
                     .parse()
                     .unwrap();
-                (id, in_netns(&self.ns(id), move || srvr(port)))
+                (id, netns::in_netns(&self.net.ns(id), move || srvr(port)))
             })
             .collect();
         let mut snap: Snapshot = probes
@@ -1130,26 +867,15 @@ impl<'a> Lab<'a> {
                 (id, state)
             })
             .collect();
-        for (id, status) in &self.exited {
-            snap.insert(*id, State::Exited(status.clone()));
+        for (id, status) in exited {
+            snap.insert(id, State::Exited(status));
         }
         snap
     }
 
     fn log_tails(&self) -> String {
-        let mut out = String::new();
-        for &id in self.jvms.keys() {
-            let path = self.dir.join(self.ns(id)).join("server.log");
-            let text = fs::read_to_string(&path).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let _ = writeln!(out, "  --- {} (last lines)", path.display());
-            for l in &lines[lines.len().saturating_sub(8)..] {
-                let _ = writeln!(out, "    {l}");
-            }
-        }
-        out
+        self.net.log_tails(8)
     }
-
     /// Polls until `check` passes, then requires it to keep passing for
     /// `hold`. Returns the time from `since` to the first pass.
     fn wait(
@@ -1204,42 +930,6 @@ impl<'a> Lab<'a> {
             table(self.case, &snap)
         );
         leaders[0]
-    }
-}
-
-impl Drop for Lab<'_> {
-    fn drop(&mut self) {
-        let mut problems = Vec::new();
-        for child in self.jvms.values_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for link in self.links.iter().rev() {
-            if let Err(e) = ip_ok(&["-n", &self.switch, "link", "del", link]) {
-                problems.push(e);
-            }
-        }
-        for ns in self.namespaces.iter().rev() {
-            if let Err(e) = ip_ok(&["netns", "del", ns]) {
-                problems.push(e);
-            }
-            if Path::new("/run/netns").join(ns).exists() {
-                problems.push(format!("namespace {ns} still exists"));
-            }
-        }
-        for dir in &self.etc_dirs {
-            if let Err(e) = fs::remove_dir_all(dir) {
-                problems.push(format!("{}: {e}", dir.display()));
-            }
-        }
-        if thread::panicking() || std::env::var_os("STRADDLE_ZK_KEEP_LOGS").is_some() {
-            eprintln!("server configs and logs kept in {}", self.dir.display());
-        } else {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-        for p in problems {
-            eprintln!("cleanup of {}: {p}", self.prefix);
-        }
     }
 }
 
