@@ -234,18 +234,34 @@ pub fn advertised(config: &KafkaConfig, listener: &str) -> Option<(String, u16)>
         .map(|(_, h, p)| (h, p))
 }
 
-/// `controller.quorum.voters` (or `controller.quorum.bootstrap.servers`
-/// with ids from elsewhere): id -> host:port.
+/// The voters a node knows: `controller.quorum.voters` (static quorum) or
+/// its initial controllers (`id@host:port:directory`, dynamic): id -> host:port.
 pub fn voters(config: &KafkaConfig) -> BTreeMap<u32, String> {
-    config
+    let list = config
         .properties
         .get("controller.quorum.voters")
-        .unwrap_or("")
-        .split(',')
+        .or(config.initial_controllers.as_deref())
+        .unwrap_or("");
+    list.split(',')
         .filter_map(|v| {
             let (id, addr) = v.trim().split_once('@')?;
-            Some((id.parse().ok()?, addr.to_string()))
+            // host:port[:directory id]
+            let mut parts = addr.splitn(3, ':');
+            let (host, port) = (parts.next()?, parts.next()?);
+            Some((id.parse().ok()?, format!("{host}:{port}")))
         })
+        .collect()
+}
+
+/// `controller.quorum.bootstrap.servers` (dynamic quorum) as host:port.
+pub fn bootstrap_controllers(config: &KafkaConfig) -> Vec<String> {
+    config
+        .properties
+        .get("controller.quorum.bootstrap.servers")
+        .unwrap_or("")
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
         .collect()
 }
 

@@ -51,7 +51,7 @@ use straddle_tests::controlplane::Tools;
 use straddle_tests::controlplane::stretch::KubeStretch;
 use straddle_tests::controlplane::webhook::Certificates;
 use straddle_tests::dns::{self, View};
-use straddle_tests::effective::{KafkaConfig, cloudpirates_kafka};
+use straddle_tests::effective::{KafkaConfig, bitnami_kafka, cloudpirates_kafka};
 use straddle_tests::realkafka::{self, Jars};
 use straddle_tests::stretch::Stretch;
 use straddle_tests::{netns, realkafka::listener_names};
@@ -69,28 +69,37 @@ pub enum KafkaChart {
     /// ConfigMap, the container script appends `node.id` and
     /// `advertised.listeners`, formats with `KAFKA_CLUSTER_ID`.
     CloudPirates,
+    /// bitnami `kafka` (Kafka 4.0 image), dedicated controllers and brokers:
+    /// the `prepare-config` init script writes `server.properties`; the
+    /// controllers format with the initial-controllers file (directory ids).
+    Bitnami,
 }
 
 impl KafkaChart {
     fn variant(self) -> &'static str {
         match self {
             KafkaChart::CloudPirates => "cloudpirates-kafka",
+            KafkaChart::Bitnami => "bitnami-kafka-kraft-dedicated-shared-sasl",
         }
     }
 
-    fn statefulset(self) -> &'static str {
+    fn statefulsets(self) -> &'static [&'static str] {
         match self {
-            KafkaChart::CloudPirates => "kafka",
+            KafkaChart::CloudPirates => &["kafka"],
+            KafkaChart::Bitnami => &["kafka-controller", "kafka-broker"],
         }
     }
 
-    fn configmap(self) -> &'static str {
+    /// The ConfigMap the pods of `statefulset` read.
+    fn configmap(self, statefulset: &str) -> String {
         match self {
-            KafkaChart::CloudPirates => "kafka-config",
+            KafkaChart::CloudPirates => "kafka-config".into(),
+            KafkaChart::Bitnami => format!("{statefulset}-configuration"),
         }
     }
 
-    /// The chart's Secrets (not applied: the pods only name them).
+    /// The chart's Secrets (not applied: the pods only name them). One
+    /// value everywhere, as a shared Secret gives.
     fn secret(name: &str, key: &str) -> String {
         format!("{name}-{key}-pw")
     }
@@ -99,6 +108,9 @@ impl KafkaChart {
         match self {
             KafkaChart::CloudPirates => {
                 cloudpirates_kafka::effective_config(sts, configmap, ns, ordinal, &Self::secret)
+            }
+            KafkaChart::Bitnami => {
+                bitnami_kafka::effective_config(sts, configmap, ns, ordinal, &Self::secret)
             }
         }
         .unwrap_or_else(|e| panic!("{e:#}"))
@@ -166,15 +178,21 @@ impl Case {
                     .apply(i, &kube.docs)
                     .and_then(|_| kube.wait_for_pods(i))
                     .unwrap_or_else(|e| panic!("{spec}: {e:#}"));
-                configmaps.push(
-                    kube.cluster(i)
-                        .get("configmap", &kube.namespace, chart.configmap())
+                let mut stored = BTreeMap::new();
+                for sts in chart.statefulsets() {
+                    let name = chart.configmap(sts);
+                    let cm = kube
+                        .cluster(i)
+                        .get("configmap", &kube.namespace, &name)
                         .ok()
                         .flatten()
-                        .unwrap_or_else(|| panic!("{spec}: the chart's ConfigMap was not stored")),
-                );
+                        .unwrap_or_else(|| panic!("{spec}: ConfigMap {name} was not stored"));
+                    stored.insert(sts.to_string(), cm);
+                }
+                configmaps.push(stored);
                 for p in pods {
-                    if p["metadata"]["ownerReferences"][0]["name"] == chart.statefulset() {
+                    let owner = p["metadata"]["ownerReferences"][0]["name"].as_str();
+                    if owner.is_some_and(|o| chart.statefulsets().contains(&o)) {
                         let name = p["metadata"]["name"].as_str().unwrap().to_string();
                         real.insert((i, name), p);
                     }
@@ -206,14 +224,19 @@ impl Case {
                         r.name
                     )
                 });
+                let sts = group.statefulset.as_str();
                 let from_pod = json!({
-                    "metadata": {"name": chart.statefulset()},
+                    "metadata": {"name": sts},
                     "spec": {"template": {"spec": pod["spec"]}},
                 });
-                let config =
-                    chart.config(&from_pod, &configmaps[r.cluster], &r.namespace, r.ordinal);
+                let config = chart.config(
+                    &from_pod,
+                    &configmaps[r.cluster][sts],
+                    &r.namespace,
+                    r.ordinal,
+                );
                 let model_cm = &stretch
-                    .object(r.cluster, "ConfigMap", chart.configmap())
+                    .object(r.cluster, "ConfigMap", &chart.configmap(sts))
                     .unwrap_or_else(|e| panic!("{e:#}"))
                     .after;
                 let modelled = chart.config(r.statefulset, model_cm, &r.namespace, r.ordinal);
@@ -302,11 +325,28 @@ impl Case {
                 "{what}: formatted with another cluster id"
             );
             let voters = realkafka::voters(&n.config);
-            assert_eq!(
-                voters.keys().copied().collect::<BTreeSet<_>>(),
-                analysed.keys().copied().collect(),
-                "{what}: controller.quorum.voters are not the analysed voters"
+            assert!(
+                !n.controller || !voters.is_empty(),
+                "{what}: a controller with neither static voters nor initial controllers"
             );
+            if !voters.is_empty() {
+                assert_eq!(
+                    voters.keys().copied().collect::<BTreeSet<_>>(),
+                    analysed.keys().copied().collect(),
+                    "{what}: the voters it knows are not the analysed voters"
+                );
+            }
+            let controller_ips: BTreeSet<Ipv4Addr> = self.controllers().map(|c| c.ip).collect();
+            for addr in realkafka::bootstrap_controllers(&n.config) {
+                let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+                assert!(
+                    self.dns[n.cluster]
+                        .get(host)
+                        .is_some_and(|ip| controller_ips.contains(ip)),
+                    "{what}: bootstrap controller {host} does not resolve to a controller in {}",
+                    self.cluster_name(n.cluster)
+                );
+            }
             for (id, addr) in &voters {
                 let host = addr.rsplit_once(':').unwrap().0;
                 let ip = self.dns[n.cluster].get(host);
@@ -416,6 +456,25 @@ fn real_kafka_agrees_with_the_survivability_analysis() {
         .collect();
     assert_eq!(losses, [("east", true), ("west", true), ("witness", true)]);
     prove(&official, &jars, &[0, 1, 2], &mut report);
+    drop(official);
+
+    // bitnami (Kafka 4.0 image; run on the same 4.x jars), dedicated:
+    // controllers 1 + 1 + 1 with a dynamic quorum (directory ids),
+    // brokers 3 + 3 + 0, over MCS. Cutting east shows the brokers' side.
+    let bitnami = Case::load(
+        &runtime,
+        &tools,
+        "../examples/bitnami-kraft-three-clusters.yaml",
+        KafkaChart::Bitnami,
+    );
+    let losses: Vec<(&str, bool)> = bitnami
+        .survivability
+        .cluster_losses
+        .iter()
+        .map(|l| (l.cluster.as_str(), l.keeps_quorum))
+        .collect();
+    assert_eq!(losses, [("east", true), ("west", true), ("witness", true)]);
+    prove(&bitnami, &jars, &[0, 2], &mut report);
 
     println!(
         "real Kafka {} vs `straddle explain` ({:.1?} in all):\n{:<34} {:<30} {:<14} {:<14} details\n{}",

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rustix::process::Signal;
 use straddle_tests::netns::{self, Lab};
 use straddle_tests::process::Process;
 use straddle_tests::realkafka::{
@@ -137,7 +138,14 @@ impl<'a> KafkaLab<'a> {
                         self.file(n.id, "server.properties"),
                         "--ignore-formatted".into(),
                     ];
-                    if let Some(initial) = &n.config.initial_controllers {
+                    // Controllers of a dynamic quorum: the initial
+                    // controllers (with directory ids); brokers need none.
+                    if let Some(initial) = n
+                        .config
+                        .initial_controllers
+                        .as_ref()
+                        .filter(|_| n.controller)
+                    {
                         args.extend(["--initial-controllers".into(), initial.clone()]);
                     }
                     let main = "kafka.tools.StorageTool";
@@ -277,6 +285,21 @@ impl<'a> KafkaLab<'a> {
                 Err(_) => thread::sleep(POLL),
             }
         }
+    }
+
+    /// The clusters that run brokers (producers and consumers run there).
+    fn broker_clusters(&self) -> Vec<usize> {
+        self.all_clusters()
+            .into_iter()
+            .filter(|c| self.broker_in(*c).is_some())
+            .collect()
+    }
+
+    fn broker_in(&self, cluster: usize) -> Option<u32> {
+        self.case
+            .in_cluster(cluster)
+            .find(|n| n.broker)
+            .map(|n| n.id)
     }
 
     fn all_clusters(&self) -> Vec<usize> {
@@ -431,16 +454,17 @@ impl<'a> KafkaLab<'a> {
         for (p, (_, replicas, _)) in &partitions {
             let clusters: BTreeSet<usize> =
                 replicas.iter().map(|r| case.node(*r).cluster).collect();
+            let racks = self.broker_clusters().len().min(3);
             assert_eq!(
                 clusters.len(),
-                3,
-                "{}: partition {p}'s replicas {replicas:?} do not span three clusters",
+                racks,
+                "{}: partition {p}'s replicas {replicas:?} do not span {racks} clusters",
                 case.spec
             );
         }
         let t0 = Instant::now();
-        for ci in self.all_clusters() {
-            let id = case.in_cluster(ci).find(|n| n.broker).unwrap().id;
+        for ci in self.broker_clusters() {
+            let id = self.broker_in(ci).unwrap();
             let args: Vec<String> = [
                 "--bootstrap-server",
                 &self.address(id, "CLIENT"),
@@ -479,7 +503,7 @@ impl<'a> KafkaLab<'a> {
                 process,
             });
         }
-        let all = self.all_clusters();
+        let all = self.broker_clusters();
         let (_, producing) =
             self.wait("every producer acknowledged", t0, PRODUCE_DEADLINE, |lab| {
                 lab.progress(&all, 0, PROGRESS)
@@ -562,6 +586,19 @@ impl<'a> KafkaLab<'a> {
     /// Every record acknowledged so far must be read through node `id`
     /// (a console consumer from the beginning, in its pod).
     fn expect_read(&self, id: u32, what: &str) -> Duration {
+        // The producers pause meanwhile (SIGSTOP), so the consumer sees the
+        // topic go quiet and ends (`--timeout-ms`) once it has read it all.
+        for p in &self.producers {
+            let _ = p.process.signal(Signal::STOP);
+        }
+        let took = self.read_all(id, what);
+        for p in &self.producers {
+            let _ = p.process.signal(Signal::CONT);
+        }
+        took
+    }
+
+    fn read_all(&self, id: u32, what: &str) -> Duration {
         let t0 = Instant::now();
         let want: BTreeSet<String> = self.acked().into_keys().collect();
         let args: Vec<String> = [
@@ -573,7 +610,7 @@ impl<'a> KafkaLab<'a> {
             TOPIC,
             "--from-beginning",
             "--timeout-ms",
-            "10000",
+            "8000",
         ]
         .map(String::from)
         .into();
@@ -604,8 +641,8 @@ impl<'a> KafkaLab<'a> {
 
     fn expect_read_everywhere(&self, what: &str) -> Duration {
         let t0 = Instant::now();
-        for ci in self.all_clusters() {
-            let id = self.case.in_cluster(ci).find(|n| n.broker).unwrap().id;
+        for ci in self.broker_clusters() {
+            let id = self.broker_in(ci).unwrap();
             self.expect_read(id, what);
         }
         t0.elapsed()
@@ -655,12 +692,17 @@ impl<'a> KafkaLab<'a> {
         let mut details = format!(
             "leader before: id {before}; cut-off side without a leader {lost:.1?} after the cut"
         );
+        let producing: Vec<usize> = self
+            .broker_clusters()
+            .into_iter()
+            .filter(|c| *c != cluster)
+            .collect();
         if let Some(s) = status {
             let (_, resumed) = self.wait(
                 "producing on the surviving side",
                 Instant::now(),
                 PRODUCE_DEADLINE,
-                |lab| lab.progress(&survivors, settled_ms, PROGRESS),
+                |lab| lab.progress(&producing, settled_ms, PROGRESS),
             );
             details += &format!(
                 "; survivors' leader id {} ({}) {settled:.1?} after the cut; their producers acknowledged again {resumed:.1?} later",
@@ -670,7 +712,7 @@ impl<'a> KafkaLab<'a> {
         }
         // Still cut: the isolated side must be acknowledged nothing.
         let isolated = self.acks_since(&[cluster], settled_ms)[&cluster];
-        if !isolated_keeps {
+        if !isolated_keeps && self.broker_in(cluster).is_some() {
             assert_eq!(
                 isolated,
                 0,
@@ -703,7 +745,8 @@ impl<'a> KafkaLab<'a> {
         let (_, voters_back) = self.wait("every voter caught up", t0, HEAL_DEADLINE, |lab| {
             caught_up(&lab.replication(via.unwrap_or(leader as u32))?, &voters)
         });
-        let broker = case.in_cluster(cluster).find(|n| n.broker).unwrap().id;
+        let rejoined = self.broker_in(cluster);
+        let broker = rejoined.unwrap_or_else(|| self.broker_in(self.broker_clusters()[0]).unwrap());
         let (_, isr) = self.wait("every ISR whole", t0, HEAL_DEADLINE, |lab| {
             let shrunk: Vec<_> = lab
                 .partitions(broker)
@@ -716,18 +759,24 @@ impl<'a> KafkaLab<'a> {
                 Err(format!("{shrunk:?}"))
             }
         });
-        let (_, producing) = self.wait("the rejoined producer", t0, HEAL_DEADLINE, |lab| {
-            lab.progress(&[cluster], healed_ms, PROGRESS)
-        });
-        let read = self.expect_read(
-            broker,
-            &format!("reads on {} after it rejoined", case.cluster_name(cluster)),
+        let mut details = format!(
+            "one leader (id {leader}) {quorum:.1?} after the link came back, every voter caught up {voters_back:.1?}, every ISR whole {isr:.1?} (cut brokers caught up)"
         );
-        format!(
-            "one leader (id {leader}) {quorum:.1?} after the link came back, every voter caught up {voters_back:.1?}, every ISR whole {isr:.1?} (cut brokers caught up), its producer acknowledged again {producing:.1?}; {} read all {} acknowledged records ({read:.1?})",
-            case.who(broker),
-            self.acked().len()
-        )
+        if rejoined.is_some() {
+            let (_, producing) = self.wait("the rejoined producer", t0, HEAL_DEADLINE, |lab| {
+                lab.progress(&[cluster], healed_ms, PROGRESS)
+            });
+            let read = self.expect_read(
+                broker,
+                &format!("reads on {} after it rejoined", case.cluster_name(cluster)),
+            );
+            details += &format!(
+                ", its producer acknowledged again {producing:.1?}; {} read all {} acknowledged records ({read:.1?})",
+                case.who(broker),
+                self.acked().len()
+            );
+        }
+        details
     }
 
     /// Stops the producers (they flush) and reads everything in every cluster.
