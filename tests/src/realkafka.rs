@@ -208,19 +208,19 @@ pub fn client_properties(config: &KafkaConfig, listener: &str) -> String {
         .split(',')
         .find_map(|e| {
             let (l, p) = e.trim().split_once(':')?;
-            (l.eq_ignore_ascii_case(listener)).then(|| p.to_string())
+            l.eq_ignore_ascii_case(listener).then(|| p.to_string())
         })
         .unwrap_or_else(|| "PLAINTEXT".into());
     let mut out = format!(
         "security.protocol={protocol}\nrequest.timeout.ms=5000\ndefault.api.timeout.ms=8000\n"
     );
-    if protocol.starts_with("SASL") {
-        if let Some((user, password)) = plain_users(config, listener).into_iter().next() {
-            let _ = write!(
-                out,
-                "sasl.mechanism=PLAIN\nsasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"{user}\" password=\"{password}\";\n"
-            );
-        }
+    if protocol.starts_with("SASL")
+        && let Some((user, password)) = plain_users(config, listener).into_iter().next()
+    {
+        let _ = write!(
+            out,
+            "sasl.mechanism=PLAIN\nsasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"{user}\" password=\"{password}\";\n"
+        );
     }
     out
 }

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -796,11 +795,6 @@ impl<'a> KafkaLab<'a> {
             "{} acknowledged records ({per_cluster:?} by producer cluster) read in every cluster ({read:.1?})",
             self.acked().len()
         )
-    }
-
-    #[allow(dead_code)]
-    pub fn dir(&self) -> PathBuf {
-        self.net.dir.clone()
     }
 }
 
