@@ -514,9 +514,10 @@ impl<'a> KafkaLab<'a> {
             "consistent",
             "consistent",
             format!(
-                "topic {TOPIC}: {} partitions, replicas {:?} (one per cluster); acks=all producers in every cluster acknowledged {producing:.1?} after start; every cluster read all {} acknowledged records ({read:.1?})",
+                "topic {TOPIC}: {} partitions, replicas {:?} (each spanning {} clusters, rack-aware); acks=all producers in every cluster with brokers acknowledged {producing:.1?} after start; each of those clusters read all {} acknowledged records ({read:.1?})",
                 partitions.len(),
                 partitions.values().map(|p| &p.1).collect::<Vec<_>>(),
+                self.broker_clusters().len().min(3),
                 self.acked().len()
             ),
         );
@@ -696,6 +697,28 @@ impl<'a> KafkaLab<'a> {
             .into_iter()
             .filter(|c| *c != cluster)
             .collect();
+        if status.is_some()
+            && let Some(via) = producing.first().and_then(|c| self.broker_in(*c))
+        {
+            // Which partitions the survivors can still write with acks=all
+            // (ISR at least min.insync.replicas=2, once the cut replicas left it).
+            let ((writable, total), shrunk) =
+                self.wait("the ISRs shrink", Instant::now(), PRODUCE_DEADLINE, |lab| {
+                    let parts = lab.partitions(via);
+                    let cut: BTreeSet<u32> = case.in_cluster(cluster).map(|n| n.id).collect();
+                    if parts
+                        .values()
+                        .any(|(_, _, isr)| isr.iter().any(|r| cut.contains(r)))
+                    {
+                        return Err(format!("cut replicas still in an ISR: {parts:?}"));
+                    }
+                    let writable = parts.values().filter(|(_, _, isr)| isr.len() >= 2).count();
+                    Ok((writable, parts.len()))
+                });
+            details += &format!(
+                "; cut replicas left every ISR {shrunk:.1?} later, {writable} of {total} partitions keep 2 in-sync replicas (acks=all writable)"
+            );
+        }
         if let Some(s) = status {
             let (_, resumed) = self.wait(
                 "producing on the surviving side",
