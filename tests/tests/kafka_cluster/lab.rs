@@ -449,7 +449,12 @@ impl<'a> KafkaLab<'a> {
         );
         let (ok, out) = self.tool(via, "org.apache.kafka.tools.TopicCommand", &create);
         assert!(ok, "{}: creating the topic failed:\n{out}", case.spec);
-        let partitions = self.partitions(via);
+        let (partitions, _) = self.wait(
+            "the topic's partitions",
+            Instant::now(),
+            PRODUCE_DEADLINE,
+            |lab| lab.partitions(via),
+        );
         for (p, (_, replicas, _)) in &partitions {
             let clusters: BTreeSet<usize> =
                 replicas.iter().map(|r| case.node(*r).cluster).collect();
@@ -523,7 +528,9 @@ impl<'a> KafkaLab<'a> {
         );
     }
 
-    fn partitions(&self, via: u32) -> realkafka::Partitions {
+    /// The topic's partitions as node `via` describes them (an error,
+    /// e.g. a timeout under load, is retried by the caller's wait).
+    fn partitions(&self, via: u32) -> Result<realkafka::Partitions, String> {
         let args: Vec<String> = [
             "--bootstrap-server",
             &self.address(via, "CLIENT"),
@@ -537,13 +544,15 @@ impl<'a> KafkaLab<'a> {
         .into();
         let (ok, out) = self.tool(via, "org.apache.kafka.tools.TopicCommand", &args);
         let parsed = parse_topic(&out);
-        assert!(
-            ok && !parsed.is_empty(),
-            "{}: describing the topic through {} failed:\n{out}",
-            self.case.spec,
-            self.case.who(via)
-        );
-        parsed
+        if ok && !parsed.is_empty() {
+            Ok(parsed)
+        } else {
+            Err(format!(
+                "describing the topic through {} failed: {}",
+                self.case.who(via),
+                last_line(&out)
+            ))
+        }
     }
 
     /// Every acknowledged record: value -> (producer's cluster, ack time ms).
@@ -704,7 +713,7 @@ impl<'a> KafkaLab<'a> {
             // (ISR at least min.insync.replicas=2, once the cut replicas left it).
             let ((writable, total), shrunk) =
                 self.wait("the ISRs shrink", Instant::now(), PRODUCE_DEADLINE, |lab| {
-                    let parts = lab.partitions(via);
+                    let parts = lab.partitions(via)?;
                     let cut: BTreeSet<u32> = case.in_cluster(cluster).map(|n| n.id).collect();
                     if parts
                         .values()
@@ -771,7 +780,7 @@ impl<'a> KafkaLab<'a> {
         let broker = rejoined.unwrap_or_else(|| self.broker_in(self.broker_clusters()[0]).unwrap());
         let (_, isr) = self.wait("every ISR whole", t0, HEAL_DEADLINE, |lab| {
             let shrunk: Vec<_> = lab
-                .partitions(broker)
+                .partitions(broker)?
                 .into_iter()
                 .filter(|(_, (_, r, isr))| r.len() != isr.len())
                 .collect();
