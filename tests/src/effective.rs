@@ -341,7 +341,7 @@ pub mod cloudpirates_zookeeper {
 
 /// What a Kafka node runs with: `server.properties`, plus the format-time
 /// inputs of KRaft (cluster id, initial controllers).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KafkaConfig {
     pub properties: Properties,
     pub cluster_id: Option<String>,
@@ -539,6 +539,21 @@ warn() { echo "WARN $*" >&2; }
         }
 
         let mut env = kube::environment(init, &pod, secret)?;
+        // The Secret volumes the init container mounts (the SASL passwords'
+        // `*_FILE`s): each file an env var names there holds
+        // `secret(<Secret>, <file name>)`, under the scratch directory.
+        let mounts = secret_mounts(sts, init);
+        for (var, value) in env.clone() {
+            let Some((mount, name)) = mounts.iter().find(|(m, _)| value.starts_with(m.as_str()))
+            else {
+                continue;
+            };
+            let key = value[mount.len()..].trim_start_matches('/');
+            let file = dir.join("secret-volumes").join(&var);
+            fs::create_dir_all(dir.join("secret-volumes"))?;
+            fs::write(&file, secret(name, key))?;
+            env.insert(var, file.display().to_string());
+        }
         let conf = env.get("KAFKA_CONF_FILE").cloned().unwrap_or_default();
         let conf = conf
             .strip_prefix('/')
@@ -566,6 +581,31 @@ warn() { echo "WARN $*" >&2; }
             initial_controllers,
         })
     }
+}
+
+/// (mount path, Secret name) of every Secret volume `container` mounts
+/// (`secret.secretName`, or a projected volume's first Secret source).
+fn secret_mounts(sts: &Value, container: &Value) -> Vec<(String, String)> {
+    let volumes = sts["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for m in container["volumeMounts"].as_array().into_iter().flatten() {
+        let Some(v) = volumes.iter().find(|v| v["name"] == m["name"]) else {
+            continue;
+        };
+        let name = v["secret"]["secretName"].as_str().or_else(|| {
+            v["projected"]["sources"]
+                .as_array()?
+                .iter()
+                .find_map(|s| s["secret"]["name"].as_str())
+        });
+        if let (Some(path), Some(name)) = (m["mountPath"].as_str(), name) {
+            out.push((path.trim_end_matches('/').to_string(), name.to_string()));
+        }
+    }
+    out
 }
 
 pub mod cloudpirates_kafka {

@@ -11,6 +11,9 @@
 //! - [`dns`]: each cluster's DNS view for the networking mode;
 //! - [`controlplane`]: real Kubernetes control planes (etcd, kube-apiserver,
 //!   kube-controller-manager) per member cluster, on loopback;
+//! - [`netns`]: the network-namespace lab the real ZooKeeper and Kafka
+//!   proofs run in (a namespace per pod, a DNS view per cluster, cuts);
+//! - [`realkafka`]: real Kafka in that lab (jars, configuration, tools);
 //! - [`process`], [`scratch`]: child processes and directories that never
 //!   outlive the test;
 //! - [`golden`]: golden files (`STRADDLE_BLESS=1` writes them);
@@ -23,6 +26,8 @@ pub mod effective;
 pub mod fuzzing;
 pub mod golden;
 pub mod kube;
+pub mod netns;
 pub mod process;
+pub mod realkafka;
 pub mod scratch;
 pub mod stretch;
