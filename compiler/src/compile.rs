@@ -74,6 +74,41 @@ pub fn check(file: &str, source: &str) -> Result<Checked, Report> {
     })
 }
 
+/// Data, not just the quorum: with brokers in fewer than three clusters, a
+/// replication-factor-3 topic keeps two replicas of some partitions in one
+/// cluster, and losing it leaves them below `min.insync.replicas=2`, so
+/// `acks=all` writes to them stop (seen with real Kafka).
+fn broker_spread(topo: &Topology) -> Option<Diagnostic> {
+    let k = topo.kafka.as_ref()?;
+    let brokers = k.brokers.as_ref().or(k
+        .controllers
+        .as_ref()
+        .filter(|c| matches!(c.role, crate::topology::Role::Controller { combined: true })))?;
+    let clusters: Vec<&str> = brokers
+        .slices
+        .iter()
+        .filter(|s| s.replicas > 0)
+        .map(|s| topo.clusters[s.cluster].name.as_str())
+        .collect();
+    if clusters.is_empty() || clusters.len() >= 3 {
+        return None;
+    }
+    Some(
+        Diagnostic::warning(
+            format!("{}.replicas", brokers.field),
+            format!(
+                "brokers run in {} cluster(s) ({}): a topic with replication factor 3 keeps two \
+                 replicas of some partitions in one cluster, and losing that cluster leaves \
+                 them below min.insync.replicas=2, so acks=all writes to them stop, although \
+                 the quorum survives",
+                clusters.len(),
+                clusters.join(", ")
+            ),
+        )
+        .fix("run brokers in at least three clusters, so that rack-aware placement (broker.rack) puts one replica in each"),
+    )
+}
+
 /// `X` of serde's "missing field `X`".
 fn missing_field(message: &str) -> Option<&str> {
     let (field, _) = message.strip_prefix("missing field `")?.split_once('`')?;
@@ -208,6 +243,9 @@ fn survivability_findings(
             };
             out.push(Diagnostic::warning(format!("{field}.replicas"), message).fix(tie_breaker));
         }
+    }
+    if must.any_cluster {
+        out.extend(broker_spread(topo));
     }
     if let Some(zk) = &topo.zookeeper
         && zk.stage != crate::spec::RolloutStage::Final
