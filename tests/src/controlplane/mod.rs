@@ -141,8 +141,19 @@ impl ControlPlanes {
         for name in names {
             clusters.push(Cluster::spawn(tools, name, &scratch.join(name), host_ip)?);
         }
-        for cluster in &mut clusters {
-            cluster.wait_ready(Duration::from_secs(180))?;
+        for (i, name) in names.iter().enumerate() {
+            // Ports are picked free, then bound by the child: another test
+            // may take one in between. Such a start is retried on new ports.
+            let mut attempt = 1;
+            while let Err(e) = clusters[i].wait_ready(Duration::from_secs(180)) {
+                if attempt == 3 || !format!("{e:#}").contains("address already in use") {
+                    return Err(e);
+                }
+                eprintln!("{name}: a port was taken before its server bound it; starting again");
+                attempt += 1;
+                let dir = scratch.join(format!("{name}-{attempt}"));
+                clusters[i] = Cluster::spawn(tools, name, &dir, host_ip)?;
+            }
         }
         eprintln!(
             "control planes {} ready in {:.1} s",
