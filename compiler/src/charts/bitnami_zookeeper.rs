@@ -13,9 +13,8 @@ use straddle_policy::plan::{Check, ObjectKind, Op};
 
 use super::{
     PlannedObject, ZkStrings, default_port_checks, literal, push, push_statefulset, s,
-    statefulset_base, zk_connect,
+    statefulset_base, zk_connect, zk_hierarchy,
 };
-use crate::spec::QuorumType;
 use crate::topology::{Ensemble, Topology};
 
 pub const CONTAINER: &str = "zookeeper";
@@ -58,33 +57,18 @@ pub fn lists(zk: &Ensemble, n_clusters: usize, viewer: usize) -> Lists {
         })
         .collect::<Vec<_>>()
         .join(" ");
-    let (groups, weights) = match zk.quorum {
-        QuorumType::Majority => (vec![], vec![]),
-        QuorumType::Hierarchical => {
-            let groups = (0..n_clusters)
-                .map(|c| {
-                    zk.group
-                        .nodes_in(c)
-                        .map(|n| n.id.to_string())
-                        .collect::<Vec<_>>()
-                        .join(":")
-                })
-                .filter(|g| !g.is_empty())
-                .enumerate()
-                .map(|(i, ids)| (format!("{GROUP_PREFIX}{}", i + 1), ids))
-                .collect();
-            let weights = nodes
-                .iter()
-                .map(|n| {
-                    (
-                        format!("{WEIGHT_PREFIX}{}", n.id),
-                        zk.staged_weight(n).to_string(),
-                    )
-                })
-                .collect();
-            (groups, weights)
-        }
-    };
+    let h = zk_hierarchy(zk, n_clusters).unwrap_or_default();
+    let groups = h
+        .groups
+        .into_iter()
+        .enumerate()
+        .map(|(i, ids)| (format!("{GROUP_PREFIX}{}", i + 1), ids))
+        .collect();
+    let weights = h
+        .weights
+        .into_iter()
+        .map(|(id, w)| (format!("{WEIGHT_PREFIX}{id}"), w.to_string()))
+        .collect();
     Lists {
         servers,
         groups,

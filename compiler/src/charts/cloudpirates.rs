@@ -17,13 +17,12 @@
 
 use straddle_policy::plan::{Check, Op, PropEdit};
 
-use crate::spec::QuorumType;
 use crate::topology::Ensemble;
 
 use super::{
     ChartLabels, Component, IdRule, PlannedObject, RACK_AWARE_SELECTOR, Shape, ZkStrings,
     default_port_checks, headless, kraft_strings, literal, per_pod_services, push_properties,
-    push_statefulset, s, statefulset_base, zk_connect,
+    push_statefulset, s, statefulset_base, zk_connect, zk_hierarchy,
 };
 use crate::diag::Diagnostic;
 use crate::spec::{KafkaMode, KafkaSpec, NetworkingMode};
@@ -272,28 +271,18 @@ pub fn zoo_cfg_lines(
             )
         })
         .collect();
-    let (groups, weights) = match zk.quorum {
-        QuorumType::Majority => (vec![], vec![]),
-        QuorumType::Hierarchical => {
-            let groups = (0..n_clusters)
-                .map(|c| {
-                    zk.group
-                        .nodes_in(c)
-                        .map(|n| n.id.to_string())
-                        .collect::<Vec<_>>()
-                        .join(":")
-                })
-                .filter(|g| !g.is_empty())
-                .enumerate()
-                .map(|(i, ids)| format!("group.{}={ids}", i + 1))
-                .collect();
-            let weights = nodes
-                .iter()
-                .map(|n| format!("weight.{}={}", n.id, zk.staged_weight(n)))
-                .collect();
-            (groups, weights)
-        }
-    };
+    let h = zk_hierarchy(zk, n_clusters).unwrap_or_default();
+    let groups = h
+        .groups
+        .into_iter()
+        .enumerate()
+        .map(|(i, ids)| format!("group.{}={ids}", i + 1))
+        .collect();
+    let weights = h
+        .weights
+        .into_iter()
+        .map(|(id, w)| format!("weight.{id}={w}"))
+        .collect();
     [
         ("server.", servers),
         ("group.", groups),

@@ -11,9 +11,10 @@ use straddle_policy::plan::{Check, ObjectKind, Op, PATTERN_INDEX};
 use super::{
     ChartLabels, Component, IdRule, PlannedObject, RACK_AWARE_SELECTOR, Shape, ZkStrings,
     field_ref, literal, push, s, statefulset_and_headless, statefulset_base, zk_connect,
+    zk_hierarchy,
 };
 use crate::diag::Diagnostic;
-use crate::spec::{KafkaMode, KafkaSpec, NetworkingMode, QuorumType};
+use crate::spec::{KafkaMode, KafkaSpec, NetworkingMode};
 use crate::topology::{Ensemble, Role, RoleGroup, Topology};
 
 pub const ZK_CLIENT_PORT: u16 = 2181;
@@ -124,28 +125,13 @@ pub fn zk_strings(zk: &Ensemble, n_clusters: usize, viewer: usize) -> ZkStrings 
         .collect::<Vec<_>>()
         .join(";");
     let connect = zk_connect(zk, viewer);
-    let (groups, weights) = match zk.quorum {
-        QuorumType::Majority => (None, None),
-        QuorumType::Hierarchical => {
-            let groups = (0..n_clusters)
-                .map(|c| {
-                    zk.group
-                        .nodes_in(c)
-                        .map(|n| n.id.to_string())
-                        .collect::<Vec<_>>()
-                        .join(":")
-                })
-                .filter(|g| !g.is_empty())
-                .collect::<Vec<_>>()
-                .join(";");
-            let weights = nodes
-                .iter()
-                .map(|n| zk.staged_weight(n).to_string())
-                .collect::<Vec<_>>()
-                .join(";");
-            (Some(groups), Some(weights))
-        }
-    };
+    // cp-zookeeper reads them positionally, `;`-separated.
+    let (groups, weights) = zk_hierarchy(zk, n_clusters)
+        .map(|h| {
+            let weights: Vec<String> = h.weights.iter().map(|(_, w)| w.to_string()).collect();
+            (h.groups.join(";"), weights.join(";"))
+        })
+        .unzip();
     ZkStrings {
         settings: ["ZOOKEEPER_SERVERS", "ZOOKEEPER_GROUPS", "ZOOKEEPER_WEIGHTS"],
         servers,

@@ -13,7 +13,7 @@ use straddle_policy::plan::{
 };
 
 use crate::diag::Diagnostic;
-use crate::spec::{Chart, KafkaSpec, NetworkingMode};
+use crate::spec::{Chart, KafkaSpec, NetworkingMode, QuorumType};
 use crate::topology::{Ensemble, Kafka, Role, RoleGroup, Topology};
 
 pub mod bitnami;
@@ -413,6 +413,40 @@ pub struct ZkStrings {
     pub groups: Option<String>,
     pub weights: Option<String>,
     pub connect: String,
+}
+
+/// A hierarchical quorum's groups (one per cluster with servers, its ids
+/// joined by `:`) and every server's (id, weight at the rollout stage);
+/// `None` for a majority. Each chart spells them its own way.
+pub fn zk_hierarchy(zk: &Ensemble, n_clusters: usize) -> Option<Hierarchy> {
+    if zk.quorum == QuorumType::Majority {
+        return None;
+    }
+    let groups = (0..n_clusters)
+        .map(|c| {
+            zk.group
+                .nodes_in(c)
+                .map(|n| n.id.to_string())
+                .collect::<Vec<_>>()
+                .join(":")
+        })
+        .filter(|g| !g.is_empty())
+        .collect();
+    let weights = zk
+        .group
+        .nodes
+        .iter()
+        .map(|n| (n.id, zk.staged_weight(n)))
+        .collect();
+    Some(Hierarchy { groups, weights })
+}
+
+/// See [`zk_hierarchy`].
+#[derive(Default)]
+pub struct Hierarchy {
+    pub groups: Vec<String>,
+    /// (server id, weight)
+    pub weights: Vec<(u32, u32)>,
 }
 
 /// `zookeeper.connect`: every server's client port, as `viewer` names them.
