@@ -108,8 +108,11 @@ pub fn tail(path: &Path, bytes: u64) -> String {
 }
 
 /// A workspace binary (`straddle`, `straddle-webhook`) of the profile this
-/// test was built with, built (or found fresh) first: a lone `cargo test -p
-/// straddle-tests` does not build other packages' binaries.
+/// test was built with, built first when it is missing or older than the
+/// workspace's sources (a lone `cargo test -p straddle-tests` builds no
+/// other package's binaries, and a stale one would test old code). A
+/// fresh one is used as is: asking cargo anyway would rebuild dependencies
+/// under this package's feature set, and `cargo test --workspace` flip back.
 pub fn workspace_binary(package: &str, name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     // target/<profile>/deps/<test>-<hash>
@@ -118,9 +121,10 @@ pub fn workspace_binary(package: &str, name: &str) -> Result<PathBuf> {
         .and_then(Path::parent)
         .context("test binary outside target/<profile>/deps")?;
     let path = profile_dir.join(name);
-    // Always asked for: cargo is a no-op when the binary is fresh, and a
-    // stale one (a test run of one package) would test old code.
-    {
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let stale = built.is_none_or(|built| newest_source(&workspace).is_some_and(|s| s > built));
+    if stale {
         let release = profile_dir.file_name().is_some_and(|p| p == "release");
         let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         build.args(["build", "--locked", "-p", package, "--bin", name]);
@@ -134,4 +138,37 @@ pub fn workspace_binary(package: &str, name: &str) -> Result<PathBuf> {
         );
     }
     Ok(path)
+}
+
+/// The newest modification time of a `.rs` file under the crates the
+/// binaries are built from.
+fn newest_source(workspace: &Path) -> Option<std::time::SystemTime> {
+    fn walk(dir: &Path, newest: &mut Option<std::time::SystemTime>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, newest);
+            } else if path.extension().is_some_and(|e| e == "rs")
+                && let Ok(m) = entry.metadata().and_then(|m| m.modified())
+            {
+                *newest = (*newest).max(Some(m));
+            }
+        }
+    }
+    let mut newest = None;
+    for krate in [
+        "webhook",
+        "compiler",
+        "oci",
+        "policy/engine",
+        "policy/host",
+        "policy/guest",
+        "policy/artifact",
+    ] {
+        walk(&workspace.join(krate).join("src"), &mut newest);
+    }
+    newest
 }
