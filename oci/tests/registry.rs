@@ -3,12 +3,10 @@
 //! private CA; push, pull, pin, signatures, corruption, interop with plain
 //! HTTP calls and the OCI image-manifest rules.
 
-#[path = "support/registry.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use straddle_test_support::registry as support;
 use straddle_oci::artifact::{CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE, MANIFEST_MEDIA_TYPE};
 use straddle_oci::auth::AuthOptions;
 use straddle_oci::signature::{self, PAYLOAD_MEDIA_TYPE, SIGNATURE_ANNOTATION, SigningKey};

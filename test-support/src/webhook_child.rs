@@ -1,20 +1,24 @@
 //! The `straddle-webhook` binary of this build as a child process on
-//! loopback, and what `/proc` says about it (RSS, CPU time). Shared by the
-//! load generator (`benches/load.rs`) and the soak test (`tests/soak.rs`).
+//! loopback (a [`Process`]: its own process group, killed with the test).
+//! Shared by the load generator (`webhook/benches/load.rs`) and the soak
+//! test (`webhook/tests/soak.rs`).
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use rustix::process::Signal;
 use serde_json::Value;
 
-use super::plain_get;
+use crate::https::plain_get;
+use crate::process::{Process, workspace_binary};
+pub use crate::stats::{cpu_seconds, mib, ms, quantile, rss};
 
 /// The binary as a child process, ready (its `/readyz` said 200).
 pub struct ChildServer {
-    child: tokio::process::Child,
+    process: Process,
     pub addr: SocketAddr,
     pub probe_addr: SocketAddr,
     pub pid: u32,
@@ -24,9 +28,11 @@ pub struct ChildServer {
 
 impl ChildServer {
     /// Starts the binary as `cluster-0` on `dir`'s `policy.wasm`, `tls.crt`
-    /// and `tls.key`, with `cache` as its `--cache-dir` and `extra` flags.
+    /// and `tls.key`, with `cache` as its `--cache-dir` and `extra` flags;
+    /// its JSON log goes to `dir/webhook.log`.
     pub async fn start(dir: &Path, cache: &Path, extra: &[String]) -> Result<ChildServer> {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_straddle-webhook"))
+        let mut command = Command::new(workspace_binary("straddle-webhook", "straddle-webhook")?);
+        command
             .args([
                 "--cluster",
                 "cluster-0",
@@ -44,29 +50,36 @@ impl ChildServer {
             .arg(dir.join("tls.key"))
             .arg("--cache-dir")
             .arg(cache)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
-        let pid = child.id().context("no pid")?;
-        let stderr = child.stderr.take().context("no stderr")?;
+            .args(extra);
+        let log = dir.join("webhook.log");
+        let _ = std::fs::remove_file(&log);
+        let mut process = Process::spawn("straddle-webhook", command, &log)?;
+        let pid = process.pid();
         // The "ready" log line names the ports; then /readyz must say 200.
-        use tokio::io::AsyncBufReadExt as _;
-        let mut lines = tokio::io::BufReader::new(stderr).lines();
         let event = loop {
-            let Some(line) = lines.next_line().await? else {
-                bail!("the server exited before it was ready");
-            };
-            let event: Value = serde_json::from_str(&line).unwrap_or_default();
-            if event["message"] == "ready" {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let mut ready = None;
+            for line in text.lines() {
+                let event: Value = serde_json::from_str(line).unwrap_or_default();
+                if event["message"] == "ready" {
+                    ready = Some(event);
+                    break;
+                }
+                if event["level"] == "ERROR" {
+                    bail!("the server failed: {line}");
+                }
+            }
+            if let Some(event) = ready {
                 break event;
             }
-            if event["level"] == "ERROR" {
-                bail!("the server failed: {line}");
+            if process.exited().is_some() {
+                bail!(
+                    "the server exited before it was ready:\n{}",
+                    process.log_tail(4000)
+                );
             }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         };
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let addr: SocketAddr = event["listen"].as_str().context("listen")?.parse()?;
         let probe_addr: SocketAddr = event["probe_listen"]
             .as_str()
@@ -81,7 +94,7 @@ impl ChildServer {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
         Ok(ChildServer {
-            child,
+            process,
             addr,
             probe_addr,
             pid,
@@ -91,51 +104,19 @@ impl ChildServer {
 
     /// SIGTERM, then the exit status must be success within 30 s.
     pub async fn stop(mut self) -> Result<()> {
-        std::process::Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status()?;
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
+        self.process.signal(Signal::TERM)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.process.exited() {
+                break status;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the server did not exit within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
         anyhow::ensure!(status.success(), "the server exited with {status}");
         Ok(())
     }
-}
-
-/// Resident set size and its high-water mark, in bytes (`/proc/<pid>/status`).
-pub fn rss(pid: u32) -> Result<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| -> Result<u64> {
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .context("no such field")?;
-        Ok(line
-            .split_whitespace()
-            .nth(1)
-            .context("value")?
-            .parse::<u64>()?
-            * 1024)
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
-}
-
-/// utime + stime of a process, in seconds.
-pub fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after_name = &stat[stat.rfind(')').context("stat")? + 2..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    Ok(ticks / 100.0) // USER_HZ is 100 on Linux
-}
-
-/// The `q` quantile of sorted durations (nearest rank).
-pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
-
-pub fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-pub fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1 << 20) as f64
 }

@@ -19,10 +19,8 @@ use straddle_compiler::{admission_policy, check, manifest};
 use straddle_tests::controlplane::stretch::{KubeStretch, kind_name};
 use straddle_tests::controlplane::webhook::Certificates;
 use straddle_tests::controlplane::{Cluster, ControlPlanes, Tools};
+use straddle_tests::root;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
 
 /// Proven equal on real API servers.
 const PROVEN: &[(&str, &str)] = &[
@@ -60,7 +58,7 @@ const SPECS: &[(&str, bool)] = &[
 #[test]
 fn every_spec_compiles_or_names_what_it_cannot_express() {
     for (spec, expressible) in SPECS {
-        let text = std::fs::read_to_string(root().join(spec)).unwrap();
+        let text = std::fs::read_to_string(root().join("tests").join(spec)).unwrap();
         let checked = check(spec, &text).unwrap_or_else(|r| panic!("{spec}: {r}"));
         for (ci, cluster) in checked.topology.clusters.iter().enumerate() {
             match admission_policy::policies(&checked.topology, ci) {
@@ -300,7 +298,7 @@ fn compare(tools: &Tools, spec: &str, variant: &str) -> Result<()> {
         .find(|r| r.0 == variant)
         .map(|r| (r.1, r.2, r.3))
     {
-        let path = root()
+        let path = root().join("tests")
             .join("fixtures/charts")
             .join(source)
             .join("rendered.yaml");

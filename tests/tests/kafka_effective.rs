@@ -33,10 +33,8 @@ use straddle_tests::effective::{
     KafkaConfig, bitnami_kafka, cloudpirates_kafka, cp_kafka, listeners,
 };
 use straddle_tests::stretch::{PodRef, Stretch};
+use straddle_tests::root;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
 
 const CASES: &[(&str, &[&str])] = &[
     (
@@ -540,8 +538,8 @@ fn every_cluster_runs_a_consistent_kafka() {
         for fixture in *fixtures {
             let s = Stretch::load(
                 &runtime,
-                &root().join(spec),
-                &root()
+                &root().join("tests").join(spec),
+                &root().join("tests")
                     .join("fixtures/charts")
                     .join(fixture)
                     .join("rendered.yaml"),
@@ -594,8 +592,8 @@ fn the_unmutated_charts_fail_the_checks() {
     ] {
         let mutated = Stretch::load(
             &runtime,
-            &root().join(spec),
-            &root()
+            &root().join("tests").join(spec),
+            &root().join("tests")
                 .join("fixtures/charts")
                 .join(fixture)
                 .join("rendered.yaml"),

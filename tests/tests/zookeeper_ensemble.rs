@@ -56,6 +56,7 @@ use straddle_tests::effective::{
 };
 use straddle_tests::stretch::Stretch;
 use straddle_tests::{dns, netns};
+use straddle_tests::root;
 
 /// The ZooKeeper chart shapes proven here, with the fixture each spec is
 /// applied to.
@@ -167,9 +168,6 @@ const HEAL_DEADLINE: Duration = Duration::from_secs(45);
 /// The kubelet's SIGTERM-to-SIGKILL grace (shortened).
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
 
 // ---------------------------------------------------------------------------
 // Prerequisites.
@@ -278,8 +276,8 @@ impl Case {
     fn load(runtime: &Runtime, tools: &Tools, spec: &'static str) -> Case {
         let chart = ZkChart::of(spec);
         let (real_pods, real_configmaps) = real_zookeeper_pods(tools, spec, chart);
-        let fixture = root().join(format!("fixtures/charts/{}/rendered.yaml", chart.variant()));
-        let stretch = Stretch::load(runtime, &root().join(spec), &fixture)
+        let fixture = root().join(format!("tests/fixtures/charts/{}/rendered.yaml", chart.variant()));
+        let stretch = Stretch::load(runtime, &root().join("tests").join(spec), &fixture)
             .unwrap_or_else(|e| panic!("{spec}: {e:#}"));
         let zk = &stretch
             .topo
