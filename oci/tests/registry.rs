@@ -6,11 +6,11 @@
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use straddle_test_support::registry as support;
 use straddle_oci::artifact::{CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE, MANIFEST_MEDIA_TYPE};
 use straddle_oci::auth::AuthOptions;
 use straddle_oci::signature::{self, PAYLOAD_MEDIA_TYPE, SIGNATURE_ANNOTATION, SigningKey};
 use straddle_oci::{BundleMeta, Connection, PolicyRef, Registry, sha256_digest};
+use straddle_test_support::registry as support;
 use support::{Options, RegistryServer, header, http_get};
 
 fn meta() -> BundleMeta {

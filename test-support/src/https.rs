@@ -276,7 +276,6 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
-
 /// `GET path` over plain HTTP (the probe listener).
 pub async fn plain_get(addr: SocketAddr, path: &str) -> Result<Answer> {
     let tcp = TcpStream::connect(addr).await?;

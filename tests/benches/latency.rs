@@ -18,7 +18,6 @@ use straddle_policy::{Operation, Request, Verdict};
 use straddle_policy_host::{Runtime, RuntimeConfig};
 use straddle_tests::root;
 
-
 struct Case {
     name: &'static str,
     spec: &'static str,
@@ -101,7 +100,8 @@ fn main() {
         let module = compile::module(&checked.topology).unwrap();
         let policy = runtime.load(&module).unwrap();
         let object =
-            std::fs::read_to_string(root().join("tests/fixtures/charts").join(case.fixture)).unwrap();
+            std::fs::read_to_string(root().join("tests/fixtures/charts").join(case.fixture))
+                .unwrap();
         let doc: serde_json::Value = serde_json::from_str(&object).unwrap();
         let name = doc["metadata"]["name"].as_str().unwrap().to_string();
         let req = Request {

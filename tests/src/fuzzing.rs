@@ -148,17 +148,17 @@ fn targets() -> &'static [Target] {
     static TARGETS: OnceLock<Vec<Target>> = OnceLock::new();
     TARGETS.get_or_init(|| {
         PLAN_SPECS
-        .iter()
-        .map(|(file, text, _)| {
-            let checked = check(file, text).unwrap_or_else(|r| panic!("{file}:\n{r}"));
-            let topology = &checked.topology;
-            Target {
-                plan: compile::plan(topology).0,
-                clusters: topology.clusters.iter().map(|c| c.name.clone()).collect(),
-                namespace: topology.namespaces()[0].clone(),
-            }
-        })
-        .collect()
+            .iter()
+            .map(|(file, text, _)| {
+                let checked = check(file, text).unwrap_or_else(|r| panic!("{file}:\n{r}"));
+                let topology = &checked.topology;
+                Target {
+                    plan: compile::plan(topology).0,
+                    clusters: topology.clusters.iter().map(|c| c.name.clone()).collect(),
+                    namespace: topology.namespaces()[0].clone(),
+                }
+            })
+            .collect()
     })
 }
 

@@ -10,7 +10,6 @@
 //! golden pair must either compile or name what it cannot express.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
@@ -20,7 +19,6 @@ use straddle_tests::controlplane::stretch::{KubeStretch, kind_name};
 use straddle_tests::controlplane::webhook::Certificates;
 use straddle_tests::controlplane::{Cluster, ControlPlanes, Tools};
 use straddle_tests::root;
-
 
 /// Proven equal on real API servers.
 const PROVEN: &[(&str, &str)] = &[
@@ -298,7 +296,8 @@ fn compare(tools: &Tools, spec: &str, variant: &str) -> Result<()> {
         .find(|r| r.0 == variant)
         .map(|r| (r.1, r.2, r.3))
     {
-        let path = root().join("tests")
+        let path = root()
+            .join("tests")
             .join("fixtures/charts")
             .join(source)
             .join("rendered.yaml");

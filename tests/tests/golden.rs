@@ -9,13 +9,12 @@
 //! - server, voter and connect lists are identical in every cluster.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 use straddle_compiler::{check, compile, explain, manifest, preview, render};
 use straddle_policy::{Operation, Verdict};
 use straddle_policy_host::{Policy, Runtime, RuntimeConfig};
-
 
 const CASES: &[(&str, &[&str])] = &[
     (

@@ -33,7 +33,6 @@
 //! why and passes, unless `STRADDLE_REQUIRE_KUBE=1` (CI).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
@@ -43,7 +42,6 @@ use straddle_tests::controlplane::stretch::{KubeStretch, kind_name};
 use straddle_tests::controlplane::webhook::{self, Certificates};
 use straddle_tests::controlplane::{Cluster, Tools};
 use straddle_tests::root;
-
 
 /// How the chart output reaches the API server.
 #[derive(Clone, Copy, Debug)]
@@ -116,7 +114,8 @@ const REFUSED: &[(&str, &str, &str, &str)] = &[(
 /// of them is stored.
 fn refused_chart_objects(stage: &KubeStretch, i: usize, variant: &str) -> Result<()> {
     for (_, source, kind, fix) in REFUSED.iter().filter(|r| r.0 == variant) {
-        let path = root().join("tests")
+        let path = root()
+            .join("tests")
             .join("fixtures/charts")
             .join(source)
             .join("rendered.yaml");

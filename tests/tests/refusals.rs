@@ -9,14 +9,12 @@
 //! (warnings are failures) follow from the same verdicts.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 
 use straddle_compiler::{check, compile, manifest, preview};
 use straddle_policy::{Operation, Verdict};
 use straddle_policy_host::{Runtime, RuntimeConfig};
 use straddle_tests::golden;
 use straddle_tests::root;
-
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Expect {
@@ -220,7 +218,10 @@ fn every_refused_variant_is_answered_with_its_fix() {
         let checked = check(case.spec, &spec).unwrap_or_else(|r| panic!("{}:\n{r}", case.name));
         let topo = &checked.topology;
         let policy = runtime.load(&compile::module(topo).unwrap()).unwrap();
-        let fixture = root().join(format!("tests/fixtures/charts/{}/rendered.yaml", case.variant));
+        let fixture = root().join(format!(
+            "tests/fixtures/charts/{}/rendered.yaml",
+            case.variant
+        ));
         let mut rendered = std::fs::read_to_string(fixture).unwrap();
         if let Some((from, to)) = case.chart_edit {
             assert!(

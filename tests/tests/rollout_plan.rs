@@ -12,7 +12,7 @@
 //! the old and new configuration overlap. Every claim of the plan must match.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 use straddle_compiler::rollout::{self, ActionKind, RolloutPlan, Stage};
@@ -23,7 +23,6 @@ const FIXTURE: &str = "tests/fixtures/charts/cp-zk-kafka-only/rendered.yaml";
 const ZK_STATEFULSET: &str = "confluent-cp-zookeeper";
 use straddle_compiler::charts::cp::ZOOKEEPER_CONTAINER as ZK_CONTAINER;
 use straddle_tests::root;
-
 
 /// A ZooKeeper configuration as the image writes it into zoo.cfg.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -374,7 +373,8 @@ fn every_step_of_the_plan_matches_zookeeper_quorum_rules() {
 #[test]
 fn three_clusters_need_an_intermediate_stage() {
     let docs = manifest::parse(&std::fs::read_to_string(root().join(FIXTURE)).unwrap()).unwrap();
-    let text = std::fs::read_to_string(root().join("tests/specs/cp-three-clusters-mcs.yaml")).unwrap();
+    let text =
+        std::fs::read_to_string(root().join("tests/specs/cp-three-clusters-mcs.yaml")).unwrap();
     let checked = check("three", &text).unwrap();
     let first = &stage_configs(&checked, &docs, "first-cluster")["cluster-0"];
     let middle = &stage_configs(&checked, &docs, "first-clusters=2")["cluster-0"];
@@ -397,8 +397,7 @@ fn plan_refuses_what_it_cannot_do() {
     let err = rollout::plan(&checked.topology, "two", "nowhere", &digest_of).unwrap_err();
     assert!(err.to_string().contains("not in spec.clusters"), "{err}");
     let text =
-        std::fs::read_to_string(root().join("examples/bitnami-kraft-three-clusters.yaml"))
-            .unwrap();
+        std::fs::read_to_string(root().join("examples/bitnami-kraft-three-clusters.yaml")).unwrap();
     let checked = check("kraft", &text).unwrap();
     let err = rollout::plan(&checked.topology, "kraft", "east", &digest_of).unwrap_err();
     assert!(err.to_string().contains("KRaft"), "{err}");

@@ -1,8 +1,6 @@
 //! Every spec in `tests/specs/invalid` is refused with a message that names
 //! the field (and its line), per the `# expect: <path> :: <text>` header.
 
-use std::path::Path;
-
 use straddle_compiler::check;
 
 #[test]

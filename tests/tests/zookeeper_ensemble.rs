@@ -40,7 +40,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -54,9 +54,9 @@ use straddle_tests::controlplane::webhook::Certificates;
 use straddle_tests::effective::{
     ZkConfig, bitnami_zookeeper, cloudpirates_zookeeper, cp_zookeeper,
 };
+use straddle_tests::root;
 use straddle_tests::stretch::Stretch;
 use straddle_tests::{dns, netns};
-use straddle_tests::root;
 
 /// The ZooKeeper chart shapes proven here, with the fixture each spec is
 /// applied to.
@@ -168,7 +168,6 @@ const HEAL_DEADLINE: Duration = Duration::from_secs(45);
 /// The kubelet's SIGTERM-to-SIGKILL grace (shortened).
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-
 // ---------------------------------------------------------------------------
 // Prerequisites.
 
@@ -276,7 +275,10 @@ impl Case {
     fn load(runtime: &Runtime, tools: &Tools, spec: &'static str) -> Case {
         let chart = ZkChart::of(spec);
         let (real_pods, real_configmaps) = real_zookeeper_pods(tools, spec, chart);
-        let fixture = root().join(format!("tests/fixtures/charts/{}/rendered.yaml", chart.variant()));
+        let fixture = root().join(format!(
+            "tests/fixtures/charts/{}/rendered.yaml",
+            chart.variant()
+        ));
         let stretch = Stretch::load(runtime, &root().join("tests").join(spec), &fixture)
             .unwrap_or_else(|e| panic!("{spec}: {e:#}"));
         let zk = &stretch

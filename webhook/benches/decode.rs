@@ -23,8 +23,8 @@ fn bench(c: &mut Criterion) {
         ),
     ] {
         let object = straddle_test_support::fixture_json(variant, file);
-        let body = serde_json::to_vec(&review_for(&object, "confluent", "UPDATE", "bench"))
-            .unwrap();
+        let body =
+            serde_json::to_vec(&review_for(&object, "confluent", "UPDATE", "bench")).unwrap();
         // An UPDATE carries the object twice (object and oldObject).
         assert!(matches!(admission::decode(&body), Decoded::Review(_)));
         c.bench_function(&format!("decode/{label} ({} bytes)", body.len()), |b| {

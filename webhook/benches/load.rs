@@ -47,6 +47,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use hyper::body::Bytes;
+use rustls::ClientConfig;
 use straddle_test_support::fixture_json;
 use straddle_test_support::https::{Client, Pki};
 use straddle_test_support::policy::{CP_TWO, compile};
@@ -55,8 +57,6 @@ use straddle_test_support::scratch::Scratch;
 use straddle_test_support::webhook_child::{
     ChildServer as Server, cpu_seconds, mib, ms, quantile, rss,
 };
-use hyper::body::Bytes;
-use rustls::ClientConfig;
 
 #[derive(Parser, Debug)]
 #[command(name = "straddle-load", about = "Load generator for straddle-webhook")]

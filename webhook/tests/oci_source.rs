@@ -6,14 +6,13 @@
 
 mod common;
 
-
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
-use straddle_test_support::registry::{self, Options, RegistryServer};
 use straddle_oci::signature::SigningKey;
 use straddle_oci::{BundleMeta, Connection, PolicyRef, Pushed, Registry, sha256_digest};
+use straddle_test_support::registry::{self, Options, RegistryServer};
 use straddle_webhook::Server;
 
 const CLUSTER: &str = "cluster-1";

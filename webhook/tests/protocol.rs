@@ -98,8 +98,7 @@ async fn every_fixture_object_gives_what_straddle_mutate_prints() {
                     reviews += 3;
                 }
                 let printed = manifest::to_yaml(&mutated).unwrap();
-                let golden =
-                    root().join(format!("tests/golden/{stem}/{variant}/{cluster}.yaml"));
+                let golden = root().join(format!("tests/golden/{stem}/{variant}/{cluster}.yaml"));
                 assert_eq!(
                     printed,
                     std::fs::read_to_string(&golden).unwrap(),

@@ -24,10 +24,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use straddle_test_support::webhook_child::{ChildServer, mib, ms, quantile, rss};
 use common::*;
 use hyper::body::Bytes;
 use serde_json::{Value, json};
+use straddle_test_support::webhook_child::{ChildServer, mib, ms, quantile, rss};
 
 /// Connections sending at once (closed loop).
 const CONNECTIONS: usize = 8;
@@ -233,7 +233,9 @@ async fn soak_answers_every_request_right_with_flat_memory() {
     let dir = Scratch::new("soak").unwrap();
     std::fs::write(dir.join("policy.wasm"), compile(CP_TWO)).unwrap();
     pki().write(dir.path());
-    let server = ChildServer::start(dir.path(), &cache_dir(), &[]).await.unwrap();
+    let server = ChildServer::start(dir.path(), &cache_dir(), &[])
+        .await
+        .unwrap();
     let tls = pki().client_config(None, false);
 
     // The expected answers: each case once, checked.

@@ -8,8 +8,7 @@
 use straddle_policy::plan::{Check, EnvValue, EnvVar, Op, PropEdit};
 
 use super::{
-    ZkTools,
-    ChartLabels, Component, IdRule, PlannedObject, RACK_AWARE_SELECTOR, Shape, ZkStrings,
+    ChartLabels, Component, IdRule, PlannedObject, RACK_AWARE_SELECTOR, Shape, ZkStrings, ZkTools,
     bitnami_zookeeper, default_port_checks, headless, kraft_strings, literal, per_pod_services,
     push_properties, push_statefulset, s, statefulset_base,
 };

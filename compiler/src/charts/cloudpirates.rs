@@ -20,8 +20,7 @@ use straddle_policy::plan::{Check, Op, PropEdit};
 use crate::topology::Ensemble;
 
 use super::{
-    ZkTools,
-    ChartLabels, Component, IdRule, PlannedObject, RACK_AWARE_SELECTOR, Shape, ZkStrings,
+    ChartLabels, Component, IdRule, PlannedObject, RACK_AWARE_SELECTOR, Shape, ZkStrings, ZkTools,
     default_port_checks, headless, kraft_strings, literal, per_pod_services, push_properties,
     push_statefulset, s, statefulset_base, zk_connect, zk_hierarchy,
 };

@@ -9,8 +9,7 @@
 use straddle_policy::plan::{Check, ObjectKind, Op, PATTERN_INDEX};
 
 use super::{
-    ZkTools,
-    ChartLabels, Component, IdRule, PlannedObject, RACK_AWARE_SELECTOR, Shape, ZkStrings,
+    ChartLabels, Component, IdRule, PlannedObject, RACK_AWARE_SELECTOR, Shape, ZkStrings, ZkTools,
     field_ref, literal, push, s, statefulset_and_headless, statefulset_base, zk_connect,
     zk_hierarchy,
 };

@@ -9,8 +9,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 use straddle_deploy_tests::{
-    Rendered, by_key, check_typed, kustomize, render_chart, tool_missing, without_helm_labels,
-    root,
+    Rendered, by_key, check_typed, kustomize, render_chart, root, tool_missing, without_helm_labels,
 };
 
 const NS: &str = "straddle-system";

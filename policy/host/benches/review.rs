@@ -11,9 +11,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use straddle_test_support::host_plan;
 use straddle_policy::{Operation, Request, Verdict};
 use straddle_policy_host::{Runtime, RuntimeConfig};
+use straddle_test_support::host_plan;
 
 const FIXTURE: &str =
     "/work/shared/fixtures/charts/cp-zk-kafka-only/statefulset-confluent-cp-zookeeper.json";

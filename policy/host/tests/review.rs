@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use straddle_test_support::host_plan::{self, CLUSTER, NAMESPACE, ZOOKEEPER};
 use straddle_policy::{Operation, Plan, Request, Verdict};
 use straddle_policy_host::{HostError, Runtime, RuntimeConfig};
+use straddle_test_support::host_plan::{self, CLUSTER, NAMESPACE, ZOOKEEPER};
 
 fn runtime() -> Runtime {
     Runtime::new(RuntimeConfig::default()).unwrap()
@@ -113,7 +113,9 @@ fn a_memory_limit_below_the_initial_memory_fails_to_load_without_panicking() {
         ..RuntimeConfig::default()
     })
     .unwrap();
-    let err = runtime.load(&host_plan::module(&host_plan::plan())).unwrap_err();
+    let err = runtime
+        .load(&host_plan::module(&host_plan::plan()))
+        .unwrap_err();
     let message = format!("{err:#}");
     assert!(message.contains("memory"), "{message}");
 }
@@ -125,7 +127,9 @@ fn growing_past_the_memory_limit_is_a_memory_limit_error() {
         ..RuntimeConfig::default()
     })
     .unwrap();
-    let policy = runtime.load(&host_plan::module(&host_plan::plan())).unwrap();
+    let policy = runtime
+        .load(&host_plan::module(&host_plan::plan()))
+        .unwrap();
     let huge = host_plan::statefulset(3, &"x".repeat(8 << 20));
     let err = policy
         .review(&request(CLUSTER, ZOOKEEPER, &huge))
@@ -149,7 +153,9 @@ fn running_past_the_deadline_is_a_timeout() {
         ..RuntimeConfig::default()
     })
     .unwrap();
-    let policy = runtime.load(&host_plan::module(&host_plan::plan())).unwrap();
+    let policy = runtime
+        .load(&host_plan::module(&host_plan::plan()))
+        .unwrap();
     // Escapes make serde_json take its slow path: tens of milliseconds of work.
     let slow = host_plan::statefulset(3, &"\\u0041".repeat(1 << 20));
     let err = policy
@@ -186,7 +192,9 @@ fn policies_are_shared_across_threads() {
 
 #[test]
 fn policies_outlive_their_runtime() {
-    let policy = runtime().load(&host_plan::module(&host_plan::plan())).unwrap();
+    let policy = runtime()
+        .load(&host_plan::module(&host_plan::plan()))
+        .unwrap();
     let object = host_plan::statefulset(3, "x");
     assert!(policy.review(&request(CLUSTER, ZOOKEEPER, &object)).is_ok());
 }

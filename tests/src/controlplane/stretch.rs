@@ -4,7 +4,6 @@
 //! test can apply the chart output the way a user does and compare.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -17,7 +16,6 @@ use super::{Cluster, ControlPlanes, Tools};
 use crate::process::workspace_binary;
 use crate::root;
 use crate::stretch::Stretch;
-
 
 /// API versions the charts render that Kubernetes has removed: the API
 /// server refuses them, and the test says so rather than hiding them.

@@ -8,14 +8,14 @@ use serde_json::Value;
 use super::*;
 
 fn fixture(path: &str) -> Value {
-    let p = crate::root().join("tests/fixtures/charts")
-        .join(path);
+    let p = crate::root().join("tests/fixtures/charts").join(path);
     serde_json::from_str(&fs::read_to_string(&p).unwrap()).unwrap()
 }
 
 fn configmap(variant: &str, name: &str) -> Value {
     let text = fs::read_to_string(
-        crate::root().join("tests/fixtures/charts")
+        crate::root()
+            .join("tests/fixtures/charts")
             .join(variant)
             .join("rendered.yaml"),
     )

@@ -4,7 +4,7 @@
 //! compiled specs, scratch directories) is `straddle-test-support`,
 //! re-exported here.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod modules;
 
@@ -127,7 +127,6 @@ pub fn replace_file(path: &Path, bytes: &[u8]) {
     std::fs::write(&tmp, bytes).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
-
 
 pub async fn metrics_text(server: &Running) -> String {
     server.client().await.get("/metrics").await.unwrap().text()
