@@ -10,7 +10,6 @@
 //! case (wasm, or native with `STRADDLE_LATENCY_PROFILE_NATIVE=1`) and exits,
 //! for `perf record -e cpu-clock`.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use straddle_compiler::{check, compile};
