@@ -62,3 +62,39 @@ pub fn apply(object: &Value, response: &Value) -> Value {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_carry_the_objects_the_api_server_sends() {
+        let sts =
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "zk"}});
+        let create = review_for(&sts, "ns", "CREATE", "u");
+        assert_eq!(create["request"]["object"], sts);
+        assert_eq!(create["request"]["oldObject"], Value::Null);
+        assert_eq!(create["request"]["resource"]["resource"], "statefulsets");
+        assert_eq!(create["request"]["kind"]["group"], "apps");
+        let update = review_for(&sts, "ns", "UPDATE", "u");
+        assert_eq!(update["request"]["oldObject"], sts);
+        assert_eq!(update["request"]["options"]["kind"], "UpdateOptions");
+        let delete = review_for(&sts, "ns", "DELETE", "u");
+        assert_eq!(delete["request"]["object"], Value::Null);
+        assert_eq!(delete["request"]["oldObject"], sts);
+        assert_eq!(delete["request"]["options"]["kind"], "DeleteOptions");
+    }
+
+    #[test]
+    fn a_patch_is_decoded_and_applied() {
+        use base64::Engine as _;
+        let object = json!({"a": 1});
+        let patch = r#"[{"op":"replace","path":"/a","value":2}]"#;
+        let response = json!({
+            "patchType": "JSONPatch",
+            "patch": base64::engine::general_purpose::STANDARD.encode(patch),
+        });
+        assert_eq!(apply(&object, &response), json!({"a": 2}));
+        assert!(patch_of(&json!({"allowed": true})).is_none());
+    }
+}
