@@ -5,16 +5,23 @@
 //! computed from the object as sent, so applying it again changes nothing.
 //! Checks become validations with the module's messages.
 //!
-//! Not every operation has a CEL form yet: edits inside a properties file
-//! or a script (`Properties`, `ScriptLine`), a chart list moved behind
-//! placeholders (`EnvValue::Prefixed`) and ports added to a Service
-//! (`ServicePort`) are reported as [`Unsupported`], and the warnings for
-//! objects the plan does not name have no equivalent.
+//! Every operation of the plan has a CEL form (env edits in `env`, edits
+//! inside a properties file or a script in `text`, checks in `validate`).
+//! What has none: the module's warnings for objects the plan does not name
+//! (admission policies only match the objects they name), and a few edge
+//! cases of the env edit that only a hand-edited object reaches (see
+//! `env`). [`Unsupported`] stays for operations a newer plan may add.
 
 use std::fmt;
 
 use serde_json::{Value, json};
-use straddle_policy::plan::{Check, EnvValue, EnvVar, ObjectKind, Op, PATTERN_INDEX};
+use straddle_policy::plan::{Check, ObjectKind, Op, PATTERN_INDEX};
+
+mod env;
+mod text;
+mod validate;
+
+use validate::validations;
 
 use crate::charts::PlannedObject;
 use crate::compile;
@@ -179,6 +186,7 @@ fn mutations(t: &Target, o: &PlannedObject) -> Result<Option<Vec<Value>>, Vec<St
     let mut annotations = Vec::new();
     let mut labels = Vec::new();
     let mut selector = Vec::new();
+    let mut ports = Vec::new();
     for (k, op) in o.rule.ops.iter().enumerate() {
         match op {
             Op::Annotation { key, value } => annotations.push((key.to_string(), value.to_string())),
@@ -209,13 +217,11 @@ fn mutations(t: &Target, o: &PlannedObject) -> Result<Option<Vec<Value>>, Vec<St
                 init,
                 set,
                 remove,
-            } => match env(k, container, *init, set, remove) {
-                Ok((vars, expression)) => {
-                    variables.extend(vars);
-                    expressions.push(expression);
-                }
-                Err(e) => unsupported.push(format!("{}: {e}", t.label)),
-            },
+            } => {
+                let (vars, expression) = env::env(k, container, *init, set, remove);
+                variables.extend(vars);
+                expressions.push(expression);
+            }
             Op::PodIndex {
                 selector: key,
                 label,
@@ -248,19 +254,31 @@ fn mutations(t: &Target, o: &PlannedObject) -> Result<Option<Vec<Value>>, Vec<St
                     patch("add", &at("nodePort"), Some(&port)),
                 ));
             }
-            Op::Properties { data_key, .. } => unsupported.push(format!(
-                "{}: edits of the properties file in data key {data_key}",
-                t.label
-            )),
-            Op::ScriptLine { prefix, .. } => unsupported.push(format!(
-                "{}: the script line starting with {prefix}",
-                t.label
-            )),
-            Op::ServicePort { name, .. } => {
-                unsupported.push(format!("{}: adding the Service port {name}", t.label))
+            Op::Properties { data_key, edits } => {
+                let (vars, expression) = text::properties(k, data_key, edits);
+                variables.extend(vars);
+                expressions.push(expression);
             }
+            Op::ScriptLine {
+                container,
+                prefix,
+                line,
+            } => {
+                if prefix.is_empty() || prefix.trim() != prefix.as_ref() {
+                    unsupported.push(format!(
+                        "{}: a script line prefix with surrounding spaces",
+                        t.label
+                    ));
+                    continue;
+                }
+                let (vars, expression) = text::script_line(k, container, prefix, line);
+                variables.extend(vars);
+                expressions.push(expression);
+            }
+            Op::ServicePort { name, port } => ports.push((name.to_string(), *port)),
         }
     }
+    expressions.extend(service_ports(&ports));
     if !unsupported.is_empty() {
         return Err(unsupported);
     }
@@ -351,318 +369,36 @@ fn condition(t: &Target, o: &PlannedObject) -> String {
     c
 }
 
-/// CEL for one env var as the module writes it: a plain map (values of
-/// the API's Go types do not convert back to JSON in a patch value).
-fn env_value(var: &EnvVar<'_>) -> Result<String, String> {
-    let name = lit(&var.name);
-    match &var.value {
-        EnvValue::Literal(v) => Ok(format!("{{'name': dyn({name}), 'value': dyn({})}}", lit(v))),
-        EnvValue::FieldRef(path) => Ok(format!(
-            "{{'name': dyn({name}), 'valueFrom': dyn({{'fieldRef': {{'apiVersion': 'v1', 'fieldPath': {}}}}})}}",
-            lit(path)
-        )),
-        EnvValue::Prefixed { .. } => Err(format!(
-            "the chart list {} moved behind per-ordinal placeholders",
-            var.name
-        )),
+/// The Service ports the plan adds where the Service does not declare the
+/// port (a declared port is left as the chart wrote it): appended in the
+/// plan's order, or the whole list when there is none.
+fn service_ports(ports: &[(String, u16)]) -> Option<String> {
+    if ports.is_empty() {
+        return None;
     }
-}
-
-/// The variables and JSON Patch of an `Op::Env`, in the module's order:
-/// removed names go (ascending indices, each shifted by the removals before
-/// it), then each set variable is replaced in place, inserted before the
-/// variable it must precede, or appended. Only names and indices are read
-/// from the object; values are written whole.
-fn env(
-    k: usize,
-    container: &str,
-    init: bool,
-    set: &[EnvVar<'_>],
-    remove: &[std::borrow::Cow<'_, str>],
-) -> Result<(Vec<Value>, String), String> {
-    let list = if init { "initContainers" } else { "containers" };
-    let spec = format!("object.spec.template.spec.{list}");
-    let (c, names, gone, kept) = (
-        format!("c{k}"),
-        format!("names{k}"),
-        format!("gone{k}"),
-        format!("kept{k}"),
-    );
-    let set_names = set
+    let entry = |name: &str, port: u16| {
+        format!(
+            "{{'name': dyn({}), 'port': dyn({port}), 'protocol': dyn('TCP'), 'targetPort': dyn({port})}}",
+            lit(name)
+        )
+    };
+    let whole = ports
         .iter()
-        .map(|v| lit(&v.name))
+        .map(|(n, p)| entry(n, *p))
         .collect::<Vec<_>>()
         .join(", ");
-    let removed = remove
+    let each = ports
         .iter()
-        .map(|r| match r.strip_suffix('*') {
-            Some(prefix) => format!("n.startsWith({})", lit(prefix)),
-            None => format!("n == {}", lit(r)),
+        .map(|(n, p)| {
+            format!(
+                "(object.spec.ports.exists(p, p.port == {p}) ? [] : [{}])",
+                patch("add", &lit("/spec/ports/-"), Some(&entry(n, *p)))
+            )
         })
-        .collect::<Vec<_>>();
-    let goes = if removed.is_empty() {
-        "false".to_string()
-    } else {
-        format!("({}) && !(n in [{set_names}])", removed.join(" || "))
-    };
-    let variables = vec![
-        json!({"name": c, "expression": format!(
-            "has({spec}) ? {spec}.map(c, c.name).indexOf({}) : -1", lit(container)
-        )}),
-        json!({"name": names, "expression": format!(
-            "variables.{c} >= 0 && has({spec}[variables.{c}].env) ? {spec}[variables.{c}].env.map(e, e.name) : []"
-        )}),
-        // Indices of the entries to remove, ascending.
-        json!({"name": gone, "expression": format!(
-            "variables.{names}.filter(n, {goes}).map(n, variables.{names}.indexOf(n))"
-        )}),
-        json!({"name": kept, "expression": format!("variables.{names}.filter(n, !({goes}))")}),
-    ];
-    let base = format!("'/spec/template/spec/{list}/' + string(variables.{c}) + '/env'");
-    let removals = format!(
-        "variables.{gone}.map(i, {})",
-        patch(
-            "remove",
-            &format!("{base} + '/' + string(i - size(variables.{gone}.filter(j, j < i)))"),
-            None
-        )
-    );
-    let mut replaces = Vec::new();
-    let mut inserts = Vec::new();
-    let mut appends = Vec::new();
-    for var in set {
-        let value = env_value(var)?;
-        let at = format!("variables.{kept}.indexOf({})", lit(&var.name));
-        let replace = patch(
-            "replace",
-            &format!("{base} + '/' + string({at})"),
-            Some(&value),
-        );
-        let append = patch("add", &format!("{base} + '/-'"), Some(&value));
-        replaces.push(format!("({at} >= 0 ? [{replace}] : [])"));
-        match &var.before {
-            Some(before) => {
-                let b = format!("variables.{kept}.indexOf({})", lit(before));
-                let insert = patch("add", &format!("{base} + '/' + string({b})"), Some(&value));
-                inserts.push(format!(
-                    "({at} >= 0 ? [] : {b} >= 0 ? [{insert}] : [{append}])"
-                ));
-            }
-            None => appends.push(format!("({at} >= 0 ? [] : [{append}])")),
-        }
-    }
-    // No env at all: the list is added with the set variables, in order.
-    let whole = set
-        .iter()
-        .map(env_value)
-        .collect::<Result<Vec<_>, _>>()?
-        .join(", ");
-    let mut parts = vec![removals];
-    parts.extend(replaces);
-    parts.extend(inserts);
-    parts.extend(appends);
-    let expression = format!(
-        "variables.{c} < 0 ? [] : !has({spec}[variables.{c}].env) ? [{}] : {}",
-        patch("add", &base, Some(&format!("[{whole}]"))),
-        parts.join(" + ")
-    );
-    Ok((variables, expression))
-}
-
-/// The validating policy and binding of one object's checks.
-fn validations(t: &Target, o: &PlannedObject) -> Vec<Value> {
-    let pod = "object.spec.template.spec";
-    let containers = |init: bool| {
-        let list = if init { "initContainers" } else { "containers" };
-        format!("(has({pod}.{list}) ? {pod}.{list} : [])")
-    };
-    let mut object_rules = Vec::new();
-    let mut scale_rules = Vec::new();
-    let deny =
-        |expression: String, message: String| json!({"expression": expression, "message": message});
-    for check in &o.rule.checks {
-        match check {
-            Check::ScaleLimit { max, exact, field } => {
-                let (ok, why) = if *exact {
-                    (
-                        format!("object.spec.replicas == {max}"),
-                        format!(
-                            "runs exactly {max} quorum members ({field}) and every cluster's \
-                             server list names them; change {field} in the stretch spec, \
-                             recompile and roll the policy out"
-                        ),
-                    )
-                } else {
-                    (
-                        format!("object.spec.replicas <= {max}"),
-                        format!(
-                            "has {max} IDs for this role ({field}); more pods would take IDs \
-                             from the next cluster's block"
-                        ),
-                    )
-                };
-                scale_rules.push(json!({
-                    "expression": ok,
-                    "messageExpression": format!(
-                        "{} + ': scaling to ' + string(object.spec.replicas) + ' is refused: this cluster ' + {}",
-                        lit(&t.label),
-                        lit(&why)
-                    ),
-                }));
-            }
-            Check::Refuse { message } => {
-                object_rules.push(deny("false".into(), format!("{}: {message}", t.label)))
-            }
-            Check::Indices { count, beyond } if !beyond.is_empty() => {
-                if let Some(index) = &t.index {
-                    object_rules.push(deny(
-                        format!("{index} < {count}"),
-                        format!("{}: index is beyond {count}: {beyond}", t.label),
-                    ));
-                }
-            }
-            Check::Indices { .. } => {}
-            Check::Env {
-                container,
-                init,
-                name,
-                value,
-                message,
-            } => object_rules.push(deny(
-                format!(
-                    "!{}.exists(c, c.name == {} && has(c.env) && c.env.exists(e, e.name == {} && (has(e.value) ? e.value : '') != {}))",
-                    containers(*init),
-                    lit(container),
-                    lit(name),
-                    lit(value)
-                ),
-                format!("{}: {name} contradicts the stretch spec: {message}", t.label),
-            )),
-            Check::ContainerPort {
-                container,
-                name,
-                port,
-                message,
-            } => object_rules.push(deny(
-                format!(
-                    "!{}.exists(c, c.name == {} && has(c.ports) && c.ports.exists(p, has(p.name) && p.name == {} && p.containerPort != {port}))",
-                    containers(false),
-                    lit(container),
-                    lit(name)
-                ),
-                format!(
-                    "{}: container port \"{name}\" differs from {port}, which the stretch spec needs: {message}",
-                    t.label
-                ),
-            )),
-            Check::NoContainer {
-                name,
-                init,
-                message,
-            } => object_rules.push(deny(
-                format!("!{}.exists(c, c.name == {})", containers(*init), lit(name)),
-                format!("{}: has container \"{name}\": {message}", t.label),
-            )),
-            Check::PortCount {
-                container,
-                prefix,
-                min,
-                max,
-                message,
-            } => {
-                let count = format!(
-                    "size(c.ports.filter(p, has(p.name) && p.name.startsWith({})))",
-                    lit(prefix)
-                );
-                object_rules.push(deny(
-                    format!(
-                        "!{}.exists(c, c.name == {} && has(c.ports) && {count} > 0 && ({count} < {min} || {count} > {max}))",
-                        containers(false),
-                        lit(container)
-                    ),
-                    format!(
-                        "{}: declares \"{prefix}*\" ports, one per node, outside {min} to {max}: {message}",
-                        t.label
-                    ),
-                ));
-            }
-            Check::NoSecret { name, message } => {
-                let n = lit(name);
-                let env_uses = format!(
-                    "c.env.exists(e, has(e.valueFrom) && has(e.valueFrom.secretKeyRef) && e.valueFrom.secretKeyRef.name == {n})"
-                );
-                let from_uses = format!(
-                    "c.envFrom.exists(f, has(f.secretRef) && f.secretRef.name == {n})"
-                );
-                let container_uses = format!(
-                    "(has(c.env) && {env_uses}) || (has(c.envFrom) && {from_uses})"
-                );
-                let volume_uses = format!(
-                    "(has(v.secret) && v.secret.secretName == {n}) || (has(v.projected) && has(v.projected.sources) && v.projected.sources.exists(s, has(s.secret) && s.secret.name == {n}))"
-                );
-                object_rules.push(deny(
-                    format!(
-                        "!({}.exists(c, {container_uses}) || {}.exists(c, {container_uses}) || (has({pod}.volumes) && {pod}.volumes.exists(v, {volume_uses})))",
-                        containers(false),
-                        containers(true)
-                    ),
-                    format!("{}: uses Secret \"{name}\": {message}", t.label),
-                ));
-            }
-            Check::NoVolume { name, message } => object_rules.push(deny(
-                format!(
-                    "!(has({pod}.volumes) && {pod}.volumes.exists(v, v.name == {}))",
-                    lit(name)
-                ),
-                format!("{}: has volume \"{name}\": {message}", t.label),
-            )),
-        }
-    }
-    // The module denies a StatefulSet without the container an op edits.
-    for op in &o.rule.ops {
-        if let Op::Env {
-            container, init, ..
-        } = op
-        {
-            object_rules.push(deny(
-                format!(
-                    "{}.exists(c, c.name == {})",
-                    containers(*init),
-                    lit(container)
-                ),
-                format!(
-                    "{}: container \"{container}\" not found; the object does not have the \
-                     chart shape {} expects (check the chart kind and version in the stretch spec)",
-                    t.label, o.rule.field
-                ),
-            ));
-        }
-    }
-    let mut out = Vec::new();
-    let mut policy = |suffix: &str, resource: String, rules: Vec<Value>| {
-        if rules.is_empty() {
-            return;
-        }
-        let name = format!("{}{suffix}", t.policy);
-        out.push(json!({
-            "apiVersion": API,
-            "kind": "ValidatingAdmissionPolicy",
-            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "straddle"}},
-            "spec": {
-                "failurePolicy": "Fail",
-                "matchConstraints": {"resourceRules": t.rules(&resource)},
-                "matchConditions": [{"name": "this-object", "expression": condition(t, o)}],
-                "validations": rules,
-            },
-        }));
-        out.push(json!({
-            "apiVersion": API,
-            "kind": "ValidatingAdmissionPolicyBinding",
-            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "straddle"}},
-            "spec": {"policyName": name, "validationActions": ["Deny"]},
-        }));
-    };
-    policy("", t.resource.to_string(), object_rules);
-    policy("-scale", format!("{}/scale", t.resource), scale_rules);
-    out
+        .collect::<Vec<_>>()
+        .join(" + ");
+    Some(format!(
+        "!has(object.spec.ports) ? [{}] : {each}",
+        patch("add", &lit("/spec/ports"), Some(&format!("[{whole}]")))
+    ))
 }
