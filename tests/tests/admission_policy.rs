@@ -347,6 +347,47 @@ fn compare(tools: &Tools, spec: &str, variant: &str) -> Result<()> {
             }
         }
     }
+    // A chart StatefulSet under a release the spec does not name is
+    // admitted by both with the same warning.
+    let watch = &straddle_compiler::charts::watches(topo)[0];
+    let mut stray = webhook
+        .docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "StatefulSet"
+                && d["metadata"]["labels"][watch.label.as_ref()] == watch.value.as_ref()
+        })
+        .context("a StatefulSet of the watched chart")?
+        .clone();
+    stray["metadata"]["name"] = "other".into();
+    stray["metadata"]["labels"][watch.release_label.as_ref()] = "other".into();
+    let yaml = manifest::to_yaml(&[stray])?;
+    let mut warnings = Vec::new();
+    for cluster in [webhook.cluster(0), &native.clusters[0]] {
+        let (_, stderr) = cluster.kubectl_output(
+            &["apply", "-n", &ns, "-f", "-", "--dry-run=server"],
+            Some(&yaml),
+        )?;
+        let warning: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("Warning:"))
+            .collect();
+        ensure!(
+            warning.len() == 1 && warning[0].contains("does not name it"),
+            "{}: no single warning for a StatefulSet of another release: {stderr}",
+            cluster.name
+        );
+        warnings.push(warning[0].to_string());
+    }
+    // The API server puts the policy's name before the message.
+    let text = warnings[0].trim_start_matches("Warning: ");
+    ensure!(
+        warnings[1].ends_with(&format!(": {text}")),
+        "the warnings differ:\nwebhook:  {}\npolicies: {}",
+        warnings[0],
+        warnings[1]
+    );
+
     // The API server's time in admission for the same re-applies, each
     // backend (dry-run server-side applies: UPDATE requests, nothing stored).
     let mut figures = Vec::new();

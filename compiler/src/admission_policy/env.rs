@@ -2,6 +2,11 @@
 //! operations. Only names, indices and string values are read from the
 //! object; entries are written whole as plain CEL maps (values of the
 //! API's Go types do not convert back to JSON in a patch value).
+//!
+//! Two things the module does that this does not, both only reachable by
+//! editing a stored object by hand: it drops later duplicates of a
+//! variable it sets, and it moves a set variable found after the one it
+//! must precede (here such a variable is replaced where it is).
 
 use std::borrow::Cow;
 

@@ -7,8 +7,8 @@
 //!
 //! Every operation of the plan has a CEL form (env edits in `env`, edits
 //! inside a properties file or a script in `text`, checks in `validate`).
-//! What has none: the module's warnings for objects the plan does not name
-//! (admission policies only match the objects they name), and a few edge
+//! The warnings for chart objects the plan does not name are validations
+//! bound with the `Warn` action (`watch`). What has no CEL form: a few edge
 //! cases of the env edit that only a hand-edited object reaches (see
 //! `env`). [`Unsupported`] stays for operations a newer plan may add.
 
@@ -20,6 +20,7 @@ use straddle_policy::plan::{Check, ObjectKind, Op, PATTERN_INDEX};
 mod env;
 mod text;
 mod validate;
+mod watch;
 
 use validate::validations;
 
@@ -54,6 +55,7 @@ pub fn policies(topo: &Topology, cluster: usize) -> Result<Vec<Value>, Unsupport
     let (objects, _) = compile::planned(topo);
     let mut out = Vec::new();
     let mut unsupported = Vec::new();
+    let mut named = Vec::new();
     for o in objects.iter().filter(|o| o.cluster == cluster) {
         let target = Target::of(topo, o);
         match mutations(&target, o) {
@@ -62,7 +64,9 @@ pub fn policies(topo: &Topology, cluster: usize) -> Result<Vec<Value>, Unsupport
             Err(mut u) => unsupported.append(&mut u),
         }
         out.extend(validations(&target, o));
+        named.push((target.resource, condition(&target, o)));
     }
+    out.extend(watch::warnings(topo, &named));
     if unsupported.is_empty() {
         Ok(out)
     } else {
