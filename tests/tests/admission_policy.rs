@@ -10,7 +10,6 @@
 //! golden pair must either compile or name what it cannot express.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
