@@ -135,7 +135,9 @@ pub fn workspace_binary(package: &str, name: &str) -> Result<PathBuf> {
         .context("test binary outside target/<profile>/deps")?;
     let path = profile_dir.join(name);
     let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-    let stale = built.is_none_or(|built| newest_source(crate::root()).is_some_and(|s| s > built));
+    let stale = built.is_none_or(|built| {
+        newest_source(crate::root(), sources_of(package)).is_some_and(|s| s > built)
+    });
     if stale {
         let release = profile_dir.file_name().is_some_and(|p| p == "release");
         let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
@@ -152,9 +154,34 @@ pub fn workspace_binary(package: &str, name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The newest modification time of a `.rs` file under the crates the
-/// binaries are built from.
-fn newest_source(workspace: &Path) -> Option<std::time::SystemTime> {
+/// The workspace crates a package's binaries are built from: only their
+/// sources can make a binary stale (a `straddle` binary is not stale
+/// because the webhook changed, and cargo would not relink it anyway).
+fn sources_of(package: &str) -> &'static [&'static str] {
+    match package {
+        "straddle-webhook" => &["webhook", "oci", "policy/engine", "policy/host"],
+        "straddle-compiler" => &[
+            "compiler",
+            "oci",
+            "policy/engine",
+            "policy/host",
+            "policy/guest",
+            "policy/artifact",
+        ],
+        _ => &[
+            "webhook",
+            "compiler",
+            "oci",
+            "policy/engine",
+            "policy/host",
+            "policy/guest",
+            "policy/artifact",
+        ],
+    }
+}
+
+/// The newest modification time of a `.rs` file under `crates`.
+fn newest_source(workspace: &Path, crates: &[&str]) -> Option<std::time::SystemTime> {
     fn walk(dir: &Path, newest: &mut Option<std::time::SystemTime>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
@@ -171,15 +198,7 @@ fn newest_source(workspace: &Path) -> Option<std::time::SystemTime> {
         }
     }
     let mut newest = None;
-    for krate in [
-        "webhook",
-        "compiler",
-        "oci",
-        "policy/engine",
-        "policy/host",
-        "policy/guest",
-        "policy/artifact",
-    ] {
+    for krate in crates {
         walk(&workspace.join(krate).join("src"), &mut newest);
     }
     newest
