@@ -7,7 +7,8 @@
 //! - [`scratch`]: scratch directories a killed test does not leave behind;
 //! - [`review`]: AdmissionReview v1 requests shaped like the API server's,
 //!   and their JSON Patch answers (the fuzz seeds are written with it too);
-//! - [`policy`]: a stretch spec compiled by the `straddle` binary;
+//! - [`policy`]: a stretch spec compiled by the `straddle` binary (the load
+//!   bench; tests with the compiler at hand compile in process);
 //! - [`registry`]: a real OCI registry on loopback;
 //! - [`stats`]: what `/proc` says about a process, quantiles;
 //! - [`host_plan`] (feature `host-plan`): a small plan in the real template;

@@ -10,7 +10,7 @@ pub mod modules;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use straddle_test_support::https::*;
-pub use straddle_test_support::policy::{BITNAMI_THREE, CP_STAGE, CP_TWO, compile};
+pub use straddle_test_support::policy::{BITNAMI_THREE, CP_STAGE, CP_TWO};
 pub use straddle_test_support::review::{apply, patch_of, review_for};
 pub use straddle_test_support::scratch::Scratch;
 pub use straddle_test_support::{fixture_json, root};
@@ -29,6 +29,27 @@ pub use straddle_test_support::{fixture_json, root};
 /// cache is keyed by module digest and engine configuration).
 pub fn cache_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("webhook-cwasm-cache")
+}
+
+/// The policy module compiled from a spec (a path relative to the
+/// repository root), in this process: the tests run right after the crates
+/// they test were built, and the `straddle` binary may not be (the load
+/// bench uses `straddle_test_support::policy::compile`, the binary).
+pub fn compile(spec: &str) -> Vec<u8> {
+    type Compiled = Vec<(String, Vec<u8>)>;
+    static MODULES: OnceLock<Mutex<Compiled>> = OnceLock::new();
+    let modules = MODULES.get_or_init(Default::default);
+    if let Some((_, m)) = modules.lock().unwrap().iter().find(|(s, _)| s == spec) {
+        return m.clone();
+    }
+    let text = std::fs::read_to_string(root().join(spec)).unwrap();
+    let checked = straddle_compiler::check(spec, &text).unwrap_or_else(|r| panic!("{spec}:\n{r}"));
+    let module = straddle_compiler::compile::module(&checked.topology).unwrap();
+    modules
+        .lock()
+        .unwrap()
+        .push((spec.to_owned(), module.clone()));
+    module
 }
 
 /// Documents of a chart fixture's `rendered.yaml`.
