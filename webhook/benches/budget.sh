@@ -46,26 +46,35 @@ callgrind_control -z "$pid" >/dev/null
     --skip-saturation >/dev/null 2>&1
 callgrind_control -d "$pid" >/dev/null
 n=$(($(requests) - before))
-dump=$(ls -t "$dir"/cg.out* | head -n 1)
 echo "requests measured: $n"
-callgrind_annotate --threshold=100 "$dump" 2>/dev/null | awk -v n="$n" '
-    /^ *[0-9,]+ +\(/ || /^ *[0-9,]+  / {
-        ir = $1; gsub(",", "", ir); $1 = ""; name = $0
-        if (name ~ /PROGRAM TOTALS/) { total = ir; next }
-        g = "other"
-        if (name ~ /rustls|ring_core|ring::/) g = "TLS (rustls, ring)"
-        else if (name ~ /hyper|h2::|http::|httparse|axum|tower/) g = "HTTP (hyper, axum)"
-        else if (name ~ /tokio/) g = "tokio (reactor, scheduler, hand-offs)"
-        else if (name ~ /wasmtime|cranelift/) g = "wasmtime (instantiate, call, reset)"
-        else if (name ~ /\?\?\?/) g = "guest code (JIT, no symbols) and unknown"
-        else if (name ~ /serde|kube|k8s_openapi|base64|straddle_webhook::admission/) g = "decode + encode (serde_json, kube types, base64)"
-        else if (name ~ /prometheus|metrics/) g = "metrics"
-        else if (name ~ /malloc|free|memcpy|memmove|memset|realloc|libc/) g = "libc (allocator, memcpy)"
-        else if (name ~ /tracing/) g = "logging"
-        sum[g] += ir
-    }
-    END {
-        if (total == 0) { print "no totals (callgrind_annotate failed?)"; exit 1 }
-        printf "%-52s %12.0f\n", "total instructions per request", total / n
-        for (g in sum) printf "  %-50s %12.0f\n", g, sum[g] / n
-    }' | sort -k1,1 -s
+# Self cost per function of the dump after the zeroing (cg.out.1), grouped.
+callgrind_annotate --threshold=100 --auto=no --inclusive=no "$dir/cg.out.1" 2>/dev/null |
+    python3 -c '
+import collections, re, sys
+n = int(sys.argv[1])
+# Frames the zeroing left holding their callees cost: threads, tokio loops.
+skip = re.compile(r"clone\.S:clone|start_thread|thread_start|call_once\{\{vtable|__rust_begin_short_backtrace|tokio::runtime::(task::raw::poll|blocking::pool::Inner::run|task::core::Core|context::runtime::enter_runtime|context::scoped|scheduler::multi_thread::worker::run|task::harness)")
+groups = [
+    ("TLS (rustls, ring)", r"rustls|ring_core|ring::|aesni|ghash|x25519|sha512|sha256"),
+    ("guest code (JIT, no symbols)", r"\?\?\?:0x[0-9a-f]+ \[\?\?\?\]"),
+    ("wasmtime (instantiate, call, reset)", r"wasmtime|cranelift|wasm"),
+    ("HTTP (hyper, axum)", r"hyper|h2::|httparse|http::|axum|tower"),
+    ("tokio (reactor, scheduler, hand-offs)", r"tokio|mio"),
+    ("decode + encode (serde_json, kube, base64)", r"serde|kube|k8s_openapi|base64|straddle_webhook::admission|from_utf8"),
+    ("metrics", r"prometheus|metrics"),
+    ("libc (allocator, memcpy)", r"malloc|free|memcpy|memmove|memset|realloc|_int_|libc\.so"),
+]
+total, cost = 0, collections.Counter()
+for line in sys.stdin:
+    m = re.match(r"\s*([\d,]+) \(\s*[\d.]+%\)\s+(.*)", line)
+    if not m:
+        continue
+    ir, name = int(m.group(1).replace(",", "")), m.group(2)
+    if "PROGRAM TOTALS" in name:
+        total = ir
+    elif not skip.search(name):
+        cost[next((g for g, rx in groups if re.search(rx, name)), "other")] += ir
+print("total user-space instructions per request".ljust(45) + f"{total // n:>9}")
+for g, ir in cost.most_common():
+    print(f"  {g:42} {ir // n:>9} {100 * ir / total:5.1f}%")
+' "$n"
