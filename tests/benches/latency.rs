@@ -8,7 +8,10 @@
 //! Knobs: `STRADDLE_KEEP_RESIDENT_KIB` overrides the host's kept-resident
 //! memory; `STRADDLE_LATENCY_PROFILE_ROUNDS=N` runs only N reviews of the first
 //! case (wasm, or native with `STRADDLE_LATENCY_PROFILE_NATIVE=1`) and exits,
-//! for `perf record -e cpu-clock`.
+//! for `perf record -e cpu-clock`; `STRADDLE_LATENCY_CASE=I` picks case I
+//! (0-based) instead, and sends its object compact, as the API server does.
+//! `tests/tools/review-instructions.sh` runs that under callgrind: instructions
+//! per review are stable on a shared VM, where wall time is not.
 
 use std::time::{Duration, Instant};
 
@@ -87,21 +90,36 @@ fn main() {
     {
         config.keep_resident_bytes = kib << 10;
     }
+    if std::env::var_os("STRADDLE_LATENCY_PROFILE_ROUNDS").is_some() {
+        // One review at a time: one pooled slot's 4 GiB reservation instead
+        // of 64, which valgrind cannot map.
+        config.max_concurrent_reviews = 1;
+    }
     let runtime = Runtime::new(config).expect("wasmtime engine");
     println!(
         "{:<24} {:>9} {:>9} {:>9}   {:>11} {:>11}   {:>9} {:>8}",
         "case", "wasm p50", "p99", "max", "native p50", "native p99", "plan", "object"
     );
-    for case in CASES {
+    let only = std::env::var("STRADDLE_LATENCY_CASE").ok().map(|i| {
+        i.parse::<usize>()
+            .expect("STRADDLE_LATENCY_CASE is a case index")
+    });
+    for (index, case) in CASES.iter().enumerate() {
+        if only.is_some_and(|i| i != index) {
+            continue;
+        }
         let text = std::fs::read_to_string(root().join("tests").join(case.spec)).unwrap();
         let checked = check(case.spec, &text).unwrap_or_else(|r| panic!("{r}"));
         let (plan, _) = compile::plan(&checked.topology);
         let module = compile::module(&checked.topology).unwrap();
         let policy = runtime.load(&module).unwrap();
-        let object =
+        let mut object =
             std::fs::read_to_string(root().join("tests/fixtures/charts").join(case.fixture))
                 .unwrap();
         let doc: serde_json::Value = serde_json::from_str(&object).unwrap();
+        if only.is_some() {
+            object = serde_json::to_string(&doc).unwrap();
+        }
         let name = doc["metadata"]["name"].as_str().unwrap().to_string();
         let req = Request {
             cluster: case.cluster,

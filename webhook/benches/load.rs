@@ -224,14 +224,17 @@ async fn run(args: Args) -> Result<()> {
     }
 
     let measured = warm_up_and_fixed_rate(&target, &objects, &args).await?;
+    let mut saturated = None;
     if !args.skip_saturation && !args.floor {
-        saturation(
-            &target,
-            &objects,
-            args.duration,
-            args.saturation_connections,
-        )
-        .await?;
+        saturated = Some(
+            saturation(
+                &target,
+                &objects,
+                args.duration,
+                args.saturation_connections,
+            )
+            .await?,
+        );
     }
     if let Some(pid) = target.pid {
         let (rss, hwm) = rss(pid)?;
@@ -249,6 +252,25 @@ async fn run(args: Args) -> Result<()> {
     }
     let floor = floor_target(target, &objects[0], (&cert, &key)).await?;
     let floor_measured = warm_up_and_fixed_rate(&floor, &objects, &args).await?;
+    let floor_saturated = match saturated {
+        Some(_) => {
+            Some(saturation(&floor, &objects, args.duration, args.saturation_connections).await?)
+        }
+        None => None,
+    };
+    if let (Some(w), Some(f)) = (measured.cpu_us, floor_measured.cpu_us) {
+        println!(
+            "== webhook vs floor, server CPU per request at {} requests/s: {w:.1} vs {f:.1} µs ({:.2}x)",
+            args.rate,
+            w / f
+        );
+    }
+    if let (Some(w), Some(f)) = (saturated, floor_saturated) {
+        println!(
+            "== webhook vs floor, saturation: {w:.0} vs {f:.0} requests/s ({:.2}x)",
+            w / f
+        );
+    }
     println!(
         "== webhook vs floor at {} requests/s: p50 {:.3} vs {:.3} ms, p99 {:.3} vs {:.3} ms (steal {:.1}% vs {:.1}%)",
         args.rate,
@@ -296,6 +318,32 @@ struct Measured {
     p50_ms: f64,
     p99_ms: f64,
     steal_pct: f64,
+    /// Server CPU per request, µs (the floor's: its threads in this process).
+    cpu_us: Option<f64>,
+}
+
+/// CPU seconds the server has used: its process, or for the in-process
+/// floor server the threads named `floor`.
+fn server_cpu(target: &Target) -> Result<Option<f64>> {
+    if let Some(pid) = target.pid {
+        return cpu_seconds(pid).map(Some);
+    }
+    if target.label != "floor" {
+        return Ok(None);
+    }
+    let mut ticks = 0.0;
+    for task in std::fs::read_dir("/proc/self/task")? {
+        let Ok(stat) = std::fs::read_to_string(task?.path().join("stat")) else {
+            continue;
+        };
+        if !stat.contains("(floor)") {
+            continue;
+        }
+        let after_name = &stat[stat.rfind(')').context("stat")? + 2..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        ticks += fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    }
+    Ok(Some(ticks / 100.0)) // USER_HZ is 100 on Linux
 }
 
 /// A short warm-up, then the fixed-rate phase.
@@ -351,7 +399,7 @@ async fn fixed_rate(
 ) -> Result<Measured> {
     let total = (f64::from(rate) * duration.as_secs_f64()) as usize;
     let before = scrape(target).await?;
-    let cpu_before = target.pid.map(cpu_seconds).transpose()?;
+    let cpu_before = server_cpu(target)?;
     // The pacer hands request i to connection i mod n at its due time.
     let mut senders = Vec::new();
     let mut tasks = Vec::new();
@@ -428,10 +476,15 @@ async fn fixed_rate(
     }
     let mut latencies: Vec<Duration> = timeline.iter().map(|(_, took)| *took).collect();
     latencies.sort();
+    let cpu = match cpu_before {
+        Some(before) => server_cpu(target)?.map(|now| now - before),
+        None => None,
+    };
     let measured = Measured {
         p50_ms: ms(quantile(&latencies, 0.5)),
         p99_ms: ms(quantile(&latencies, 0.99)),
         steal_pct: (steal()? - steal_before) / took.as_secs_f64() / cores() as f64 * 100.0,
+        cpu_us: cpu.map(|cpu| cpu / total as f64 * 1e6),
     };
     if !report {
         return Ok(measured);
@@ -453,8 +506,7 @@ async fn fixed_rate(
         measured.steal_pct
     );
     print_latencies("   client", &mut latencies);
-    if let (Some(pid), Some(before)) = (target.pid, cpu_before) {
-        let cpu = cpu_seconds(pid)? - before;
+    if let Some(cpu) = cpu {
         println!(
             "   server CPU {:.1} µs per request ({:.0}% of one core); RSS peak during the run {:.1} MiB",
             cpu / total as f64 * 1e6,
@@ -538,8 +590,8 @@ async fn saturation(
     objects: &[Bytes],
     duration: Duration,
     connections: usize,
-) -> Result<()> {
-    let cpu_before = target.pid.map(cpu_seconds).transpose()?;
+) -> Result<f64> {
+    let cpu_before = server_cpu(target)?;
     let steal_before = steal()?;
     let end = Instant::now() + duration;
     let mut tasks = Vec::new();
@@ -566,7 +618,10 @@ async fn saturation(
     }
     let took = began.elapsed();
     let steal_pct = (steal()? - steal_before) / took.as_secs_f64() / cores() as f64 * 100.0;
-    println!("== saturation: closed loop on {connections} keep-alive connections for {duration:?}");
+    println!(
+        "== saturation, {}: closed loop on {connections} keep-alive connections for {duration:?}",
+        target.label
+    );
     println!(
         "   {} requests in {:.2} s = {:.0} requests/s, 0 failures",
         latencies.len(),
@@ -575,8 +630,8 @@ async fn saturation(
     );
     println!("   CPU stolen by the hypervisor during the run: {steal_pct:.1}%");
     print_latencies("   client", &mut latencies);
-    if let (Some(pid), Some(before)) = (target.pid, cpu_before) {
-        let cpu = cpu_seconds(pid)? - before;
+    if let (Some(now), Some(before)) = (server_cpu(target)?, cpu_before) {
+        let cpu = now - before;
         println!(
             "   server CPU {:.1} µs per request ({:.0}% of the machine's {} cores)",
             cpu / latencies.len() as f64 * 1e6,
@@ -584,7 +639,7 @@ async fn saturation(
             cores()
         );
     }
-    Ok(())
+    Ok(latencies.len() as f64 / took.as_secs_f64())
 }
 
 fn cores() -> usize {

@@ -5,14 +5,22 @@
 //! ```text
 //! MAGIC (8 bytes)
 //! header_len, header            postcard(BundleInfo)
+//! pool_len, pool                strings shared by records (see below)
 //! entry_count
 //! entry_count x (key_off, key_len, rule_off, rule_len)   sorted by key bytes
-//! blob                          keys and postcard(ObjectRule) records
+//! blob                          keys and pooled postcard(ObjectRule) records
 //! ```
 //!
 //! A key is `cluster \0 kind \0 namespace \0 name`. A request costs one binary
 //! search over the entry table plus the decode of one small record: the cost
 //! does not grow with the number of clusters or nodes in the stretch.
+//!
+//! A pooled record is the record's postcard bytes with every string's bytes
+//! (after its length) replaced by a varint tag: 0 and the bytes, or `1 + off`
+//! for the string at `pool[off..off + len]`. The same server lists, connect
+//! strings and the plan digest recur in every cluster's records; stored once,
+//! they no longer dominate the module's size. The spec digest covers the
+//! plain postcard records ([`PlanBuilder::rules_bytes`]), not this encoding.
 //!
 //! This module is the only place that knows the format: the compiler builds
 //! plans with [`PlanBuilder`], the engine reads them with [`Plan`].
@@ -21,7 +29,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-pub const MAGIC: &[u8; 8] = b"STRDPLN1";
+pub const MAGIC: &[u8; 8] = b"STRDPLN2";
 
 /// Describes a compiled bundle (the `describe()` answer of the module).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -460,15 +468,18 @@ impl PlanBuilder {
     pub fn finish(mut self, bundle: &BundleInfo<'_>) -> Vec<u8> {
         self.entries.sort_by(|a, b| a.0.cmp(&b.0));
         let header = postcard::to_allocvec(bundle).expect("postcard encodes to memory");
+        let (pool, records) = pool_records(&self.entries);
         let n = self.entries.len();
-        let table_off = MAGIC.len() + 4 + header.len() + 4;
+        let table_off = MAGIC.len() + 4 + header.len() + 4 + pool.len() + 4;
         let mut blob_off = table_off + n * 16;
         let mut out = Vec::with_capacity(blob_off + 1024);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&(header.len() as u32).to_le_bytes());
         out.extend_from_slice(&header);
+        out.extend_from_slice(&(pool.len() as u32).to_le_bytes());
+        out.extend_from_slice(&pool);
         out.extend_from_slice(&(n as u32).to_le_bytes());
-        for (key, record) in &self.entries {
+        for ((key, _), record) in self.entries.iter().zip(&records) {
             let key_off = blob_off;
             let rule_off = key_off + key.len();
             blob_off = rule_off + record.len();
@@ -476,7 +487,7 @@ impl PlanBuilder {
                 out.extend_from_slice(&(v as u32).to_le_bytes());
             }
         }
-        for (key, record) in &self.entries {
+        for ((key, _), record) in self.entries.iter().zip(&records) {
             out.extend_from_slice(key);
             out.extend_from_slice(record);
         }
@@ -484,11 +495,176 @@ impl PlanBuilder {
     }
 }
 
+/// Strings shorter than this stay inline: a pool reference costs 2-3 bytes.
+const POOL_MIN_LEN: usize = 4;
+
+/// The string pool and the pooled records (same order as `entries`).
+fn pool_records(entries: &[(Vec<u8>, Vec<u8>)]) -> (Vec<u8>, Vec<Vec<u8>>) {
+    // Where each record's strings are: what postcard reads with `try_take_n`.
+    let spans: Vec<Vec<(usize, usize)>> = entries
+        .iter()
+        .map(|(_, record)| {
+            let mut de = postcard::Deserializer::from_flavor(Recording {
+                bytes: record,
+                at: 0,
+                spans: Vec::new(),
+            });
+            ObjectRule::deserialize(&mut de).expect("a record this builder encoded");
+            de.finalize().expect("a record this builder encoded")
+        })
+        .collect();
+    let mut counts: std::collections::BTreeMap<&[u8], usize> = Default::default();
+    for ((_, record), spans) in entries.iter().zip(&spans) {
+        for &(at, len) in spans {
+            if len >= POOL_MIN_LEN {
+                *counts.entry(&record[at..at + len]).or_default() += 1;
+            }
+        }
+    }
+    // Longest first, so shorter strings are often found inside longer ones.
+    let mut shared: Vec<&[u8]> = counts
+        .into_iter()
+        .filter(|&(_, n)| n > 1)
+        .map(|(s, _)| s)
+        .collect();
+    shared.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+    let mut pool = Vec::new();
+    let mut offsets: std::collections::BTreeMap<&[u8], usize> = Default::default();
+    for s in shared {
+        let at = match pool.windows(s.len()).position(|w| w == s) {
+            Some(at) => at,
+            None => {
+                pool.extend_from_slice(s);
+                pool.len() - s.len()
+            }
+        };
+        offsets.insert(s, at);
+    }
+    let records = entries
+        .iter()
+        .zip(&spans)
+        .map(|((_, record), spans)| {
+            let mut out = Vec::with_capacity(record.len());
+            let mut from = 0;
+            for &(at, len) in spans {
+                out.extend_from_slice(&record[from..at]);
+                match offsets.get(&record[at..at + len]) {
+                    Some(&off) => push_varint(&mut out, off as u64 + 1),
+                    None => {
+                        out.push(0);
+                        out.extend_from_slice(&record[at..at + len]);
+                    }
+                }
+                from = at + len;
+            }
+            out.extend_from_slice(&record[from..]);
+            out
+        })
+        .collect();
+    (pool, records)
+}
+
+fn push_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads plain postcard and notes where each string's bytes are.
+struct Recording<'de> {
+    bytes: &'de [u8],
+    at: usize,
+    spans: Vec<(usize, usize)>,
+}
+
+impl<'de> postcard::de_flavors::Flavor<'de> for Recording<'de> {
+    type Remainder = Vec<(usize, usize)>;
+    type Source = &'de [u8];
+
+    fn pop(&mut self) -> postcard::Result<u8> {
+        let b = *self
+            .bytes
+            .get(self.at)
+            .ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    fn try_take_n(&mut self, ct: usize) -> postcard::Result<&'de [u8]> {
+        let bytes = self
+            .bytes
+            .get(self.at..self.at + ct)
+            .ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
+        self.spans.push((self.at, ct));
+        self.at += ct;
+        Ok(bytes)
+    }
+
+    fn finalize(self) -> postcard::Result<Self::Remainder> {
+        Ok(self.spans)
+    }
+}
+
+/// Reads a pooled record: postcard, with strings from the record or the pool.
+struct Pooled<'de> {
+    record: &'de [u8],
+    pool: &'de [u8],
+}
+
+impl<'de> postcard::de_flavors::Flavor<'de> for Pooled<'de> {
+    type Remainder = ();
+    type Source = &'de [u8];
+
+    fn pop(&mut self) -> postcard::Result<u8> {
+        let (&b, rest) = self
+            .record
+            .split_first()
+            .ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
+        self.record = rest;
+        Ok(b)
+    }
+
+    fn try_take_n(&mut self, ct: usize) -> postcard::Result<&'de [u8]> {
+        let mut tag = 0u64;
+        for shift in (0..35).step_by(7) {
+            let b = self.pop()?;
+            tag |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                break;
+            }
+        }
+        let (from, at) = match tag.checked_sub(1) {
+            None => (self.record, 0),
+            Some(off) => (self.pool, off as usize),
+        };
+        let bytes = at
+            .checked_add(ct)
+            .and_then(|end| from.get(at..end))
+            .ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
+        if tag == 0 {
+            self.record = &self.record[ct..];
+        }
+        Ok(bytes)
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+fn decode_rule<'a>(record: &'a [u8], pool: &'a [u8]) -> Result<ObjectRule<'a>, PlanError> {
+    let mut de = postcard::Deserializer::from_flavor(Pooled { record, pool });
+    ObjectRule::deserialize(&mut de).map_err(|_| PlanError::Decode("object rule"))
+}
+
 /// A plan read in place.
 #[derive(Clone, Copy)]
 pub struct Plan<'a> {
     bytes: &'a [u8],
     header: &'a [u8],
+    pool: &'a [u8],
     table: &'a [u8],
 }
 
@@ -508,7 +684,12 @@ impl<'a> Plan<'a> {
         let header = bytes
             .get(header_start..header_start + header_len)
             .ok_or(PlanError::Truncated)?;
-        let count_at = header_start + header_len;
+        let pool_at = header_start + header_len;
+        let pool_len = read_u32(bytes, pool_at)?;
+        let pool = bytes
+            .get(pool_at + 4..pool_at + 4 + pool_len)
+            .ok_or(PlanError::Truncated)?;
+        let count_at = pool_at + 4 + pool_len;
         let n = read_u32(bytes, count_at)?;
         let table_start = count_at + 4;
         let table = bytes
@@ -517,6 +698,7 @@ impl<'a> Plan<'a> {
         Ok(Plan {
             bytes,
             header,
+            pool,
             table,
         })
     }
@@ -566,11 +748,7 @@ impl<'a> Plan<'a> {
             match compare_key(key, &wanted) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => {
-                    return postcard::from_bytes(rule)
-                        .map(Some)
-                        .map_err(|_| PlanError::Decode("object rule"));
-                }
+                std::cmp::Ordering::Equal => return decode_rule(rule, self.pool).map(Some),
             }
         }
         Ok(None)
@@ -584,7 +762,7 @@ impl<'a> Plan<'a> {
         (0..self.len()).map(move |i| {
             let (key, rule) = plan.entry(i)?;
             let key = PlanKey::parse(key)?;
-            let rule = postcard::from_bytes(rule).map_err(|_| PlanError::Decode("object rule"))?;
+            let rule = decode_rule(rule, plan.pool)?;
             Ok((key, rule))
         })
     }
@@ -707,6 +885,59 @@ mod tests {
                 .is_none()
         );
         assert_eq!(plan.entries().count(), 12);
+    }
+
+    #[test]
+    fn shared_strings_are_stored_once_and_read_back() {
+        let servers = "server.1=zk-0.east:2888:3888;2181,server.2=zk-0.west:2888:3888;2181";
+        let shared = |cluster: &str| ObjectRule {
+            field: Cow::Borrowed("spec.zookeeper"),
+            checks: vec![Check::Refuse {
+                message: Cow::Owned(format!("{cluster}: no")),
+            }],
+            ops: vec![
+                Op::Annotation {
+                    key: "straddle.dev/plan".into(),
+                    value: "sha256:0123456789abcdef0123456789abcdef".into(),
+                },
+                Op::Properties {
+                    data_key: "zoo.cfg".into(),
+                    edits: vec![PropEdit::Family {
+                        prefix: "server.".into(),
+                        lines: vec![servers.into(), "".into(), "zk-0.east".into()],
+                    }],
+                },
+            ],
+        };
+        let mut b = PlanBuilder::new();
+        let clusters = ["east", "west", "north"];
+        for c in clusters {
+            b.insert(c, ObjectKind::ConfigMap, "ns", "zk", &shared(c));
+        }
+        let bundle = BundleInfo {
+            name: "x".into(),
+            spec_digest: "d".into(),
+            clusters: vec![],
+            namespaces: vec![],
+            compiler_version: "0".into(),
+            watches: vec![],
+        };
+        let rules = b.rules_bytes().len();
+        let bytes = b.finish(&bundle);
+        assert!(bytes.len() < rules, "{} >= {rules}", bytes.len());
+        let plan = Plan::parse(&bytes).unwrap();
+        for c in clusters {
+            let got = plan.lookup(c, ObjectKind::ConfigMap, "ns", "zk").unwrap();
+            assert_eq!(got, Some(shared(c)));
+        }
+        // A damaged byte anywhere is an error or another rule, never a panic.
+        for at in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0xa5;
+            if let Ok(plan) = Plan::parse(&bad) {
+                let _ = plan.entries().count();
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,26 @@
+#!/bin/sh
+# Instructions per fresh-instance review (instantiate + call + drop), per case
+# of tests/benches/latency.rs, with the object sent compact: callgrind counts
+# a run with N reviews and a run with none; the difference over N is one
+# review. Stable on a shared VM where wall time is not.
+#
+#   tests/tools/review-instructions.sh [N]      (needs valgrind)
+set -eu
+n=${1:-500}
+cd "$(dirname "$0")/../.."
+bench=$(cargo bench -p straddle-tests --bench latency --no-run --message-format=json 2>/dev/null |
+    sed -n 's/.*"executable":"\([^"]*latency[^"]*\)".*/\1/p' | tail -n 1)
+[ -x "$bench" ] || { echo "latency bench not built" >&2; exit 1; }
+cases=$(sed -n 's/^        name: "\(.*\)",$/\1/p' tests/benches/latency.rs)
+count() {
+    STRADDLE_LATENCY_CASE=$1 STRADDLE_LATENCY_PROFILE_ROUNDS=$2 \
+        valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bench" 2>&1 >/dev/null |
+        sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+}
+i=0
+echo "$cases" | while IFS= read -r name; do
+    base=$(count "$i" 0)
+    with=$(count "$i" "$n")
+    echo "$name: $(((with - base) / n)) instructions per review"
+    i=$((i + 1))
+done
