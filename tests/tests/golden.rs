@@ -50,6 +50,10 @@ const CASES: &[(&str, &[&str])] = &[
     ("specs/cp-nodeport-linkerd.yaml", &["cp-zk-kafka-only"]),
     ("specs/cloudpirates-kraft-mcs.yaml", &["cloudpirates-kafka"]),
     (
+        "specs/bitnami-kraft-dedicated-stretch.yaml",
+        &["bitnami-kafka-kraft-dedicated-shared-sasl"],
+    ),
+    (
         "specs/cloudpirates-zookeeper-cilium.yaml",
         &["cloudpirates-zookeeper"],
     ),

@@ -663,6 +663,10 @@ fn real_kafka_agrees_with_the_survivability_analysis() {
         only.as_deref()
             .is_none_or(|o| o.split(',').any(|c| c == case))
     };
+    // The cuts of a case: by default (CI) the ones that show something the
+    // other cases do not; `STRADDLE_KAFKA_ALL_CUTS=1` cuts every cluster.
+    let all_cuts = std::env::var("STRADDLE_KAFKA_ALL_CUTS").as_deref() == Ok("1");
+    let cuts = |ci: &'static [usize], all: &'static [usize]| if all_cuts { all } else { ci };
 
     // CloudPirates on apache/kafka: combined nodes 2 + 2 + 1, static
     // quorum, over MCS: any one cluster can go.
@@ -721,7 +725,9 @@ fn real_kafka_agrees_with_the_survivability_analysis() {
             .collect();
         assert_eq!(losses, [("east", true), ("west", true), ("witness", true)]);
         assert_eq!(dedicated.controllers().count(), 5);
-        prove(&dedicated, &jars, &[1, 2], &mut report);
+        // West (not cut in the bitnami example's run) shows acks=all on
+        // the partitions with two replicas there stopping while east's go on.
+        prove(&dedicated, &jars, cuts(&[1], &[0, 1, 2]), &mut report);
     }
 
     // cp-helm-charts in ZooKeeper mode (Kafka 3.9): ZooKeeper 3 + 3 + 1
@@ -750,7 +756,9 @@ fn real_kafka_agrees_with_the_survivability_analysis() {
                 ("tie-breaker", true)
             ]
         );
-        prove(&cp, &zk_jars, &[0, 2], &mut report);
+        // cluster-0: ZooKeeper keeps its quorum (groups 2 of 3), partitions
+        // with two replicas there stop taking acks=all writes.
+        prove(&cp, &zk_jars, cuts(&[0], &[0, 1, 2]), &mut report);
     }
 
     println!(
