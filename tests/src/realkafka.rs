@@ -168,6 +168,14 @@ impl Jars {
 
 pub const SERVER_LOG4J2: &str = "server-log4j2.properties";
 pub const TOOLS_LOG4J2: &str = "tools-log4j2.properties";
+/// The producers': the tools' plus the client's connection and metadata
+/// events (a connection that times out, a leader that moved), to explain
+/// a producer that stalls during a cut.
+pub const PRODUCER_LOG4J2: &str = "producer-log4j2.properties";
+/// The client's line for a connection whose setup timed out (a peer whose
+/// packets are dropped: `socket.connection.setup.timeout.ms`, 10 s doubling
+/// to 30 s).
+pub const SETUP_TIMEOUT: &str = "due to socket connection setup timeout";
 
 /// Writes the two logging configurations into the lab's directory.
 pub fn write_log_configs(lab: &Lab) {
@@ -191,6 +199,15 @@ pub fn write_log_configs(lab: &Lab) {
     fs::write(
         lab.dir.join(TOOLS_LOG4J2),
         format!("{common}rootLogger.level = ERROR\n"),
+    )
+    .unwrap();
+    fs::write(
+        lab.dir.join(PRODUCER_LOG4J2),
+        format!(
+            "{common}rootLogger.level = ERROR\n\
+             logger.net.name = org.apache.kafka.clients.NetworkClient\nlogger.net.level = INFO\n\
+             logger.meta.name = org.apache.kafka.clients.Metadata\nlogger.meta.level = INFO\n"
+        ),
     )
     .unwrap();
 }

@@ -32,9 +32,14 @@
 //!   each cluster writes through its own cluster's broker; consumers in
 //!   every other cluster read every acknowledged record;
 //! - cutting each cluster in turn: each side keeps a metadata-quorum leader
-//!   exactly when `straddle explain`'s analysis says so; the producers of
-//!   the side that keeps it keep getting acknowledgements and the cut-off
-//!   producer gets none; after the heal every voter catches up, every
+//!   exactly when `straddle explain`'s analysis says so; exactly the
+//!   partitions with two replicas outside the cut cluster keep two in-sync
+//!   replicas (acks=all writable: explain's warning when brokers run in
+//!   fewer than three clusters); every producer of the side that keeps it
+//!   is acknowledged again (records spread round-robin: the default sticky
+//!   partitioner can hold a producer on an unwritable partition for tens
+//!   of seconds, which was the unexplained stall) and the cut-off producer
+//!   gets none; after the heal every voter catches up, every
 //!   partition's ISR is whole again, the rejoined cluster reads every
 //!   acknowledged record and its producer is acknowledged again;
 //! - at the end no acknowledged record is lost: every cluster reads all.
