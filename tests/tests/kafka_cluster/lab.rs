@@ -10,8 +10,8 @@ use rustix::process::Signal;
 use straddle_tests::netns::{self, Lab};
 use straddle_tests::process::Process;
 use straddle_tests::realkafka::{
-    self, CLIENT_JVM_FLAGS, Jars, QuorumStatus, TOOLS_LOG4J2, parse_brokers, parse_replication,
-    parse_status, parse_topic, producer_acks,
+    self, CLIENT_JVM_FLAGS, Jars, QuorumStatus, parse_brokers, parse_replication, parse_status,
+    parse_topic, producer_acks,
 };
 
 use super::{Case, zk};
