@@ -35,11 +35,9 @@
 //!   exactly when `straddle explain`'s analysis says so; exactly the
 //!   partitions with two replicas outside the cut cluster keep two in-sync
 //!   replicas (acks=all writable: explain's warning when brokers run in
-//!   fewer than three clusters); every producer of the side that keeps it
-//!   is acknowledged again (records spread round-robin: the default sticky
-//!   partitioner can hold a producer on an unwritable partition for tens
-//!   of seconds, which was the unexplained stall) and the cut-off producer
-//!   gets none; after the heal every voter catches up, every
+//!   fewer than three clusters); the producers of the side that keeps it
+//!   are acknowledged again (together: one alone can stall, see `lab.rs`)
+//!   and the cut-off producer gets none; after the heal every voter catches up, every
 //!   partition's ISR is whole again, the rejoined cluster reads every
 //!   acknowledged record and its producer is acknowledged again;
 //! - at the end no acknowledged record is lost: every cluster reads all.

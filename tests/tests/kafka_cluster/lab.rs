@@ -101,19 +101,9 @@ impl<'a> KafkaLab<'a> {
             let header = format!("{} in {}", n.name, case.cluster_name(n.cluster));
             let props = realkafka::server_properties(&n.config, &header, &home.join("data"));
             fs::write(home.join("server.properties"), props).unwrap();
-            let client = realkafka::client_properties(&n.config, case.client_listener);
-            fs::write(home.join("client.properties"), &client).unwrap();
-            // The producers spread their records over every partition:
-            // the default (sticky) partitioner keeps a producer on one
-            // partition until `batch.size` bytes went there, which at this
-            // rate is tens of seconds; when a cut makes that partition
-            // unwritable (its leader gone, or fewer than
-            // min.insync.replicas in sync) the producer gets no
-            // acknowledgement for that long although the other partitions
-            // take writes (seen: 40 s and over 90 s after a cut).
             fs::write(
-                home.join("producer.properties"),
-                format!("{client}partitioner.class=org.apache.kafka.clients.producer.RoundRobinPartitioner\n"),
+                home.join("client.properties"),
+                realkafka::client_properties(&n.config, case.client_listener),
             )
             .unwrap();
             fs::write(
@@ -548,7 +538,7 @@ impl<'a> KafkaLab<'a> {
                 "--bootstrap-server",
                 &self.address(id, self.case.client_listener),
                 &self.jars.client_config_flag("producer"),
-                &self.file(id, "producer.properties"),
+                &self.file(id, "client.properties"),
                 "--topic",
                 TOPIC,
                 "--acks",
@@ -840,10 +830,22 @@ impl<'a> KafkaLab<'a> {
                 "producing on the surviving side",
                 Instant::now(),
                 PRODUCE_DEADLINE,
-                // Every producer of the side is acknowledged again (records
-                // spread over all partitions: those of the writable ones
-                // are acknowledged, the others wait for the heal).
-                |lab| lab.progress(&producing, settled_ms, PROGRESS),
+                // The side keeps producing: its producers together are
+                // acknowledged again. (Each one alone is not required: a
+                // producer can go without acknowledgements for over 90 s
+                // after a cut while another is acknowledged (CloudPirates'
+                // witness after west was cut; cp's cluster-1 after
+                // cluster-0 was cut, with records spread round-robin); the
+                // first acknowledgement after the cut per producer and its
+                // client's connection setup timeouts are reported.)
+                |lab| {
+                    let total: usize = lab.acks_since(&producing, settled_ms).values().sum();
+                    if total >= PROGRESS {
+                        Ok(())
+                    } else {
+                        Err(format!("{total} acknowledgements on the surviving side"))
+                    }
+                },
             );
             thread::sleep(Duration::from_secs(5));
             let counts: BTreeMap<&str, usize> = self
@@ -891,7 +893,13 @@ impl<'a> KafkaLab<'a> {
             );
         }
         // Still cut: the isolated side must be acknowledged nothing.
-        let isolated = self.acks_since(&[cluster], settled_ms)[&cluster];
+        // From 2 s after the cut: a record the other clusters' replicas
+        // fetched before the cut may be acknowledged just after it (seen
+        // in ZooKeeper mode, where the survivors settle within 0.1 s: 9
+        // acknowledgements within 0.1 s of the cut, the producer just
+        // resumed from the reads' pause); such a record is safe, and the
+        // final read proves it.
+        let isolated = self.acks_since(&[cluster], settled_ms.max(cut_ms + 2000))[&cluster];
         if !isolated_keeps && self.broker_in(cluster).is_some() {
             assert_eq!(
                 isolated,
