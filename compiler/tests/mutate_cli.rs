@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn workspace(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path)
+    straddle_test_support::path(path)
 }
 
 fn straddle(args: &[&str]) -> Output {

@@ -2,13 +2,10 @@
 //! (Debian's docker-registry on loopback): keygen, push --sign, pull
 //! --verify-key, sign, and the messages of the refusals.
 
-#[path = "../../oci/tests/support/registry.rs"]
-mod registry;
-
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use registry::{Options, RegistryServer};
+use straddle_test_support::registry::{self, Options, RegistryServer};
 
 fn straddle(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_straddle"))
@@ -43,11 +40,7 @@ fn fails(dir: &Path, args: &[&str]) -> String {
 }
 
 fn workspace(path: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path)
-        .display()
-        .to_string()
+    straddle_test_support::path(path).display().to_string()
 }
 
 #[test]

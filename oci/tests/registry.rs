@@ -3,9 +3,6 @@
 //! private CA; push, pull, pin, signatures, corruption, interop with plain
 //! HTTP calls and the OCI image-manifest rules.
 
-#[path = "support/registry.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -13,6 +10,7 @@ use straddle_oci::artifact::{CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE, MANIFEST_MEDIA
 use straddle_oci::auth::AuthOptions;
 use straddle_oci::signature::{self, PAYLOAD_MEDIA_TYPE, SIGNATURE_ANNOTATION, SigningKey};
 use straddle_oci::{BundleMeta, Connection, PolicyRef, Registry, sha256_digest};
+use straddle_test_support::registry as support;
 use support::{Options, RegistryServer, header, http_get};
 
 fn meta() -> BundleMeta {

@@ -10,16 +10,12 @@
 //! case (wasm, or native with `STRADDLE_LATENCY_PROFILE_NATIVE=1`) and exits,
 //! for `perf record -e cpu-clock`.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use straddle_compiler::{check, compile};
 use straddle_policy::{Operation, Request, Verdict};
 use straddle_policy_host::{Runtime, RuntimeConfig};
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use straddle_tests::root;
 
 struct Case {
     name: &'static str,
@@ -97,13 +93,14 @@ fn main() {
         "case", "wasm p50", "p99", "max", "native p50", "native p99", "plan", "object"
     );
     for case in CASES {
-        let text = std::fs::read_to_string(root().join(case.spec)).unwrap();
+        let text = std::fs::read_to_string(root().join("tests").join(case.spec)).unwrap();
         let checked = check(case.spec, &text).unwrap_or_else(|r| panic!("{r}"));
         let (plan, _) = compile::plan(&checked.topology);
         let module = compile::module(&checked.topology).unwrap();
         let policy = runtime.load(&module).unwrap();
         let object =
-            std::fs::read_to_string(root().join("fixtures/charts").join(case.fixture)).unwrap();
+            std::fs::read_to_string(root().join("tests/fixtures/charts").join(case.fixture))
+                .unwrap();
         let doc: serde_json::Value = serde_json::from_str(&object).unwrap();
         let name = doc["metadata"]["name"].as_str().unwrap().to_string();
         let req = Request {

@@ -97,39 +97,68 @@ struct Target {
     namespace: String,
 }
 
+/// The specs of the plans `policy_review` picks from, in selector order:
+/// (file, text, the chart fixture family whose objects seed it).
+const PLAN_SPECS: [(&str, &str, &str); 4] = [
+    (
+        "cp-two-clusters.yaml",
+        include_str!("../../examples/cp-two-clusters.yaml"),
+        "cp",
+    ),
+    (
+        "bitnami-kraft-three-clusters.yaml",
+        include_str!("../../examples/bitnami-kraft-three-clusters.yaml"),
+        "bitnami",
+    ),
+    (
+        "cp-first-cluster-stage.yaml",
+        include_str!("../specs/cp-first-cluster-stage.yaml"),
+        "cp",
+    ),
+    (
+        "bitnami-kraft-combined.yaml",
+        include_str!("../specs/bitnami-kraft-combined.yaml"),
+        "bitnami-combined",
+    ),
+];
+
+/// The plans of `policy_review`, in selector order: the fixture family each
+/// serves and its number of clusters (for the seeds, `fuzz-seeds`).
+pub fn plans() -> Vec<(&'static str, usize)> {
+    targets()
+        .iter()
+        .zip(PLAN_SPECS)
+        .map(|(t, (_, _, family))| (family, t.clusters.len()))
+        .collect()
+}
+
+/// The first printable selector byte of a `policy_review` input that picks
+/// plan `plan` and cluster `cluster` (the inverse of the choice made there).
+pub fn selector(plan: usize, cluster: usize) -> Option<u8> {
+    let targets = targets();
+    (0x30..0x7f).find(|&sel: &u8| {
+        let sel = usize::from(sel);
+        sel % targets.len() == plan
+            && sel / targets.len() % (targets[plan].clusters.len() + 1) == cluster
+    })
+}
+
 /// Real plans, compiled once from the example specs and test specs.
 fn targets() -> &'static [Target] {
     static TARGETS: OnceLock<Vec<Target>> = OnceLock::new();
     TARGETS.get_or_init(|| {
-        [
-            (
-                "cp-two-clusters.yaml",
-                include_str!("../../examples/cp-two-clusters.yaml"),
-            ),
-            (
-                "bitnami-kraft-three-clusters.yaml",
-                include_str!("../../examples/bitnami-kraft-three-clusters.yaml"),
-            ),
-            (
-                "cp-first-cluster-stage.yaml",
-                include_str!("../specs/cp-first-cluster-stage.yaml"),
-            ),
-            (
-                "bitnami-kraft-combined.yaml",
-                include_str!("../specs/bitnami-kraft-combined.yaml"),
-            ),
-        ]
-        .iter()
-        .map(|(file, text)| {
-            let checked = check(file, text).unwrap_or_else(|r| panic!("{file}:\n{r}"));
-            let topology = &checked.topology;
-            Target {
-                plan: compile::plan(topology).0,
-                clusters: topology.clusters.iter().map(|c| c.name.clone()).collect(),
-                namespace: topology.namespaces()[0].clone(),
-            }
-        })
-        .collect()
+        PLAN_SPECS
+            .iter()
+            .map(|(file, text, _)| {
+                let checked = check(file, text).unwrap_or_else(|r| panic!("{file}:\n{r}"));
+                let topology = &checked.topology;
+                Target {
+                    plan: compile::plan(topology).0,
+                    clusters: topology.clusters.iter().map(|c| c.name.clone()).collect(),
+                    namespace: topology.namespaces()[0].clone(),
+                }
+            })
+            .collect()
     })
 }
 

@@ -40,3 +40,54 @@ fn differing_lines(a: &str, b: &str) -> String {
     }
     out
 }
+
+/// The golden corpus: each spec (relative to `tests/`) with the rendered
+/// chart variants (`tests/fixtures/charts/<variant>`) it is applied to.
+pub const CORPUS: &[(&str, &[&str])] = &[
+    (
+        "../examples/cp-two-clusters.yaml",
+        &["cp-zk-kafka-only", "cp-default", "cp-kafka-nodeport"],
+    ),
+    (
+        "../examples/bitnami-kraft-three-clusters.yaml",
+        &[
+            "bitnami-kafka-kraft-dedicated-shared-sasl",
+            "bitnami-kafka-kraft-external",
+            "bitnami-kafka-kraft-external-nodeport",
+        ],
+    ),
+    (
+        "specs/cp-three-clusters-mcs.yaml",
+        &["cp-zk-kafka-only", "cp-kafka-nodeport"],
+    ),
+    ("specs/cp-first-cluster-stage.yaml", &["cp-zk-kafka-only"]),
+    (
+        "specs/bitnami-kraft-combined.yaml",
+        &["bitnami-kafka-kraft-combined-shared-sasl"],
+    ),
+    ("specs/cp-cilium.yaml", &["cp-zk-kafka-only", "cp-default"]),
+    (
+        "specs/bitnami-kraft-cilium.yaml",
+        &["bitnami-kafka-kraft-dedicated-shared-sasl"],
+    ),
+    ("specs/cp-nodeport-linkerd.yaml", &["cp-zk-kafka-only"]),
+    ("specs/cloudpirates-kraft-mcs.yaml", &["cloudpirates-kafka"]),
+    (
+        "specs/bitnami-kraft-dedicated-stretch.yaml",
+        &["bitnami-kafka-kraft-dedicated-shared-sasl"],
+    ),
+    (
+        "specs/cloudpirates-zookeeper-cilium.yaml",
+        &["cloudpirates-zookeeper"],
+    ),
+    (
+        "specs/cloudpirates-zookeeper-external.yaml",
+        &["cloudpirates-zookeeper-external"],
+    ),
+    ("specs/cp-two-clusters-majority.yaml", &["cp-zk-kafka-only"]),
+    ("specs/bitnami-zookeeper-mcs.yaml", &["bitnami-zookeeper"]),
+    (
+        "specs/bitnami-zookeeper-majority.yaml",
+        &["bitnami-zookeeper"],
+    ),
+];

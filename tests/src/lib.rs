@@ -15,7 +15,8 @@
 //!   proofs run in (a namespace per pod, a DNS view per cluster, cuts);
 //! - [`realkafka`]: real Kafka in that lab (jars, configuration, tools);
 //! - [`process`], [`scratch`]: child processes and directories that never
-//!   outlive the test;
+//!   outlive the test (`straddle-test-support`, re-exported: the support
+//!   every crate's tests share);
 //! - [`golden`]: golden files (`STRADDLE_BLESS=1` writes them);
 //! - [`fuzzing`]: the invariants the fuzz targets in `fuzz/` check, shared
 //!   with `tests/fuzz_corpus.rs`.
@@ -27,7 +28,7 @@ pub mod fuzzing;
 pub mod golden;
 pub mod kube;
 pub mod netns;
-pub mod process;
 pub mod realkafka;
-pub mod scratch;
 pub mod stretch;
+
+pub use straddle_test_support::{process, root, scratch};

@@ -20,9 +20,7 @@ fn inputs(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn replay(kind: &str, min: usize) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz")
-        .join(kind);
+    let root = straddle_tests::root().join("fuzz").join(kind);
     for (target, check) in TARGETS {
         let files = inputs(&root.join(target));
         assert!(

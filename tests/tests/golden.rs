@@ -9,67 +9,15 @@
 //! - server, voter and connect lists are identical in every cluster.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 use straddle_compiler::{check, compile, explain, manifest, preview, render};
 use straddle_policy::{Operation, Verdict};
 use straddle_policy_host::{Policy, Runtime, RuntimeConfig};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
-
-const CASES: &[(&str, &[&str])] = &[
-    (
-        "../examples/cp-two-clusters.yaml",
-        &["cp-zk-kafka-only", "cp-default", "cp-kafka-nodeport"],
-    ),
-    (
-        "../examples/bitnami-kraft-three-clusters.yaml",
-        &[
-            "bitnami-kafka-kraft-dedicated-shared-sasl",
-            "bitnami-kafka-kraft-external",
-            "bitnami-kafka-kraft-external-nodeport",
-        ],
-    ),
-    (
-        "specs/cp-three-clusters-mcs.yaml",
-        &["cp-zk-kafka-only", "cp-kafka-nodeport"],
-    ),
-    ("specs/cp-first-cluster-stage.yaml", &["cp-zk-kafka-only"]),
-    (
-        "specs/bitnami-kraft-combined.yaml",
-        &["bitnami-kafka-kraft-combined-shared-sasl"],
-    ),
-    ("specs/cp-cilium.yaml", &["cp-zk-kafka-only", "cp-default"]),
-    (
-        "specs/bitnami-kraft-cilium.yaml",
-        &["bitnami-kafka-kraft-dedicated-shared-sasl"],
-    ),
-    ("specs/cp-nodeport-linkerd.yaml", &["cp-zk-kafka-only"]),
-    ("specs/cloudpirates-kraft-mcs.yaml", &["cloudpirates-kafka"]),
-    (
-        "specs/bitnami-kraft-dedicated-stretch.yaml",
-        &["bitnami-kafka-kraft-dedicated-shared-sasl"],
-    ),
-    (
-        "specs/cloudpirates-zookeeper-cilium.yaml",
-        &["cloudpirates-zookeeper"],
-    ),
-    (
-        "specs/cloudpirates-zookeeper-external.yaml",
-        &["cloudpirates-zookeeper-external"],
-    ),
-    ("specs/cp-two-clusters-majority.yaml", &["cp-zk-kafka-only"]),
-    ("specs/bitnami-zookeeper-mcs.yaml", &["bitnami-zookeeper"]),
-    (
-        "specs/bitnami-zookeeper-majority.yaml",
-        &["bitnami-zookeeper"],
-    ),
-];
-
-use straddle_tests::golden::check as golden;
+use straddle_tests::golden::{CORPUS as CASES, check as golden};
+use straddle_tests::root;
 
 struct Compiled {
     plan: Vec<u8>,
@@ -79,7 +27,7 @@ struct Compiled {
 }
 
 fn compile_spec(runtime: &Runtime, spec: &str) -> Compiled {
-    let path = root().join(spec);
+    let path = root().join("tests").join(spec);
     let text = std::fs::read_to_string(&path).unwrap();
     let checked = check(spec, &text).unwrap_or_else(|r| panic!("{spec}:\n{r}"));
     let (plan, digest) = compile::plan(&checked.topology);
@@ -168,24 +116,24 @@ fn fixtures_through_the_wasm_module() {
             .to_string();
         let explanation = explain::explain(&c.checked, &c.digest);
         golden(
-            &root().join(format!("golden/{stem}/explain.txt")),
+            &root().join(format!("tests/golden/{stem}/explain.txt")),
             &explain::to_text(&explanation),
         );
         golden(
-            &root().join(format!("golden/{stem}/explain.json")),
+            &root().join(format!("tests/golden/{stem}/explain.json")),
             &(serde_json::to_string_pretty(&explanation).unwrap() + "\n"),
         );
         for (ci, cluster) in c.checked.topology.clusters.iter().enumerate() {
             let companions = render::companions(&c.checked.topology, ci);
             golden(
-                &root().join(format!("golden/{stem}/render/{}.yaml", cluster.name)),
+                &root().join(format!("tests/golden/{stem}/render/{}.yaml", cluster.name)),
                 &manifest::to_yaml(&companions).unwrap(),
             );
         }
         let namespaces = c.checked.topology.namespaces();
         let default_ns = namespaces.first().map(String::as_str);
         for variant in *variants {
-            let rendered = root().join(format!("fixtures/charts/{variant}/rendered.yaml"));
+            let rendered = root().join(format!("tests/fixtures/charts/{variant}/rendered.yaml"));
             let docs = manifest::parse(&std::fs::read_to_string(rendered).unwrap()).unwrap();
             let mut per_cluster_shared = Vec::new();
             for cluster in &c.checked.topology.clusters {
@@ -224,7 +172,7 @@ fn fixtures_through_the_wasm_module() {
                     "{spec} {variant} {cluster}: nothing was mutated"
                 );
                 golden(
-                    &root().join(format!("golden/{stem}/{variant}/{cluster}.yaml")),
+                    &root().join(format!("tests/golden/{stem}/{variant}/{cluster}.yaml")),
                     &manifest::to_yaml(&mutated).unwrap(),
                 );
                 per_cluster_shared.push((cluster.to_string(), shared_values(&mutated)));
@@ -265,7 +213,7 @@ fn fixtures_through_the_wasm_module() {
 /// (kept in the repo so a fresh clone works alone); it must not drift.
 #[test]
 fn vendored_fixtures_match_the_shared_ones() {
-    let shared = root().join("../../shared/fixtures/charts");
+    let shared = root().join("../shared/fixtures/charts");
     if !shared.exists() {
         eprintln!("skipped: {} is not present", shared.display());
         return;
@@ -279,7 +227,7 @@ fn vendored_fixtures_match_the_shared_ones() {
         for file in std::fs::read_dir(&variant).unwrap() {
             let file = file.unwrap().path();
             let rel = file.strip_prefix(&shared).unwrap();
-            let ours = root().join("fixtures/charts").join(rel);
+            let ours = root().join("tests/fixtures/charts").join(rel);
             assert_eq!(
                 std::fs::read(&file).unwrap(),
                 std::fs::read(&ours).unwrap_or_default(),

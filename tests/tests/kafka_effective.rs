@@ -20,7 +20,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use straddle_compiler::preview::Outcome;
@@ -32,11 +31,8 @@ use straddle_tests::dns::{self, View};
 use straddle_tests::effective::{
     KafkaConfig, bitnami_kafka, cloudpirates_kafka, cp_kafka, listeners,
 };
+use straddle_tests::root;
 use straddle_tests::stretch::{PodRef, Stretch};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
 
 const CASES: &[(&str, &[&str])] = &[
     (
@@ -540,8 +536,9 @@ fn every_cluster_runs_a_consistent_kafka() {
         for fixture in *fixtures {
             let s = Stretch::load(
                 &runtime,
-                &root().join(spec),
+                &root().join("tests").join(spec),
                 &root()
+                    .join("tests")
                     .join("fixtures/charts")
                     .join(fixture)
                     .join("rendered.yaml"),
@@ -594,8 +591,9 @@ fn the_unmutated_charts_fail_the_checks() {
     ] {
         let mutated = Stretch::load(
             &runtime,
-            &root().join(spec),
+            &root().join("tests").join(spec),
             &root()
+                .join("tests")
                 .join("fixtures/charts")
                 .join(fixture)
                 .join("rendered.yaml"),

@@ -33,7 +33,6 @@
 //! why and passes, unless `STRADDLE_REQUIRE_KUBE=1` (CI).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
@@ -42,10 +41,7 @@ use straddle_compiler::{check, compile, manifest, render};
 use straddle_tests::controlplane::stretch::{KubeStretch, kind_name};
 use straddle_tests::controlplane::webhook::{self, Certificates};
 use straddle_tests::controlplane::{Cluster, Tools};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use straddle_tests::root;
 
 /// How the chart output reaches the API server.
 #[derive(Clone, Copy, Debug)]
@@ -119,6 +115,7 @@ const REFUSED: &[(&str, &str, &str, &str)] = &[(
 fn refused_chart_objects(stage: &KubeStretch, i: usize, variant: &str) -> Result<()> {
     for (_, source, kind, fix) in REFUSED.iter().filter(|r| r.0 == variant) {
         let path = root()
+            .join("tests")
             .join("fixtures/charts")
             .join(source)
             .join("rendered.yaml");
@@ -728,7 +725,7 @@ fn failure_modes(tools: &Tools) -> Result<()> {
     //    broker in this cluster replaces the running one. Every apply
     //    succeeds, and every stored StatefulSet pairs the old digest with
     //    3 brokers or the new digest with 4.
-    let text = std::fs::read_to_string(root().join(spec))?;
+    let text = std::fs::read_to_string(root().join("tests").join(spec))?;
     let cut = text.rfind("cluster-1: 3").context("spec layout")?;
     let swapped_text = format!("{}cluster-1: 4{}", &text[..cut], &text[cut + 12..]);
     let swapped = check("swapped.yaml", &swapped_text).map_err(|r| anyhow::anyhow!("{r}"))?;

@@ -9,16 +9,12 @@
 //! (warnings are failures) follow from the same verdicts.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 
 use straddle_compiler::{check, compile, manifest, preview};
 use straddle_policy::{Operation, Verdict};
 use straddle_policy_host::{Runtime, RuntimeConfig};
 use straddle_tests::golden;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
+use straddle_tests::root;
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Expect {
@@ -214,7 +210,7 @@ const CASES: &[Case] = &[
 fn every_refused_variant_is_answered_with_its_fix() {
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
     for case in CASES {
-        let mut spec = std::fs::read_to_string(root().join(case.spec)).unwrap();
+        let mut spec = std::fs::read_to_string(root().join("tests").join(case.spec)).unwrap();
         if let Some((from, to)) = case.spec_edit {
             assert!(spec.contains(from), "{}: spec has no {from:?}", case.name);
             spec = spec.replace(from, to);
@@ -222,7 +218,10 @@ fn every_refused_variant_is_answered_with_its_fix() {
         let checked = check(case.spec, &spec).unwrap_or_else(|r| panic!("{}:\n{r}", case.name));
         let topo = &checked.topology;
         let policy = runtime.load(&compile::module(topo).unwrap()).unwrap();
-        let fixture = root().join(format!("fixtures/charts/{}/rendered.yaml", case.variant));
+        let fixture = root().join(format!(
+            "tests/fixtures/charts/{}/rendered.yaml",
+            case.variant
+        ));
         let mut rendered = std::fs::read_to_string(fixture).unwrap();
         if let Some((from, to)) = case.chart_edit {
             assert!(
@@ -268,7 +267,7 @@ fn every_refused_variant_is_answered_with_its_fix() {
             case.expect
         );
         golden::check(
-            &root().join(format!("golden/refusals/{}.txt", case.name)),
+            &root().join(format!("tests/golden/refusals/{}.txt", case.name)),
             &answers,
         );
     }

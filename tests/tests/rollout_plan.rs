@@ -12,20 +12,17 @@
 //! the old and new configuration overlap. Every claim of the plan must match.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 use straddle_compiler::rollout::{self, ActionKind, RolloutPlan, Stage};
 use straddle_compiler::{check, compile, manifest, preview};
 use straddle_policy::Operation;
 
-const FIXTURE: &str = "fixtures/charts/cp-zk-kafka-only/rendered.yaml";
+const FIXTURE: &str = "tests/fixtures/charts/cp-zk-kafka-only/rendered.yaml";
 const ZK_STATEFULSET: &str = "confluent-cp-zookeeper";
 use straddle_compiler::charts::cp::ZOOKEEPER_CONTAINER as ZK_CONTAINER;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
+use straddle_tests::root;
 
 /// A ZooKeeper configuration as the image writes it into zoo.cfg.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,7 +201,7 @@ fn stage_configs(
 }
 
 fn make_plan(spec: &str, from: &str) -> (straddle_compiler::Checked, RolloutPlan) {
-    let text = std::fs::read_to_string(root().join(spec)).unwrap();
+    let text = std::fs::read_to_string(root().join("tests").join(spec)).unwrap();
     let checked = check(spec, &text).unwrap_or_else(|r| panic!("{spec}:\n{r}"));
     let digest_of = |t: &straddle_compiler::topology::Topology| compile::plan(t).1;
     let plan = rollout::plan(&checked.topology, spec, from, &digest_of).unwrap();
@@ -376,7 +373,8 @@ fn every_step_of_the_plan_matches_zookeeper_quorum_rules() {
 #[test]
 fn three_clusters_need_an_intermediate_stage() {
     let docs = manifest::parse(&std::fs::read_to_string(root().join(FIXTURE)).unwrap()).unwrap();
-    let text = std::fs::read_to_string(root().join("specs/cp-three-clusters-mcs.yaml")).unwrap();
+    let text =
+        std::fs::read_to_string(root().join("tests/specs/cp-three-clusters-mcs.yaml")).unwrap();
     let checked = check("three", &text).unwrap();
     let first = &stage_configs(&checked, &docs, "first-cluster")["cluster-0"];
     let middle = &stage_configs(&checked, &docs, "first-clusters=2")["cluster-0"];
@@ -387,7 +385,7 @@ fn three_clusters_need_an_intermediate_stage() {
 
 #[test]
 fn plan_refuses_what_it_cannot_do() {
-    let text = std::fs::read_to_string(root().join("../examples/cp-two-clusters.yaml")).unwrap();
+    let text = std::fs::read_to_string(root().join("examples/cp-two-clusters.yaml")).unwrap();
     let checked = check("two", &text).unwrap();
     let digest_of = |t: &straddle_compiler::topology::Topology| compile::plan(t).1;
     let err = rollout::plan(&checked.topology, "two", "cluster-1", &digest_of).unwrap_err();
@@ -399,8 +397,7 @@ fn plan_refuses_what_it_cannot_do() {
     let err = rollout::plan(&checked.topology, "two", "nowhere", &digest_of).unwrap_err();
     assert!(err.to_string().contains("not in spec.clusters"), "{err}");
     let text =
-        std::fs::read_to_string(root().join("../examples/bitnami-kraft-three-clusters.yaml"))
-            .unwrap();
+        std::fs::read_to_string(root().join("examples/bitnami-kraft-three-clusters.yaml")).unwrap();
     let checked = check("kraft", &text).unwrap();
     let err = rollout::plan(&checked.topology, "kraft", "east", &digest_of).unwrap_err();
     assert!(err.to_string().contains("KRaft"), "{err}");
@@ -423,7 +420,7 @@ fn plan_text_is_golden() {
             .unwrap()
             .to_string_lossy()
             .to_string();
-        let path = root().join(format!("golden/plan/{stem}.txt"));
+        let path = root().join(format!("tests/golden/plan/{stem}.txt"));
         if std::env::var_os("STRADDLE_BLESS").is_some() {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, &text).unwrap();

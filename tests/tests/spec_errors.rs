@@ -1,13 +1,11 @@
 //! Every spec in `tests/specs/invalid` is refused with a message that names
 //! the field (and its line), per the `# expect: <path> :: <text>` header.
 
-use std::path::Path;
-
 use straddle_compiler::check;
 
 #[test]
 fn every_invalid_spec_names_its_field_and_line() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/invalid");
+    let dir = straddle_tests::root().join("tests/specs/invalid");
     let mut count = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -58,7 +56,7 @@ fn every_invalid_spec_names_its_field_and_line() {
 /// ZooKeeper.
 #[test]
 fn a_refused_zookeeper_is_one_error() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/invalid");
+    let dir = straddle_tests::root().join("tests/specs/invalid");
     let text = std::fs::read_to_string(dir.join("bitnami-zookeeper-min-id.yaml")).unwrap();
     let report = check("bitnami-zookeeper-min-id.yaml", &text).unwrap_err();
     let paths: Vec<&str> = report.errors().map(|d| d.path.as_str()).collect();
@@ -67,7 +65,7 @@ fn a_refused_zookeeper_is_one_error() {
 
 #[test]
 fn examples_are_valid() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let dir = straddle_tests::root().join("examples");
     for name in ["cp-two-clusters.yaml", "bitnami-kraft-three-clusters.yaml"] {
         let text = std::fs::read_to_string(dir.join(name)).unwrap();
         if let Err(report) = check(name, &text) {
@@ -78,7 +76,7 @@ fn examples_are_valid() {
 
 #[test]
 fn two_clusters_warn_that_no_cluster_loss_is_survivable() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let dir = straddle_tests::root().join("examples");
     let text = std::fs::read_to_string(dir.join("cp-two-clusters.yaml")).unwrap();
     let checked = check("cp-two-clusters.yaml", &text).unwrap();
     let warnings: Vec<String> = checked

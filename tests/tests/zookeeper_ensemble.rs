@@ -40,7 +40,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -54,6 +54,7 @@ use straddle_tests::controlplane::webhook::Certificates;
 use straddle_tests::effective::{
     ZkConfig, bitnami_zookeeper, cloudpirates_zookeeper, cp_zookeeper,
 };
+use straddle_tests::root;
 use straddle_tests::stretch::Stretch;
 use straddle_tests::{dns, netns};
 
@@ -167,10 +168,6 @@ const HEAL_DEADLINE: Duration = Duration::from_secs(45);
 /// The kubelet's SIGTERM-to-SIGKILL grace (shortened).
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
-
 // ---------------------------------------------------------------------------
 // Prerequisites.
 
@@ -278,8 +275,11 @@ impl Case {
     fn load(runtime: &Runtime, tools: &Tools, spec: &'static str) -> Case {
         let chart = ZkChart::of(spec);
         let (real_pods, real_configmaps) = real_zookeeper_pods(tools, spec, chart);
-        let fixture = root().join(format!("fixtures/charts/{}/rendered.yaml", chart.variant()));
-        let stretch = Stretch::load(runtime, &root().join(spec), &fixture)
+        let fixture = root().join(format!(
+            "tests/fixtures/charts/{}/rendered.yaml",
+            chart.variant()
+        ));
+        let stretch = Stretch::load(runtime, &root().join("tests").join(spec), &fixture)
             .unwrap_or_else(|e| panic!("{spec}: {e:#}"));
         let zk = &stretch
             .topo

@@ -3,12 +3,10 @@
 //!
 //! `cargo bench -p straddle-webhook --bench decode`
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use straddle_test_support::review::review_for;
 use straddle_webhook::admission::{self, Decoded};
 
 fn bench(c: &mut Criterion) {
@@ -24,9 +22,9 @@ fn bench(c: &mut Criterion) {
             "statefulset-confluent-cp-kafka.json",
         ),
     ] {
-        let object = common::fixture_json(variant, file);
-        let body = serde_json::to_vec(&common::review_for(&object, "confluent", "UPDATE", "bench"))
-            .unwrap();
+        let object = straddle_test_support::fixture_json(variant, file);
+        let body =
+            serde_json::to_vec(&review_for(&object, "confluent", "UPDATE", "bench")).unwrap();
         // An UPDATE carries the object twice (object and oldObject).
         assert!(matches!(admission::decode(&body), Decoded::Review(_)));
         c.bench_function(&format!("decode/{label} ({} bytes)", body.len()), |b| {

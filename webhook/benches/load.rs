@@ -40,9 +40,6 @@
 //! (whose steal time, printed with every phase, moves both). `--floor`
 //! runs only that phase.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,10 +47,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use common::child::{ChildServer as Server, cpu_seconds, mib, ms, quantile, rss};
-use common::*;
 use hyper::body::Bytes;
 use rustls::ClientConfig;
+use straddle_test_support::fixture_json;
+use straddle_test_support::https::{Client, Pki};
+use straddle_test_support::policy::{CP_TWO, compile};
+use straddle_test_support::review::review_for;
+use straddle_test_support::scratch::Scratch;
+use straddle_test_support::webhook_child::{
+    ChildServer as Server, cpu_seconds, mib, ms, quantile, rss,
+};
 
 #[derive(Parser, Debug)]
 #[command(name = "straddle-load", about = "Load generator for straddle-webhook")]
@@ -141,10 +144,10 @@ async fn run(args: Args) -> Result<()> {
     })
     .collect();
 
-    let dir = TempDir::new("load");
+    let dir = Scratch::new("load")?;
     // Certificates for the started webhook and, later, the floor server.
     let pki = Pki::new();
-    let (cert, key) = pki.write(&dir.0);
+    let (cert, key) = pki.write(dir.path());
     let target = match args.connect {
         Some(addr) => {
             let ca = std::fs::read_to_string(args.ca.as_ref().unwrap())?;
@@ -158,8 +161,8 @@ async fn run(args: Args) -> Result<()> {
             }
         }
         None if args.floor => {
-            std::fs::write(dir.path("policy.wasm"), compile(CP_TWO))?;
-            let server = Server::start(&dir.0, &dir.path("cache"), &args.server_arg).await?;
+            std::fs::write(dir.join("policy.wasm"), compile(CP_TWO))?;
+            let server = Server::start(dir.path(), &dir.join("cache"), &args.server_arg).await?;
             let webhook = Target {
                 addr: server.addr,
                 tls: pki.client_config(None, false),
@@ -171,17 +174,17 @@ async fn run(args: Args) -> Result<()> {
             floor_target(webhook, &objects[0], (&cert, &key)).await?
         }
         None => {
-            std::fs::write(dir.path("policy.wasm"), compile(CP_TWO))?;
-            let cache = dir.path("cache");
+            std::fs::write(dir.join("policy.wasm"), compile(CP_TWO))?;
+            let cache = dir.join("cache");
             // Warm the cache, then measure ready times.
-            Server::start(&dir.0, &cache, &args.server_arg)
+            Server::start(dir.path(), &cache, &args.server_arg)
                 .await?
                 .stop()
                 .await?;
             let mut ready = Vec::new();
             for _ in 0..args.restarts {
                 let started = Instant::now();
-                let server = Server::start(&dir.0, &cache, &args.server_arg).await?;
+                let server = Server::start(dir.path(), &cache, &args.server_arg).await?;
                 ready.push((started.elapsed(), server.startup_ms));
                 server.stop().await?;
             }
@@ -197,7 +200,7 @@ async fn run(args: Args) -> Result<()> {
                 ms(ready[ready.len() - 1].0),
                 ready[ready.len() / 2].1
             );
-            let server = Server::start(&dir.0, &cache, &args.server_arg).await?;
+            let server = Server::start(dir.path(), &cache, &args.server_arg).await?;
             let tls = pki.client_config(None, false);
             Target {
                 addr: server.addr,

@@ -275,8 +275,8 @@ async fn certificate_rotation_under_load() {
     const TOTAL: usize = 6_000;
     let setup = Setup::new("rotation", CLUSTER, &compile(CP_TWO));
     let certs = [pki().server(1), pki().server(2), pki().server(3)];
-    std::fs::write(setup.dir.path("tls.crt"), &certs[0].0).unwrap();
-    std::fs::write(setup.dir.path("tls.key"), &certs[0].1).unwrap();
+    std::fs::write(setup.dir.join("tls.crt"), &certs[0].0).unwrap();
+    std::fs::write(setup.dir.join("tls.key"), &certs[0].1).unwrap();
     let server = setup.start().await;
     let ders: Vec<Vec<u8>> = certs
         .iter()
@@ -330,8 +330,8 @@ async fn certificate_rotation_under_load() {
         }));
     }
 
-    let cert_path = server.dir.path("tls.crt");
-    let key_path = server.dir.path("tls.key");
+    let cert_path = server.dir.join("tls.crt");
+    let key_path = server.dir.join("tls.key");
     let probe_seen = |index: usize| {
         let ders = ders.clone();
         async move {

@@ -6,16 +6,13 @@
 
 mod common;
 
-#[path = "../../oci/tests/support/registry.rs"]
-mod registry;
-
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
-use registry::{Options, RegistryServer};
 use straddle_oci::signature::SigningKey;
 use straddle_oci::{BundleMeta, Connection, PolicyRef, Pushed, Registry, sha256_digest};
+use straddle_test_support::registry::{self, Options, RegistryServer};
 use straddle_webhook::Server;
 
 const CLUSTER: &str = "cluster-1";
@@ -23,7 +20,7 @@ const CLUSTER: &str = "cluster-1";
 struct World {
     server: RegistryServer,
     key: SigningKey,
-    dir: TempDir,
+    dir: Scratch,
 }
 
 impl World {
@@ -36,9 +33,9 @@ impl World {
             .with_max_level(tracing::Level::INFO)
             .with_test_writer()
             .try_init();
-        let dir = TempDir::new(name);
+        let dir = Scratch::new(name).unwrap();
         let key = SigningKey::generate();
-        std::fs::write(dir.path("straddle.pub"), key.verifying_key().to_pem()).unwrap();
+        std::fs::write(dir.join("straddle.pub"), key.verifying_key().to_pem()).unwrap();
         Some(World {
             server: RegistryServer::start(name, Options::default()),
             key,
@@ -90,9 +87,9 @@ impl World {
     fn setup(&self, name: &str, policy: &str) -> Setup {
         let mut setup = Setup::new(name, CLUSTER, b"unused");
         setup.config.policy = PathBuf::from(policy);
-        setup.config.verify_key = Some(self.dir.path("straddle.pub"));
+        setup.config.verify_key = Some(self.dir.join("straddle.pub"));
         setup.config.registry.plain_http = true;
-        setup.config.cache_dir = Some(self.dir.path("cache"));
+        setup.config.cache_dir = Some(self.dir.join("cache"));
         setup.config.policy_poll_interval = Duration::from_millis(50);
         setup
     }
@@ -221,7 +218,7 @@ async fn tag_updates_are_picked_up_and_bad_ones_refused() {
         let app = app.clone();
         move || app.active.get().unwrap().digest() == want
     };
-    let cache = straddle_oci::Cache::new(&world.dir.path("cache"));
+    let cache = straddle_oci::Cache::new(&world.dir.join("cache"));
     let poll_a_few_times = || tokio::time::sleep(Duration::from_millis(500));
 
     // A new signed bundle: picked up.

@@ -5,29 +5,24 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::modules::{Misbehaviour, misbehaving};
 use common::*;
+use rustix::process::Signal;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
 
-const BIN: &str = env!("CARGO_BIN_EXE_straddle-webhook");
-
+/// The binary under test, as a [`straddle_test_support::process::Process`]
+/// (its own process group, killed with the test) with its JSON log in a file.
 struct Process {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    ready: mpsc::UnboundedReceiver<Value>,
-    reader: Option<tokio::task::JoinHandle<()>>,
+    process: straddle_test_support::process::Process,
 }
 
 /// Starts the binary with JSON logs on `dir`'s files and `extra` flags.
 fn spawn(dir: &Path, cluster: &str, extra: &[&str]) -> Process {
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_straddle-webhook"));
+    command
         .args([
             "--cluster",
             cluster,
@@ -42,74 +37,61 @@ fn spawn(dir: &Path, cluster: &str, extra: &[&str]) -> Process {
         .arg(dir.join("tls.crt"))
         .arg("--tls-key")
         .arg(dir.join("tls.key"))
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let (tx, ready) = mpsc::unbounded_channel();
-    let collected = lines.clone();
-    let reader = tokio::spawn(async move {
-        let mut reader = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = reader.next_line().await {
-            if let Ok(event) = serde_json::from_str::<Value>(&line)
-                && event["message"] == "ready"
-            {
-                let _ = tx.send(event);
-            }
-            collected.lock().unwrap().push(line);
-        }
-    });
-    Process {
-        child,
-        lines,
-        ready,
-        reader: Some(reader),
-    }
+        .args(extra);
+    let log = dir.join("webhook.log");
+    let _ = std::fs::remove_file(&log);
+    let process =
+        straddle_test_support::process::Process::spawn("straddle-webhook", command, &log).unwrap();
+    Process { process }
 }
 
 impl Process {
     async fn ready(&mut self) -> (SocketAddr, Value) {
-        let event = tokio::time::timeout(Duration::from_secs(30), self.ready.recv())
-            .await
-            .unwrap_or_else(|_| panic!("not ready: {:?}", self.lines.lock().unwrap()))
-            .unwrap_or_else(|| panic!("exited: {:?}", self.lines.lock().unwrap()));
-        (event["listen"].as_str().unwrap().parse().unwrap(), event)
-    }
-
-    /// Waits for the process to exit and for its log to be read to the end.
-    async fn exit(&mut self) -> std::process::ExitStatus {
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("the process exits")
-            .unwrap();
-        if let Some(reader) = self.reader.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), reader).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = self.log().iter().find_map(|line| {
+                serde_json::from_str::<Value>(line)
+                    .ok()
+                    .filter(|event| event["message"] == "ready")
+            });
+            if let Some(event) = ready {
+                return (event["listen"].as_str().unwrap().parse().unwrap(), event);
+            }
+            assert!(self.process.exited().is_none(), "exited: {:?}", self.log());
+            assert!(Instant::now() < deadline, "not ready: {:?}", self.log());
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        status
     }
 
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().unwrap().to_string();
-        let status = std::process::Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
+    /// Waits for the process to exit (its log is then complete).
+    async fn exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.process.exited() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the process exits");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        self.process.signal(signal).unwrap();
     }
 
     fn log(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
+        std::fs::read_to_string(&self.process.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 }
 
-fn files(name: &str, module: &[u8]) -> TempDir {
-    let dir = TempDir::new(name);
-    pki().write(&dir.0);
-    std::fs::write(dir.path("policy.wasm"), module).unwrap();
+fn files(name: &str, module: &[u8]) -> Scratch {
+    let dir = Scratch::new(name).unwrap();
+    pki().write(dir.path());
+    std::fs::write(dir.join("policy.wasm"), module).unwrap();
     dir
 }
 
@@ -117,15 +99,15 @@ fn files(name: &str, module: &[u8]) -> TempDir {
 async fn refuses_to_start_when_it_must_not_serve() {
     let dir = files("refuse", &compile(CP_TWO));
     // A cluster the policy does not know must not mutate anything.
-    let mut p = spawn(&dir.0, "cluster-9", &[]);
+    let mut p = spawn(dir.path(), "cluster-9", &[]);
     assert_eq!(p.exit().await.code(), Some(1));
     let log = p.log().join("\n");
     assert!(log.contains(r#"cluster \"cluster-9\" is not a member of stretch \"confluent-stretch\" (spec.clusters: cluster-0, cluster-1)"#), "{log}");
 
     // A key that does not belong to the certificate.
     let (_, other_key) = pki().server(7);
-    std::fs::write(dir.path("tls.key"), other_key).unwrap();
-    let mut p = spawn(&dir.0, "cluster-0", &[]);
+    std::fs::write(dir.join("tls.key"), other_key).unwrap();
+    let mut p = spawn(dir.path(), "cluster-0", &[]);
     assert_eq!(p.exit().await.code(), Some(1));
     assert!(
         p.log()
@@ -136,8 +118,8 @@ async fn refuses_to_start_when_it_must_not_serve() {
     );
 
     // No policy file.
-    std::fs::remove_file(dir.path("policy.wasm")).unwrap();
-    let mut p = spawn(&dir.0, "cluster-0", &[]);
+    std::fs::remove_file(dir.join("policy.wasm")).unwrap();
+    let mut p = spawn(dir.path(), "cluster-0", &[]);
     assert_eq!(p.exit().await.code(), Some(1));
     assert!(
         p.log().join("\n").contains("reading the policy"),
@@ -146,7 +128,7 @@ async fn refuses_to_start_when_it_must_not_serve() {
     );
 
     // A bad flag value.
-    let mut p = spawn(&dir.0, "cluster-0", &["--policy-timeout", "soon"]);
+    let mut p = spawn(dir.path(), "cluster-0", &["--policy-timeout", "soon"]);
     assert_eq!(p.exit().await.code(), Some(2));
 }
 
@@ -159,7 +141,7 @@ async fn sigterm_drains_in_flight_requests() {
     let module = misbehaving(&compile(CP_TWO), Misbehaviour::Loop, true);
     let dir = files("sigterm", &module);
     let mut p = spawn(
-        &dir.0,
+        dir.path(),
         "cluster-0",
         &[
             "--policy-timeout",
@@ -190,7 +172,7 @@ async fn sigterm_drains_in_flight_requests() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    p.signal("-TERM");
+    p.signal(Signal::TERM);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let ready = probe.get("/readyz").await.unwrap();
     assert_eq!(
@@ -252,12 +234,12 @@ async fn sigterm_drains_in_flight_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_are_fast_with_a_cache_dir() {
     let dir = files("restart", &compile(BITNAMI_THREE));
-    let cache = dir.path("cache");
+    let cache = dir.join("cache");
     let cache_arg = cache.to_str().unwrap();
     let mut times = Vec::new();
     for _ in 0..2 {
         let started = Instant::now();
-        let mut p = spawn(&dir.0, "west", &["--cache-dir", cache_arg]);
+        let mut p = spawn(dir.path(), "west", &["--cache-dir", cache_arg]);
         let (addr, event) = p.ready().await;
         let mut client = Client::connect(addr, pki().client_config(None, false))
             .await
@@ -265,7 +247,7 @@ async fn restarts_are_fast_with_a_cache_dir() {
         assert_eq!(client.get("/readyz").await.unwrap().status, 200);
         let to_ready = started.elapsed();
         times.push((event["startup_ms"].as_f64().unwrap(), to_ready));
-        p.signal("-TERM");
+        p.signal(Signal::TERM);
         assert!(p.exit().await.success());
     }
     assert_eq!(

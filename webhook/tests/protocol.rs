@@ -98,8 +98,7 @@ async fn every_fixture_object_gives_what_straddle_mutate_prints() {
                     reviews += 3;
                 }
                 let printed = manifest::to_yaml(&mutated).unwrap();
-                let golden =
-                    workspace().join(format!("tests/golden/{stem}/{variant}/{cluster}.yaml"));
+                let golden = root().join(format!("tests/golden/{stem}/{variant}/{cluster}.yaml"));
                 assert_eq!(
                     printed,
                     std::fs::read_to_string(&golden).unwrap(),
@@ -108,7 +107,7 @@ async fn every_fixture_object_gives_what_straddle_mutate_prints() {
                 );
 
                 // The per-object JSON files of the fixture, too.
-                let dir = workspace().join(format!("tests/fixtures/charts/{variant}"));
+                let dir = root().join(format!("tests/fixtures/charts/{variant}"));
                 for entry in std::fs::read_dir(dir).unwrap() {
                     let file = entry.unwrap().file_name().to_string_lossy().to_string();
                     if !file.ends_with(".json") {
@@ -406,7 +405,7 @@ async fn probes_and_metrics() {
 async fn client_certificates_are_required_with_client_ca() {
     let mut setup = Setup::new("mtls", "cluster-0", &compile(CP_TWO));
     let client_ca = Pki::new();
-    let ca_path = setup.dir.path("client-ca.pem");
+    let ca_path = setup.dir.join("client-ca.pem");
     std::fs::write(&ca_path, &client_ca.ca_pem).unwrap();
     setup.config.client_ca = Some(ca_path);
     let server = setup.start().await;

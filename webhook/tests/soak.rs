@@ -24,10 +24,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::child::{ChildServer, mib, ms, quantile, rss};
 use common::*;
 use hyper::body::Bytes;
 use serde_json::{Value, json};
+use straddle_test_support::webhook_child::{ChildServer, mib, ms, quantile, rss};
 
 /// Connections sending at once (closed loop).
 const CONNECTIONS: usize = 8;
@@ -230,10 +230,12 @@ async fn soak_answers_every_request_right_with_flat_memory() {
         .map(|v| v.parse().expect("STRADDLE_SOAK_REQUESTS is a number"))
         .unwrap_or(20_000);
     let cases = Arc::new(cases());
-    let dir = TempDir::new("soak");
-    std::fs::write(dir.path("policy.wasm"), compile(CP_TWO)).unwrap();
-    pki().write(&dir.0);
-    let server = ChildServer::start(&dir.0, &cache_dir(), &[]).await.unwrap();
+    let dir = Scratch::new("soak").unwrap();
+    std::fs::write(dir.join("policy.wasm"), compile(CP_TWO)).unwrap();
+    pki().write(dir.path());
+    let server = ChildServer::start(dir.path(), &cache_dir(), &[])
+        .await
+        .unwrap();
     let tls = pki().client_config(None, false);
 
     // The expected answers: each case once, checked.

@@ -8,7 +8,7 @@
 use straddle_policy::plan::{Check, EnvValue, EnvVar, Op, PropEdit};
 
 use super::{
-    ChartLabels, Component, IdRule, PlannedObject, RACK_AWARE_SELECTOR, Shape, ZkStrings,
+    ChartLabels, Component, IdRule, PlannedObject, RACK_AWARE_SELECTOR, Shape, ZkStrings, ZkTools,
     bitnami_zookeeper, default_port_checks, headless, kraft_strings, literal, per_pod_services,
     push_properties, push_statefulset, s, statefulset_base,
 };
@@ -101,6 +101,19 @@ impl Shape for Bitnami {
 
     fn check_zookeeper(&self) -> Option<Diagnostic> {
         None
+    }
+
+    /// bitnami/zookeeper: ZooKeeper's own scripts in
+    /// /opt/bitnami/zookeeper/bin (also on the image's PATH).
+    fn zookeeper_tools(&self, client_port: u16) -> ZkTools {
+        ZkTools {
+            status_name: "`zkServer.sh status`",
+            status: "/opt/bitnami/zookeeper/bin/zkServer.sh status".into(),
+            not_serving: "\"Error contacting service\"",
+            list_brokers: format!(
+                "/opt/bitnami/zookeeper/bin/zkCli.sh -server <zookeeper>:{client_port} ls /brokers/ids"
+            ),
+        }
     }
 
     fn zookeeper_strings(

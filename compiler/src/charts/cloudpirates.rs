@@ -20,7 +20,7 @@ use straddle_policy::plan::{Check, Op, PropEdit};
 use crate::topology::Ensemble;
 
 use super::{
-    ChartLabels, Component, IdRule, PlannedObject, RACK_AWARE_SELECTOR, Shape, ZkStrings,
+    ChartLabels, Component, IdRule, PlannedObject, RACK_AWARE_SELECTOR, Shape, ZkStrings, ZkTools,
     default_port_checks, headless, kraft_strings, literal, per_pod_services, push_properties,
     push_statefulset, s, statefulset_base, zk_connect, zk_hierarchy,
 };
@@ -135,6 +135,17 @@ impl Shape for CloudPirates {
 
     fn check_zookeeper(&self) -> Option<Diagnostic> {
         None
+    }
+
+    /// The official `zookeeper` image: ZooKeeper's scripts on the PATH
+    /// (`/apache-zookeeper-<version>-bin/bin`), `ZOOCFGDIR=/conf`.
+    fn zookeeper_tools(&self, client_port: u16) -> ZkTools {
+        ZkTools {
+            status_name: "`zkServer.sh status`",
+            status: "zkServer.sh status".into(),
+            not_serving: "\"Error contacting service\"",
+            list_brokers: format!("zkCli.sh -server <zookeeper>:{client_port} ls /brokers/ids"),
+        }
     }
 
     fn zookeeper_strings(

@@ -9,7 +9,7 @@
 use straddle_policy::plan::{Check, ObjectKind, Op, PATTERN_INDEX};
 
 use super::{
-    ChartLabels, Component, IdRule, PlannedObject, RACK_AWARE_SELECTOR, Shape, ZkStrings,
+    ChartLabels, Component, IdRule, PlannedObject, RACK_AWARE_SELECTOR, Shape, ZkStrings, ZkTools,
     field_ref, literal, push, s, statefulset_and_headless, statefulset_base, zk_connect,
     zk_hierarchy,
 };
@@ -88,6 +88,19 @@ impl Shape for Cp {
 
     fn check_zookeeper(&self) -> Option<Diagnostic> {
         None
+    }
+
+    /// cp-zookeeper (`confluent-kafka` package): `zookeeper-shell` on the
+    /// PATH, bash but no nc, so `srvr` goes through bash's `/dev/tcp`.
+    fn zookeeper_tools(&self, client_port: u16) -> ZkTools {
+        ZkTools {
+            status_name: "`srvr`",
+            status: format!(
+                "bash -c 'exec 3<>/dev/tcp/127.0.0.1/{client_port}; echo srvr >&3; cat <&3'"
+            ),
+            not_serving: "\"not currently serving requests\"",
+            list_brokers: format!("zookeeper-shell <zookeeper>:{client_port} ls /brokers/ids"),
+        }
     }
 
     fn zookeeper_strings(

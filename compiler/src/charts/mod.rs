@@ -87,6 +87,25 @@ pub trait Shape: Sync {
     fn id_rule(&self, role: Role) -> IdRule;
     /// The rules of one role in one cluster.
     fn plan(&self, topo: &Topology, g: &RoleGroup, cluster: usize, out: &mut Vec<PlannedObject>);
+    /// The ZooKeeper tools of the chart's ZooKeeper image, for the commands
+    /// `straddle plan` prints; `client_port` is the servers' client port.
+    fn zookeeper_tools(&self, client_port: u16) -> ZkTools;
+}
+
+/// How to ask a ZooKeeper server about itself and the ensemble with the
+/// tools its image has (the names differ per image).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZkTools {
+    /// What to call the check in prose (e.g. `` `srvr` ``).
+    pub status_name: &'static str,
+    /// Run in a server's pod: prints `Mode: leader` or `Mode: follower`
+    /// while the server serves.
+    pub status: String,
+    /// What the check prints instead while the server has no quorum.
+    pub not_serving: &'static str,
+    /// Lists the registered brokers (`ls /brokers/ids`) through
+    /// `<zookeeper>`, the address of any server.
+    pub list_brokers: String,
 }
 
 /// How a chart numbers nodes: id = ordinal + an offset.

@@ -210,7 +210,7 @@ pub enum PlanError {
     #[error("the spec has no spec.zookeeper: there is no quorum to grow")]
     NoZooKeeper,
     #[error(
-        "straddle plan grows cp-helm-charts ZooKeeper ensembles; its steps (restart order, readiness, the commands it prints) are not written for the {chart} chart yet", chart = .0.as_str()
+        "straddle plan grows cp-helm-charts ZooKeeper ensembles; its restart order and readiness waits are not written for the {chart} chart yet", chart = .0.as_str()
     )]
     Chart(Chart),
     #[error("{0} ZooKeeper servers: the plan checks ensembles of up to {max}", max = MAX_SERVERS)]

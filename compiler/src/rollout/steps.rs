@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::search::{has_quorum_everywhere, keeps_quorum, quorums_overlap, rolling_order};
 use super::{ActionKind, Command, Planner, Step, ZkAction, client_port};
+use crate::charts::{self, ZkTools};
 use crate::spec::{NetworkingMode, QuorumType};
 
 /// A step before it is numbered and its quorum claim is derived from its
@@ -174,7 +175,10 @@ impl Planner<'_> {
     /// is checked here: the order with that server moved to the end, or
     /// another order that ends with it.
     fn leader_last(&self, order: &[u32], to: usize) -> String {
-        let mut text = "Restart the current leader last (`srvr` prints `Mode: leader`): skip its `delete pod` below and run it after the others. Then the one election happens among servers that all run the new configuration; restarting the leader earlier forces an election while configurations are mixed, which servers that disagree on who may lead can stall.".to_string();
+        let mut text = format!(
+            "Restart the current leader last ({} prints `Mode: leader`): skip its `delete pod` below and run it after the others. Then the one election happens among servers that all run the new configuration; restarting the leader earlier forces an election while configurations are mixed, which servers that disagree on who may lead can stall.",
+            self.zk_tools().status_name
+        );
         let mut exceptions = Vec::new();
         for &leader in order {
             let mut moved: Vec<u32> = order.iter().copied().filter(|&id| id != leader).collect();
@@ -310,20 +314,28 @@ impl Planner<'_> {
         )
     }
 
+    /// The ZooKeeper image's tools, from the chart module.
+    fn zk_tools(&self) -> ZkTools {
+        charts::shape(self.zk.group.chart).zookeeper_tools(client_port(&self.zk.group))
+    }
+
     fn zk_ready(&self, pods: &[String]) -> String {
         format!(
-            "{} serve again before anything else restarts: `srvr` prints `Mode: follower` or `Mode: leader`",
-            pods.join(", ")
+            "{} serve again before anything else restarts: {} prints `Mode: follower` or `Mode: leader`",
+            pods.join(", "),
+            self.zk_tools().status_name
         )
     }
 
-    /// How to ask one server for `srvr` (the cp image has bash, not nc).
+    /// How to ask one server whether it serves, with its image's tools.
     fn srvr_hint(&self, c: usize) -> String {
+        let tools = self.zk_tools();
         format!(
-            "how to check a server: `kubectl --context {} -n {} exec <pod> -- bash -c 'exec 3<>/dev/tcp/127.0.0.1/{}; echo srvr >&3; cat <&3'` (\"not currently serving requests\" means no quorum)",
+            "how to check a server: `kubectl --context {} -n {} exec <pod> -- {}` ({} means no quorum)",
             self.cluster(c),
             self.ns(),
-            client_port(&self.zk.group)
+            tools.status,
+            tools.not_serving
         )
     }
 
@@ -374,6 +386,8 @@ impl Planner<'_> {
 
     /// The first cluster's brokers restart with the stretch settings (only
     /// while ZooKeeper has a quorum: a broker cannot register without one).
+    /// Kafka on ZooKeeper is cp-helm-charts only, so the Kafka tools are the
+    /// cp-kafka image's (`kafka-topics`, no `.sh`).
     pub(super) fn restart_home_brokers(&mut self, config: usize) {
         let Some(k) = self.topo.kafka.as_ref().and_then(|k| k.brokers.as_ref()) else {
             return;
@@ -432,9 +446,9 @@ impl Planner<'_> {
             let ids: Vec<String> = b.nodes_in(c).map(|n| n.id.to_string()).collect();
             if !ids.is_empty() {
                 waits.push(format!(
-                    "brokers {} are registered (`zookeeper-shell <zookeeper>:{} ls /brokers/ids` lists them)",
+                    "brokers {} are registered (`{}` lists them)",
                     ids.join(", "),
-                    client_port(&self.zk.group)
+                    self.zk_tools().list_brokers
                 ));
             }
         }

@@ -23,12 +23,10 @@ use k8s_openapi::api::scheduling::v1::PriorityClass;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+pub use straddle_test_support::root;
 
 pub fn chart_dir() -> PathBuf {
-    workspace().join("deploy/helm/straddle-webhook")
+    root().join("deploy/helm/straddle-webhook")
 }
 
 /// Reports a missing tool: a loud skip, or a panic when the environment
@@ -52,7 +50,7 @@ pub enum Rendered {
 /// Helm's own engine and lint (strict). `Ok(None)`: the renderer is missing
 /// (already reported).
 pub fn render_chart(release: &str, namespace: &str, values: &Value) -> Result<Option<Rendered>> {
-    let script = workspace().join("deploy/tests/render.py");
+    let script = root().join("deploy/tests/render.py");
     let child = Command::new("python3")
         .arg(&script)
         .arg(chart_dir())

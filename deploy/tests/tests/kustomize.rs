@@ -9,8 +9,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 use straddle_deploy_tests::{
-    Rendered, by_key, check_typed, kustomize, render_chart, tool_missing, without_helm_labels,
-    workspace,
+    Rendered, by_key, check_typed, kustomize, render_chart, root, tool_missing, without_helm_labels,
 };
 
 const NS: &str = "straddle-system";
@@ -29,7 +28,7 @@ fn assert_same(dir: &str, values: Value) {
     let Some(expected) = chart(values) else {
         return;
     };
-    let Some(built) = kustomize(&workspace().join(dir)).unwrap() else {
+    let Some(built) = kustomize(&root().join(dir)).unwrap() else {
         return;
     };
     for object in &built {
@@ -65,7 +64,7 @@ fn kustomize_cert_manager_overlay_is_the_chart_with_cert_manager() {
 
 #[test]
 fn generated_manifests_are_up_to_date() {
-    let script = workspace().join("deploy/manifests/generate.py");
+    let script = root().join("deploy/manifests/generate.py");
     let out = match Command::new("python3").arg(script).arg("--check").output() {
         Ok(out) => out,
         Err(e) => return tool_missing(&format!("python3 cannot run: {e}")),

@@ -7,15 +7,13 @@
 //!
 //! `cargo bench -p straddle-policy-host --bench review`
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use straddle_policy::{Operation, Request, Verdict};
 use straddle_policy_host::{Runtime, RuntimeConfig};
+use straddle_test_support::host_plan;
 
 const FIXTURE: &str =
     "/work/shared/fixtures/charts/cp-zk-kafka-only/statefulset-confluent-cp-zookeeper.json";
@@ -40,11 +38,11 @@ fn fixture() -> Option<String> {
 
 fn request(object: &str) -> Request<'_> {
     Request {
-        cluster: common::CLUSTER,
+        cluster: host_plan::CLUSTER,
         operation: Operation::Create,
         kind: "StatefulSet",
-        namespace: common::NAMESPACE,
-        name: common::ZOOKEEPER,
+        namespace: host_plan::NAMESPACE,
+        name: host_plan::ZOOKEEPER,
         object,
         old_object: None,
     }
@@ -74,9 +72,9 @@ fn percentiles(label: &str, mut f: impl FnMut()) {
 }
 
 fn bench(c: &mut Criterion) {
-    let plan = common::plan();
-    let module = common::module(&plan);
-    let mut objects = vec![("built-in", common::statefulset(3, "hello"))];
+    let plan = host_plan::plan();
+    let module = host_plan::module(&plan);
+    let mut objects = vec![("built-in", host_plan::statefulset(3, "hello"))];
     if let Some(object) = fixture() {
         objects.push(("cp-zookeeper-fixture", object));
     }

@@ -1,13 +1,11 @@
 //! The real template, a small plan embedded with the artifact crate's
 //! embedder, run through the host.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{CLUSTER, NAMESPACE, ZOOKEEPER};
 use straddle_policy::{Operation, Plan, Request, Verdict};
 use straddle_policy_host::{HostError, Runtime, RuntimeConfig};
+use straddle_test_support::host_plan::{self, CLUSTER, NAMESPACE, ZOOKEEPER};
 
 fn runtime() -> Runtime {
     Runtime::new(RuntimeConfig::default()).unwrap()
@@ -27,8 +25,8 @@ fn request<'a>(cluster: &'a str, name: &'a str, object: &'a str) -> Request<'a> 
 
 #[test]
 fn describe_round_trips_the_bundle() {
-    let plan = common::plan();
-    let module = common::module(&plan);
+    let plan = host_plan::plan();
+    let module = host_plan::module(&plan);
     let policy = runtime().load(&module).unwrap();
     let expected = Plan::parse(&plan).unwrap().bundle().unwrap();
     assert_eq!(policy.bundle(), &expected);
@@ -39,10 +37,10 @@ fn describe_round_trips_the_bundle() {
 
 #[test]
 fn review_agrees_with_the_native_engine() {
-    let plan = common::plan();
-    let policy = runtime().load(&common::module(&plan)).unwrap();
-    let ok = common::statefulset(3, "hello");
-    let many = common::statefulset(9, "hello");
+    let plan = host_plan::plan();
+    let policy = runtime().load(&host_plan::module(&plan)).unwrap();
+    let ok = host_plan::statefulset(3, "hello");
+    let many = host_plan::statefulset(9, "hello");
     let requests = [
         request("north", ZOOKEEPER, &ok),   // unknown cluster
         request(CLUSTER, "other-sts", &ok), // a name the spec does not use
@@ -78,7 +76,7 @@ fn bare_template_loads_and_denies_everything() {
     assert!(!policy.has_plan());
     assert_eq!(policy.bundle().name, "");
     assert!(policy.bundle().clusters.is_empty());
-    let object = common::statefulset(3, "x");
+    let object = host_plan::statefulset(3, "x");
     match policy
         .review(&request(CLUSTER, ZOOKEEPER, &object))
         .unwrap()
@@ -95,10 +93,10 @@ fn bare_template_loads_and_denies_everything() {
 
 #[test]
 fn a_corrupt_plan_denies_and_describes_empty() {
-    let module = common::module(b"definitely not a Straddle plan");
+    let module = host_plan::module(b"definitely not a Straddle plan");
     let policy = runtime().load(&module).unwrap();
     assert!(!policy.has_plan());
-    let object = common::statefulset(3, "x");
+    let object = host_plan::statefulset(3, "x");
     let verdict = policy
         .review(&request(CLUSTER, ZOOKEEPER, &object))
         .unwrap();
@@ -115,7 +113,9 @@ fn a_memory_limit_below_the_initial_memory_fails_to_load_without_panicking() {
         ..RuntimeConfig::default()
     })
     .unwrap();
-    let err = runtime.load(&common::module(&common::plan())).unwrap_err();
+    let err = runtime
+        .load(&host_plan::module(&host_plan::plan()))
+        .unwrap_err();
     let message = format!("{err:#}");
     assert!(message.contains("memory"), "{message}");
 }
@@ -127,8 +127,10 @@ fn growing_past_the_memory_limit_is_a_memory_limit_error() {
         ..RuntimeConfig::default()
     })
     .unwrap();
-    let policy = runtime.load(&common::module(&common::plan())).unwrap();
-    let huge = common::statefulset(3, &"x".repeat(8 << 20));
+    let policy = runtime
+        .load(&host_plan::module(&host_plan::plan()))
+        .unwrap();
+    let huge = host_plan::statefulset(3, &"x".repeat(8 << 20));
     let err = policy
         .review(&request(CLUSTER, ZOOKEEPER, &huge))
         .unwrap_err();
@@ -138,7 +140,7 @@ fn growing_past_the_memory_limit_is_a_memory_limit_error() {
     );
     assert!(err.to_string().contains("memory limit"), "{err}");
     // The next request gets a fresh instance and works.
-    let small = common::statefulset(3, "x");
+    let small = host_plan::statefulset(3, "x");
     assert!(policy.review(&request(CLUSTER, ZOOKEEPER, &small)).is_ok());
 }
 
@@ -151,9 +153,11 @@ fn running_past_the_deadline_is_a_timeout() {
         ..RuntimeConfig::default()
     })
     .unwrap();
-    let policy = runtime.load(&common::module(&common::plan())).unwrap();
+    let policy = runtime
+        .load(&host_plan::module(&host_plan::plan()))
+        .unwrap();
     // Escapes make serde_json take its slow path: tens of milliseconds of work.
-    let slow = common::statefulset(3, &"\\u0041".repeat(1 << 20));
+    let slow = host_plan::statefulset(3, &"\\u0041".repeat(1 << 20));
     let err = policy
         .review(&request(CLUSTER, ZOOKEEPER, &slow))
         .unwrap_err();
@@ -168,9 +172,9 @@ fn running_past_the_deadline_is_a_timeout() {
 
 #[test]
 fn policies_are_shared_across_threads() {
-    let plan = common::plan();
-    let policy = runtime().load(&common::module(&plan)).unwrap();
-    let object = common::statefulset(3, "x");
+    let plan = host_plan::plan();
+    let policy = runtime().load(&host_plan::module(&plan)).unwrap();
+    let object = host_plan::statefulset(3, "x");
     let expected = straddle_policy::review(&plan, &request(CLUSTER, ZOOKEEPER, &object));
     std::thread::scope(|scope| {
         for _ in 0..4 {
@@ -188,8 +192,10 @@ fn policies_are_shared_across_threads() {
 
 #[test]
 fn policies_outlive_their_runtime() {
-    let policy = runtime().load(&common::module(&common::plan())).unwrap();
-    let object = common::statefulset(3, "x");
+    let policy = runtime()
+        .load(&host_plan::module(&host_plan::plan()))
+        .unwrap();
+    let object = host_plan::statefulset(3, "x");
     assert!(policy.review(&request(CLUSTER, ZOOKEEPER, &object)).is_ok());
 }
 
@@ -198,7 +204,7 @@ fn load_cached_reuses_and_repairs_the_cache() {
     let dir = std::env::temp_dir().join(format!("straddle-host-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let runtime = runtime();
-    let module = common::module(&common::plan());
+    let module = host_plan::module(&host_plan::plan());
 
     let first = runtime.load_cached(&module, &dir).unwrap();
     let entries: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();

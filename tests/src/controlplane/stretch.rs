@@ -4,7 +4,6 @@
 //! test can apply the chart output the way a user does and compare.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -15,11 +14,8 @@ use straddle_policy_host::{Runtime, RuntimeConfig};
 use super::webhook::{Certificates, Install, Webhook};
 use super::{Cluster, ControlPlanes, Tools};
 use crate::process::workspace_binary;
+use crate::root;
 use crate::stretch::Stretch;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// API versions the charts render that Kubernetes has removed: the API
 /// server refuses them, and the test says so rather than hiding them.
@@ -50,8 +46,8 @@ impl KubeStretch {
         set: &[&str],
     ) -> Result<KubeStretch> {
         let runtime = Runtime::new(RuntimeConfig::default())?;
-        let spec_path = root().join(spec);
-        let fixture = root().join(format!("fixtures/charts/{variant}/rendered.yaml"));
+        let spec_path = root().join("tests").join(spec);
+        let fixture = root().join(format!("tests/fixtures/charts/{variant}/rendered.yaml"));
         let stretch = Stretch::load(&runtime, &spec_path, &fixture)?;
         let text = std::fs::read_to_string(&spec_path)?;
         let checked = check(spec, &text).map_err(|r| anyhow::anyhow!("{r}"))?;
@@ -81,7 +77,7 @@ impl KubeStretch {
             .collect();
         let planes = ControlPlanes::start(tools, &names)?;
         let binary = workspace_binary("straddle-webhook", "straddle-webhook")?;
-        let chart = root().join("../deploy/helm/straddle-webhook");
+        let chart = root().join("deploy/helm/straddle-webhook");
         let mut webhooks = Vec::new();
         for (i, cluster) in planes.clusters.iter().enumerate() {
             let started = Instant::now();

@@ -8,16 +8,14 @@ use serde_json::Value;
 use super::*;
 
 fn fixture(path: &str) -> Value {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/charts")
-        .join(path);
+    let p = crate::root().join("tests/fixtures/charts").join(path);
     serde_json::from_str(&fs::read_to_string(&p).unwrap()).unwrap()
 }
 
 fn configmap(variant: &str, name: &str) -> Value {
     let text = fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures/charts")
+        crate::root()
+            .join("tests/fixtures/charts")
             .join(variant)
             .join("rendered.yaml"),
     )

@@ -1,7 +1,5 @@
-//! Shared by the integration tests and the bench: a small plan, embedded into
+//! Shared by straddle-policy-host's tests and bench: a small plan, embedded into
 //! the real template.
-
-#![allow(dead_code)]
 
 use std::borrow::Cow;
 

@@ -1,19 +1,18 @@
 //! A real OCI registry for tests: Debian's `docker-registry` (the CNCF
 //! distribution registry, `apt-get install docker-registry`), started on a
 //! free loopback port with its storage in a temporary directory, stopped on
-//! drop. Shared by the tests of straddle-oci, the webhook and the CLI
-//! (`#[path]`-included).
+//! drop. Shared by the tests of straddle-oci, the webhook and the CLI.
 //!
 //! Without the binary the tests skip (saying so), unless
 //! `STRADDLE_REQUIRE_REGISTRY=1` (set by `.ci/run`): then they fail.
 
-#![allow(dead_code)]
-
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use crate::process::Process;
+use crate::scratch::Scratch;
 
 pub const BINARY: &str = "docker-registry";
 
@@ -30,7 +29,9 @@ pub struct RegistryServer {
     pub addr: SocketAddr,
     pub dir: PathBuf,
     options: Options,
-    child: Option<Child>,
+    child: Option<Process>,
+    /// Holds `dir`; removed after the child is stopped.
+    _scratch: Scratch,
 }
 
 /// Whether the registry binary is there; if not, either skip (returns
@@ -50,24 +51,10 @@ pub fn available() -> bool {
     found
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let base = option_env!("CARGO_TARGET_TMPDIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let dir = base.join(format!(
-        "registry-{name}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 impl RegistryServer {
     pub fn start(name: &str, options: Options) -> RegistryServer {
-        let dir = temp_dir(name);
+        let scratch = Scratch::new(&format!("registry-{name}")).unwrap();
+        let dir = scratch.path().to_path_buf();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -78,6 +65,7 @@ impl RegistryServer {
             dir,
             options,
             child: None,
+            _scratch: scratch,
         };
         server.spawn();
         server
@@ -110,15 +98,10 @@ impl RegistryServer {
         }
         let config_path = self.dir.join("config.yml");
         std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(self.dir.join("registry.log")).unwrap();
-        let child = Command::new(BINARY)
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {BINARY}: {e}"));
+        let mut command = Command::new(BINARY);
+        command.arg("serve").arg(&config_path);
+        let child = Process::spawn(BINARY, command, &self.dir.join("registry.log"))
+            .unwrap_or_else(|e| panic!("starting {BINARY}: {e:#}"));
         self.child = Some(child);
         self.wait_listening();
     }
@@ -129,7 +112,7 @@ impl RegistryServer {
             if TcpStream::connect_timeout(&self.addr, Duration::from_millis(100)).is_ok() {
                 return;
             }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+            if let Some(status) = self.child.as_mut().unwrap().exited() {
                 panic!(
                     "{BINARY} exited ({status}) before listening:\n{}",
                     std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default()
@@ -152,8 +135,7 @@ impl RegistryServer {
     /// Stops the server (its storage stays).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            child.kill();
         }
     }
 
@@ -196,7 +178,6 @@ impl RegistryServer {
 impl Drop for RegistryServer {
     fn drop(&mut self) {
         self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -51,6 +51,11 @@ impl Process {
         })
     }
 
+    /// The process id (also its process group's).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `Some(status)` once the process has exited.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
@@ -80,6 +85,14 @@ impl Process {
         }
         let _ = self.signal(Signal::KILL);
         let _ = self.child.wait();
+    }
+
+    /// SIGKILL to the whole group, at once; waits for it.
+    pub fn kill(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.signal(Signal::KILL);
+            let _ = self.child.wait();
+        }
     }
 
     /// The last `bytes` of the log, for failure messages.
@@ -122,8 +135,9 @@ pub fn workspace_binary(package: &str, name: &str) -> Result<PathBuf> {
         .context("test binary outside target/<profile>/deps")?;
     let path = profile_dir.join(name);
     let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let stale = built.is_none_or(|built| newest_source(&workspace).is_some_and(|s| s > built));
+    let stale = built.is_none_or(|built| {
+        newest_source(crate::root(), sources_of(package)).is_some_and(|s| s > built)
+    });
     if stale {
         let release = profile_dir.file_name().is_some_and(|p| p == "release");
         let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
@@ -140,9 +154,34 @@ pub fn workspace_binary(package: &str, name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The newest modification time of a `.rs` file under the crates the
-/// binaries are built from.
-fn newest_source(workspace: &Path) -> Option<std::time::SystemTime> {
+/// The workspace crates a package's binaries are built from: only their
+/// sources can make a binary stale (a `straddle` binary is not stale
+/// because the webhook changed, and cargo would not relink it anyway).
+fn sources_of(package: &str) -> &'static [&'static str] {
+    match package {
+        "straddle-webhook" => &["webhook", "oci", "policy/engine", "policy/host"],
+        "straddle-compiler" => &[
+            "compiler",
+            "oci",
+            "policy/engine",
+            "policy/host",
+            "policy/guest",
+            "policy/artifact",
+        ],
+        _ => &[
+            "webhook",
+            "compiler",
+            "oci",
+            "policy/engine",
+            "policy/host",
+            "policy/guest",
+            "policy/artifact",
+        ],
+    }
+}
+
+/// The newest modification time of a `.rs` file under `crates`.
+fn newest_source(workspace: &Path, crates: &[&str]) -> Option<std::time::SystemTime> {
     fn walk(dir: &Path, newest: &mut Option<std::time::SystemTime>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
@@ -159,15 +198,7 @@ fn newest_source(workspace: &Path) -> Option<std::time::SystemTime> {
         }
     }
     let mut newest = None;
-    for krate in [
-        "webhook",
-        "compiler",
-        "oci",
-        "policy/engine",
-        "policy/host",
-        "policy/guest",
-        "policy/artifact",
-    ] {
+    for krate in crates {
         walk(&workspace.join(krate).join("src"), &mut newest);
     }
     newest
