@@ -73,6 +73,10 @@ pub const CORPUS: &[(&str, &[&str])] = &[
     ("specs/cp-nodeport-linkerd.yaml", &["cp-zk-kafka-only"]),
     ("specs/cloudpirates-kraft-mcs.yaml", &["cloudpirates-kafka"]),
     (
+        "specs/bitnami-kraft-dedicated-stretch.yaml",
+        &["bitnami-kafka-kraft-dedicated-shared-sasl"],
+    ),
+    (
         "specs/cloudpirates-zookeeper-cilium.yaml",
         &["cloudpirates-zookeeper"],
     ),

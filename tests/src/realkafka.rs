@@ -41,23 +41,42 @@ pub const TEST_OVERRIDES: &[(&str, &str)] = &[
     ("group.initial.rebalance.delay.ms", "0"),
 ];
 
+/// Settings of an image that the Apache Kafka jars cannot run, left out:
+/// (property, value prefix). cp-kafka's chart names Confluent's metrics
+/// reporter (`KAFKA_METRIC_REPORTERS`), a class only Confluent's image ships.
+pub const TEST_UNAVAILABLE: &[(&str, &str)] = &[("metric.reporters", "io.confluent.")];
+
 /// The jars: `$STRADDLE_KAFKA_JARS`, else the `current` link
 /// `tests/tools/kafka/fetch.sh` leaves in its cache.
 pub fn jars() -> Result<Jars, String> {
-    let dir = match std::env::var_os("STRADDLE_KAFKA_JARS") {
+    jars_of("STRADDLE_KAFKA_JARS", "current", "")
+}
+
+/// The Kafka 3.9 jars of ZooKeeper mode (`tests/tools/kafka/pom-zookeeper.xml`):
+/// `$STRADDLE_KAFKA_ZK_JARS`, else the `current-pom-zookeeper` link.
+pub fn zookeeper_mode_jars() -> Result<Jars, String> {
+    jars_of(
+        "STRADDLE_KAFKA_ZK_JARS",
+        "current-pom-zookeeper",
+        " tests/tools/kafka/pom-zookeeper.xml",
+    )
+}
+
+fn jars_of(var: &str, link: &str, pom: &str) -> Result<Jars, String> {
+    let dir = match std::env::var_os(var) {
         Some(d) => PathBuf::from(d),
         None => {
             let cache = std::env::var_os("XDG_CACHE_HOME")
                 .map(PathBuf::from)
                 .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
                 .ok_or("neither XDG_CACHE_HOME nor HOME is set")?;
-            cache.join("straddle/kafka/current")
+            cache.join("straddle/kafka").join(link)
         }
     };
     let version = fs::read_dir(&dir)
         .map_err(|e| {
             format!(
-                "{}: {e} (run tests/tools/kafka/fetch.sh or set STRADDLE_KAFKA_JARS)",
+                "{}: {e} (run tests/tools/kafka/fetch.sh{pom} or set {var})",
                 dir.display()
             )
         })?
@@ -79,6 +98,31 @@ pub struct Jars {
 }
 
 impl Jars {
+    /// Kafka 3.x: ZooKeeper mode, and the tools' older names (the
+    /// `--producer.config`/`--consumer.config` flags, the Scala
+    /// `kafka.admin.BrokerApiVersionsCommand`).
+    pub fn legacy(&self) -> bool {
+        self.version.starts_with("3.")
+    }
+
+    /// The class of `kafka-broker-api-versions.sh`.
+    pub fn broker_api_versions(&self) -> &'static str {
+        if self.legacy() {
+            "kafka.admin.BrokerApiVersionsCommand"
+        } else {
+            "org.apache.kafka.tools.BrokerApiVersionsCommand"
+        }
+    }
+
+    /// The flag that names a client's properties file (`producer` or `consumer`).
+    pub fn client_config_flag(&self, client: &str) -> String {
+        if self.legacy() {
+            format!("--{client}.config")
+        } else {
+            "--command-config".into()
+        }
+    }
+
     /// `java <flags> -cp <jars>/* <main> <args>` in pod `id`'s namespace,
     /// logging through `log4j2` (a properties file).
     pub fn java(
@@ -124,6 +168,14 @@ impl Jars {
 
 pub const SERVER_LOG4J2: &str = "server-log4j2.properties";
 pub const TOOLS_LOG4J2: &str = "tools-log4j2.properties";
+/// The producers': the tools' plus the client's connection and metadata
+/// events (a connection that times out, a leader that moved), to explain
+/// a producer that stalls during a cut.
+pub const PRODUCER_LOG4J2: &str = "producer-log4j2.properties";
+/// The client's line for a connection whose setup timed out (a peer whose
+/// packets are dropped: `socket.connection.setup.timeout.ms`, 10 s doubling
+/// to 30 s).
+pub const SETUP_TIMEOUT: &str = "due to socket connection setup timeout";
 
 /// Writes the two logging configurations into the lab's directory.
 pub fn write_log_configs(lab: &Lab) {
@@ -149,6 +201,15 @@ pub fn write_log_configs(lab: &Lab) {
         format!("{common}rootLogger.level = ERROR\n"),
     )
     .unwrap();
+    fs::write(
+        lab.dir.join(PRODUCER_LOG4J2),
+        format!(
+            "{common}rootLogger.level = ERROR\n\
+             logger.net.name = org.apache.kafka.clients.NetworkClient\nlogger.net.level = INFO\n\
+             logger.meta.name = org.apache.kafka.clients.Metadata\nlogger.meta.level = INFO\n"
+        ),
+    )
+    .unwrap();
 }
 
 /// The node's `server.properties`: its effective configuration with the
@@ -160,6 +221,11 @@ pub fn server_properties(config: &KafkaConfig, header: &str, data: &Path) -> Str
             *v = data.display().to_string();
         }
     }
+    lines.retain(|(k, v)| {
+        !TEST_UNAVAILABLE
+            .iter()
+            .any(|(key, prefix)| k == key && v.starts_with(prefix))
+    });
     for (key, value) in TEST_OVERRIDES {
         lines.retain(|(k, _)| k != key);
         lines.push((key.to_string(), value.to_string()));
@@ -355,7 +421,9 @@ pub fn parse_brokers(text: &str) -> BTreeMap<u32, (String, String)> {
         .filter_map(|l| {
             let (addr, rest) = l.split_once(" (id: ")?;
             let (id, rest) = rest.split_once(" rack: ")?;
+            // 4.x: `rack: r isFenced: false) -> (`; 3.x: `rack: r) -> (`.
             let (rack, _) = rest.split_once(' ')?;
+            let rack = rack.trim_end_matches(')');
             let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
             Some((id.parse().ok()?, (host.to_string(), rack.to_string())))
         })
@@ -428,6 +496,12 @@ mod tests {
                 "kafka-0.east.kafka-headless.kafka.svc.clusterset.local".into(),
                 "us-east-1".into()
             )
+        );
+        let legacy =
+            "b-1.c0.h.ns:9092 (id: 1 rack: c0) -> (\n\tProduce(0): 0 to 11 [usable: 11],\n";
+        assert_eq!(
+            parse_brokers(legacy)[&1],
+            ("b-1.c0.h.ns".into(), "c0".into())
         );
         let topic = "Topic: t\tTopicId: x\tPartitionCount: 1\n\tTopic: t\tPartition: 0\tLeader: 3\tReplicas: 3,0,4\tIsr: 3,0\tElr: \tLastKnownElr: \n";
         assert_eq!(parse_topic(topic)[&0], (3, vec![3, 0, 4], vec![3, 0]));

@@ -13,6 +13,15 @@
 //! view per cluster, cuts that drop packets), formatted the way the chart
 //! formats it (`straddle_tests::realkafka`).
 //!
+//! ZooKeeper mode (cp-helm-charts, `cp-kafka` on the stretched
+//! `cp-zookeeper`): Kafka 4 has none, so those brokers run Kafka 3.9 (the
+//! jars of `tests/tools/kafka/pom-zookeeper.xml`), and the ensemble runs
+//! from the ZooKeeper jars that Kafka ships with, each server with the
+//! `zoo.cfg` the cp-zookeeper image writes from its mutated pod. There the
+//! metadata quorum is ZooKeeper's: "a leader" is one ZooKeeper leader with
+//! every server of the side serving (4lw `srvr`), formation also waits for
+//! the Kafka controller the brokers elect through ZooKeeper.
+//!
 //! Checked, per spec:
 //! - the controllers form one quorum with one leader, with the spec's
 //!   cluster id and exactly the planned voters (`MetadataQuorumCommand`);
@@ -23,9 +32,12 @@
 //!   each cluster writes through its own cluster's broker; consumers in
 //!   every other cluster read every acknowledged record;
 //! - cutting each cluster in turn: each side keeps a metadata-quorum leader
-//!   exactly when `straddle explain`'s analysis says so; the producers of
-//!   the side that keeps it keep getting acknowledgements and the cut-off
-//!   producer gets none; after the heal every voter catches up, every
+//!   exactly when `straddle explain`'s analysis says so; exactly the
+//!   partitions with two replicas outside the cut cluster keep two in-sync
+//!   replicas (acks=all writable: explain's warning when brokers run in
+//!   fewer than three clusters); the producers of the side that keeps it
+//!   are acknowledged again (together: one alone can stall, see `lab.rs`)
+//!   and the cut-off producer gets none; after the heal every voter catches up, every
 //!   partition's ISR is whole again, the rejoined cluster reads every
 //!   acknowledged record and its producer is acknowledged again;
 //! - at the end no acknowledged record is lost: every cluster reads all.
@@ -37,6 +49,8 @@
 
 #[path = "kafka_cluster/lab.rs"]
 mod lab;
+#[path = "kafka_cluster/zk.rs"]
+mod zk;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -51,7 +65,9 @@ use straddle_tests::controlplane::Tools;
 use straddle_tests::controlplane::stretch::KubeStretch;
 use straddle_tests::controlplane::webhook::Certificates;
 use straddle_tests::dns::{self, View};
-use straddle_tests::effective::{KafkaConfig, bitnami_kafka, cloudpirates_kafka};
+use straddle_tests::effective::{
+    KafkaConfig, ZkConfig, bitnami_kafka, cloudpirates_kafka, cp_kafka, cp_zookeeper,
+};
 use straddle_tests::realkafka::{self, Jars};
 use straddle_tests::stretch::Stretch;
 use straddle_tests::{netns, realkafka::listener_names};
@@ -73,6 +89,12 @@ pub enum KafkaChart {
     /// the `prepare-config` init script writes `server.properties`; the
     /// controllers format with the initial-controllers file (directory ids).
     Bitnami,
+    /// cp-helm-charts `cp-kafka` in ZooKeeper mode (release `confluent`):
+    /// the image turns `KAFKA_*` env into `server.properties`, the command
+    /// exports the broker id and advertised listeners; the brokers use the
+    /// stretched `cp-zookeeper` ensemble. Run on Kafka 3.9 (4.x has no
+    /// ZooKeeper mode).
+    Cp,
 }
 
 impl KafkaChart {
@@ -80,6 +102,7 @@ impl KafkaChart {
         match self {
             KafkaChart::CloudPirates => "cloudpirates-kafka",
             KafkaChart::Bitnami => "bitnami-kafka-kraft-dedicated-shared-sasl",
+            KafkaChart::Cp => "cp-zk-kafka-only",
         }
     }
 
@@ -87,14 +110,29 @@ impl KafkaChart {
         match self {
             KafkaChart::CloudPirates => &["kafka"],
             KafkaChart::Bitnami => &["kafka-controller", "kafka-broker"],
+            KafkaChart::Cp => &["confluent-cp-kafka"],
         }
     }
 
-    /// The ConfigMap the pods of `statefulset` read.
-    fn configmap(self, statefulset: &str) -> String {
+    /// The ZooKeeper StatefulSet of ZooKeeper mode.
+    fn zookeeper(self) -> Option<&'static str> {
+        (self == KafkaChart::Cp).then_some("confluent-cp-zookeeper")
+    }
+
+    /// The listener clients use.
+    fn client_listener(self) -> &'static str {
         match self {
-            KafkaChart::CloudPirates => "kafka-config".into(),
-            KafkaChart::Bitnami => format!("{statefulset}-configuration"),
+            KafkaChart::Cp => "PLAINTEXT",
+            KafkaChart::CloudPirates | KafkaChart::Bitnami => "CLIENT",
+        }
+    }
+
+    /// The ConfigMap the pods of `statefulset` read, if any.
+    fn configmap(self, statefulset: &str) -> Option<String> {
+        match self {
+            KafkaChart::CloudPirates => Some("kafka-config".into()),
+            KafkaChart::Bitnami => Some(format!("{statefulset}-configuration")),
+            KafkaChart::Cp => None,
         }
     }
 
@@ -104,13 +142,15 @@ impl KafkaChart {
         format!("{name}-{key}-pw")
     }
 
-    fn config(self, sts: &Value, configmap: &Value, ns: &str, ordinal: u32) -> KafkaConfig {
+    fn config(self, sts: &Value, configmap: Option<&Value>, ns: &str, ordinal: u32) -> KafkaConfig {
+        let configmap = || configmap.expect("the chart's ConfigMap");
         match self {
+            KafkaChart::Cp => cp_kafka::effective_config(sts, ns, ordinal),
             KafkaChart::CloudPirates => {
-                cloudpirates_kafka::effective_config(sts, configmap, ns, ordinal, &Self::secret)
+                cloudpirates_kafka::effective_config(sts, configmap(), ns, ordinal, &Self::secret)
             }
             KafkaChart::Bitnami => {
-                bitnami_kafka::effective_config(sts, configmap, ns, ordinal, &Self::secret)
+                bitnami_kafka::effective_config(sts, configmap(), ns, ordinal, &Self::secret)
             }
         }
         .unwrap_or_else(|e| panic!("{e:#}"))
@@ -129,19 +169,68 @@ pub struct Node {
     pub broker: bool,
 }
 
+/// One ZooKeeper server of ZooKeeper mode.
+#[derive(Debug)]
+pub struct ZkServer {
+    /// Its lab member id ([`ZK_LAB_ID`] + myid: Kafka's broker ids start at 0).
+    pub lab_id: u32,
+    pub cluster: usize,
+    pub name: String,
+    pub ip: Ipv4Addr,
+    pub config: ZkConfig,
+}
+
+/// ZooKeeper servers are lab members `ZK_LAB_ID + myid`.
+pub const ZK_LAB_ID: u32 = 1000;
+
 pub struct Case {
     pub spec: &'static str,
     pub topo: Topology,
+    /// The metadata quorum: the KRaft controllers, or ZooKeeper's ensemble.
     pub quorum: Quorum,
     pub survivability: Survivability,
     pub nodes: Vec<Node>,
+    /// ZooKeeper mode: the ensemble (empty in KRaft mode).
+    pub zookeeper: Vec<ZkServer>,
     pub dns: Vec<View>,
-    pub cluster_id: String,
+    /// KRaft's cluster id (ZooKeeper mode: none, the brokers make one).
+    pub cluster_id: Option<String>,
+    pub client_listener: &'static str,
 }
 
 impl Case {
     pub fn cluster_name(&self, ci: usize) -> &str {
         &self.topo.clusters[ci].name
+    }
+
+    pub fn zookeeper_mode(&self) -> bool {
+        !self.zookeeper.is_empty()
+    }
+
+    pub fn zk(&self, myid: u32) -> &ZkServer {
+        self.zookeeper
+            .iter()
+            .find(|z| z.config.myid == myid)
+            .unwrap()
+    }
+
+    /// The cluster of metadata-quorum voter `id` (controller or ZooKeeper server).
+    pub fn voter_cluster(&self, id: u32) -> usize {
+        if self.zookeeper_mode() {
+            self.zk(id).cluster
+        } else {
+            self.node(id).cluster
+        }
+    }
+
+    /// `<pod> (id N) in <cluster>` of voter `id`, for messages.
+    pub fn who_voter(&self, id: u32) -> String {
+        if self.zookeeper_mode() {
+            let z = self.zk(id);
+            format!("{} (myid {id}) in {}", z.name, self.cluster_name(z.cluster))
+        } else {
+            self.who(id)
+        }
     }
 
     pub fn node(&self, id: u32) -> &Node {
@@ -180,7 +269,9 @@ impl Case {
                     .unwrap_or_else(|e| panic!("{spec}: {e:#}"));
                 let mut stored = BTreeMap::new();
                 for sts in chart.statefulsets() {
-                    let name = chart.configmap(sts);
+                    let Some(name) = chart.configmap(sts) else {
+                        continue;
+                    };
                     let cm = kube
                         .cluster(i)
                         .get("configmap", &kube.namespace, &name)
@@ -192,7 +283,9 @@ impl Case {
                 configmaps.push(stored);
                 for p in pods {
                     let owner = p["metadata"]["ownerReferences"][0]["name"].as_str();
-                    if owner.is_some_and(|o| chart.statefulsets().contains(&o)) {
+                    if owner.is_some_and(|o| {
+                        chart.statefulsets().contains(&o) || chart.zookeeper() == Some(o)
+                    }) {
                         let name = p["metadata"]["name"].as_str().unwrap().to_string();
                         real.insert((i, name), p);
                     }
@@ -231,14 +324,16 @@ impl Case {
                 });
                 let config = chart.config(
                     &from_pod,
-                    &configmaps[r.cluster][sts],
+                    configmaps[r.cluster].get(sts),
                     &r.namespace,
                     r.ordinal,
                 );
-                let model_cm = &stretch
-                    .object(r.cluster, "ConfigMap", &chart.configmap(sts))
-                    .unwrap_or_else(|e| panic!("{e:#}"))
-                    .after;
+                let model_cm = chart.configmap(sts).map(|name| {
+                    &stretch
+                        .object(r.cluster, "ConfigMap", &name)
+                        .unwrap_or_else(|e| panic!("{e:#}"))
+                        .after
+                });
                 let modelled = chart.config(r.statefulset, model_cm, &r.namespace, r.ordinal);
                 assert_eq!(
                     config, modelled,
@@ -261,10 +356,47 @@ impl Case {
                 addresses.push(r.address(Ipv4Addr::UNSPECIFIED));
             }
         }
+        // ZooKeeper mode: the ensemble's servers, from their real pods
+        // (cp-zookeeper's command and image; the model must agree).
+        let mut zookeeper = Vec::new();
+        let mut zk_addresses = Vec::new();
+        if let Some(zk) = stretch.topo.zookeeper.as_ref() {
+            for r in stretch.pods(&zk.group).unwrap_or_else(|e| panic!("{e:#}")) {
+                let pod = real.get(&(r.cluster, r.name.clone())).unwrap_or_else(|| {
+                    panic!(
+                        "{spec}: the StatefulSet controller of {} made no pod {}",
+                        stretch.cluster_name(r.cluster),
+                        r.name
+                    )
+                });
+                let from_pod = json!({
+                    "metadata": {"name": zk.group.statefulset},
+                    "spec": {"template": {"spec": pod["spec"]}},
+                });
+                let config = cp_zookeeper::effective_config(&from_pod, &r.namespace, r.ordinal)
+                    .unwrap_or_else(|e| panic!("{e:#}"));
+                let modelled =
+                    cp_zookeeper::effective_config(r.statefulset, &r.namespace, r.ordinal)
+                        .unwrap_or_else(|e| panic!("{e:#}"));
+                assert_eq!(
+                    config, modelled,
+                    "{spec} {}: the real pod's configuration differs from the model's",
+                    r.name
+                );
+                zookeeper.push(ZkServer {
+                    lab_id: ZK_LAB_ID + config.myid,
+                    cluster: r.cluster,
+                    name: r.name.clone(),
+                    ip: Ipv4Addr::UNSPECIFIED,
+                    config,
+                });
+                zk_addresses.push(r.address(Ipv4Addr::UNSPECIFIED));
+            }
+        }
         assert_eq!(
-            nodes.len(),
+            nodes.len() + zookeeper.len(),
             real.len(),
-            "{spec}: the real controllers made other Kafka pods than the spec's"
+            "{spec}: the real controllers made other pods than the spec's"
         );
         let mut order: Vec<usize> = (0..nodes.len()).collect();
         order.sort_by_key(|&i| nodes[i].id);
@@ -272,18 +404,31 @@ impl Case {
             nodes[i].ip = netns::address(n);
             addresses[i].ip = nodes[i].ip;
         }
+        zookeeper.sort_by_key(|z| z.lab_id);
+        zk_addresses.sort_by_key(|a| (a.cluster, a.pod.clone()));
+        for (n, z) in zookeeper.iter_mut().enumerate() {
+            z.ip = netns::address(nodes.len() + n);
+            let a = zk_addresses
+                .iter_mut()
+                .find(|a| a.cluster == z.cluster && a.pod == z.name)
+                .unwrap();
+            a.ip = z.ip;
+        }
+        addresses.extend(zk_addresses);
         let dns = dns::views(&stretch.topo, &addresses);
         nodes.sort_by_key(|n| n.id);
-        let cluster_id = kafka
-            .cluster_id
-            .clone()
-            .expect("KRaft specs name a cluster id");
+        let cluster_id = kafka.cluster_id.clone();
         drop(real);
         let topo = stretch.topo;
+        let name = if zookeeper.is_empty() {
+            "kraft-controllers"
+        } else {
+            "zookeeper"
+        };
         let quorum = quorum::quorums(&topo)
             .into_iter()
-            .find(|q| q.name == "kraft-controllers")
-            .expect("a KRaft controller quorum");
+            .find(|q| q.name == name)
+            .unwrap_or_else(|| panic!("{spec}: no {name} quorum"));
         let survivability = quorum::analyse(&topo, &quorum);
         let case = Case {
             spec,
@@ -291,8 +436,10 @@ impl Case {
             quorum,
             survivability,
             nodes,
+            zookeeper,
             dns,
             cluster_id,
+            client_listener: chart.client_listener(),
         };
         case.check_configs();
         case
@@ -311,17 +458,20 @@ impl Case {
             .iter()
             .map(|v| (v.id, v.cluster))
             .collect();
-        let controllers: BTreeMap<u32, usize> =
-            self.controllers().map(|n| (n.id, n.cluster)).collect();
-        assert_eq!(
-            controllers, analysed,
-            "{spec}: controllers vs analysed voters"
-        );
+        let voters: BTreeMap<u32, usize> = if self.zookeeper_mode() {
+            self.zookeeper
+                .iter()
+                .map(|z| (z.config.myid, z.cluster))
+                .collect()
+        } else {
+            self.controllers().map(|n| (n.id, n.cluster)).collect()
+        };
+        assert_eq!(voters, analysed, "{spec}: voters vs analysed voters");
+        self.check_zookeeper();
         for n in &self.nodes {
             let what = format!("{spec} {} ({})", n.name, self.cluster_name(n.cluster));
             assert_eq!(
-                n.config.cluster_id.as_deref(),
-                Some(self.cluster_id.as_str()),
+                n.config.cluster_id, self.cluster_id,
                 "{what}: formatted with another cluster id"
             );
             let voters = realkafka::voters(&n.config);
@@ -358,6 +508,12 @@ impl Case {
                 );
             }
             for (listener, host, _) in n.config.advertised() {
+                // ZooKeeper mode: cp-kafka's EXTERNAL listener advertises
+                // the node's host IP (NodePort); only the client listener
+                // is the stretch's.
+                if self.zookeeper_mode() && listener != self.client_listener {
+                    continue;
+                }
                 for ci in 0..self.topo.clusters.len() {
                     assert_eq!(
                         self.dns[ci].get(&host),
@@ -375,6 +531,67 @@ impl Case {
     }
 }
 
+impl Case {
+    /// ZooKeeper mode: every server's `server.<myid>` list names every
+    /// server (its own entry `0.0.0.0`, the chart's command), each entry
+    /// resolving in its cluster to that server; the groups and weights are
+    /// the analysed ones' count; each broker's `zookeeper.connect` names
+    /// every server, resolvable in its cluster.
+    fn check_zookeeper(&self) {
+        let spec = self.spec;
+        if !self.zookeeper_mode() {
+            return;
+        }
+        let myids: BTreeSet<u32> = self.zookeeper.iter().map(|z| z.config.myid).collect();
+        for z in &self.zookeeper {
+            let what = format!("{spec} {} ({})", z.name, self.cluster_name(z.cluster));
+            let servers = z.config.properties.indexed("server");
+            assert_eq!(
+                servers.keys().copied().collect::<BTreeSet<_>>(),
+                myids,
+                "{what}: server list vs the ensemble"
+            );
+            for (id, entry) in &servers {
+                let host = entry.split(':').next().unwrap();
+                if *id == z.config.myid {
+                    assert_eq!(host, "0.0.0.0", "{what}: its own entry");
+                    continue;
+                }
+                assert_eq!(
+                    self.dns[z.cluster].get(host),
+                    Some(&self.zk(*id).ip),
+                    "{what}: server.{id} {host} does not resolve to its pod"
+                );
+            }
+        }
+        let zk_ips: BTreeSet<Ipv4Addr> = self.zookeeper.iter().map(|z| z.ip).collect();
+        for n in &self.nodes {
+            let what = format!("{spec} {} ({})", n.name, self.cluster_name(n.cluster));
+            let connect = n
+                .config
+                .properties
+                .get("zookeeper.connect")
+                .unwrap_or_else(|| panic!("{what}: no zookeeper.connect"));
+            let resolved: BTreeSet<Ipv4Addr> = connect
+                .split('/')
+                .next()
+                .unwrap()
+                .split(',')
+                .map(|a| {
+                    let host = a.rsplit_once(':').map_or(a, |(h, _)| h);
+                    *self.dns[n.cluster].get(host).unwrap_or_else(|| {
+                        panic!("{what}: zookeeper.connect host {host} does not resolve")
+                    })
+                })
+                .collect();
+            assert_eq!(
+                resolved, zk_ips,
+                "{what}: zookeeper.connect does not name every server"
+            );
+        }
+    }
+}
+
 /// Why this machine cannot run real Kafka, if it cannot.
 fn missing_prerequisite() -> Option<String> {
     if let Some(why) = netns::missing_prerequisite(&["java"]) {
@@ -383,7 +600,9 @@ fn missing_prerequisite() -> Option<String> {
     if let Err(why) = Tools::find() {
         return Some(why);
     }
-    realkafka::jars().err()
+    realkafka::jars()
+        .and_then(|_| realkafka::zookeeper_mode_jars())
+        .err()
 }
 
 /// One stretch, all nodes of every cluster: formation, registrations,
@@ -438,6 +657,7 @@ fn real_kafka_agrees_with_the_survivability_analysis() {
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
     let tools = Tools::find().expect("checked above");
     let jars = realkafka::jars().expect("checked above");
+    let zk_jars = realkafka::zookeeper_mode_jars().expect("checked above");
     let mut report = Report::default();
 
     // `STRADDLE_KAFKA_CASES=bitnami` (a comma list) runs only those cases.
@@ -446,6 +666,10 @@ fn real_kafka_agrees_with_the_survivability_analysis() {
         only.as_deref()
             .is_none_or(|o| o.split(',').any(|c| c == case))
     };
+    // The cuts of a case: by default (CI) the ones that show something the
+    // other cases do not; `STRADDLE_KAFKA_ALL_CUTS=1` cuts every cluster.
+    let all_cuts = std::env::var("STRADDLE_KAFKA_ALL_CUTS").as_deref() == Ok("1");
+    let cuts = |ci: &'static [usize], all: &'static [usize]| if all_cuts { all } else { ci };
 
     // CloudPirates on apache/kafka: combined nodes 2 + 2 + 1, static
     // quorum, over MCS: any one cluster can go.
@@ -486,9 +710,64 @@ fn real_kafka_agrees_with_the_survivability_analysis() {
         prove(&bitnami, &jars, &[0, 2], &mut report);
     }
 
+    // bitnami, dedicated roles stretched: controllers 2 + 2 + 1 (a
+    // dynamic quorum of five, directory ids planned), brokers 3 + 3 + 0,
+    // over MCS: any one cluster can go (three voters remain).
+    if wanted("dedicated") {
+        let dedicated = Case::load(
+            &runtime,
+            &tools,
+            "specs/bitnami-kraft-dedicated-stretch.yaml",
+            KafkaChart::Bitnami,
+        );
+        let losses: Vec<(&str, bool)> = dedicated
+            .survivability
+            .cluster_losses
+            .iter()
+            .map(|l| (l.cluster.as_str(), l.keeps_quorum))
+            .collect();
+        assert_eq!(losses, [("east", true), ("west", true), ("witness", true)]);
+        assert_eq!(dedicated.controllers().count(), 5);
+        // West (not cut in the bitnami example's run) shows acks=all on
+        // the partitions with two replicas there stopping while east's go on.
+        prove(&dedicated, &jars, cuts(&[1], &[0, 1, 2]), &mut report);
+    }
+
+    // cp-helm-charts in ZooKeeper mode (Kafka 3.9): ZooKeeper 3 + 3 + 1
+    // (hierarchical: one group per cluster), brokers 3 + 3 + 0, over MCS.
+    // The quorum survives any one cluster; with brokers in two clusters
+    // RF 3 puts two replicas of some partitions in one cluster, and losing
+    // it stops acks=all writes to those (explain's warning).
+    if wanted("cp") {
+        let cp = Case::load(
+            &runtime,
+            &tools,
+            "specs/cp-three-clusters-mcs.yaml",
+            KafkaChart::Cp,
+        );
+        let losses: Vec<(&str, bool)> = cp
+            .survivability
+            .cluster_losses
+            .iter()
+            .map(|l| (l.cluster.as_str(), l.keeps_quorum))
+            .collect();
+        assert_eq!(
+            losses,
+            [
+                ("cluster-0", true),
+                ("cluster-1", true),
+                ("tie-breaker", true)
+            ]
+        );
+        // cluster-0: ZooKeeper keeps its quorum (groups 2 of 3), partitions
+        // with two replicas there stop taking acks=all writes.
+        prove(&cp, &zk_jars, cuts(&[0], &[0, 1, 2]), &mut report);
+    }
+
     println!(
-        "real Kafka {} vs `straddle explain` ({:.1?} in all):\n{:<34} {:<30} {:<14} {:<14} details\n{}",
+        "real Kafka {} (ZooKeeper mode: {}) vs `straddle explain` ({:.1?} in all):\n{:<34} {:<30} {:<14} {:<14} details\n{}",
         jars.version,
+        zk_jars.version,
         started.elapsed(),
         "spec",
         "event",

@@ -10,11 +10,11 @@ use rustix::process::Signal;
 use straddle_tests::netns::{self, Lab};
 use straddle_tests::process::Process;
 use straddle_tests::realkafka::{
-    self, CLIENT_JVM_FLAGS, Jars, QuorumStatus, TOOLS_LOG4J2, parse_brokers, parse_replication,
-    parse_status, parse_topic, producer_acks,
+    self, CLIENT_JVM_FLAGS, Jars, QuorumStatus, parse_brokers, parse_replication, parse_status,
+    parse_topic, producer_acks,
 };
 
-use super::Case;
+use super::{Case, zk};
 
 const TOPIC: &str = "straddle-proof";
 const POLL: Duration = Duration::from_millis(500);
@@ -68,9 +68,9 @@ struct Producer {
 }
 
 pub struct KafkaLab<'a> {
-    case: &'a Case,
-    jars: &'a Jars,
-    net: Lab,
+    pub(crate) case: &'a Case,
+    pub(crate) jars: &'a Jars,
+    pub(crate) net: Lab,
     producers: Vec<Producer>,
 }
 
@@ -78,7 +78,7 @@ impl<'a> KafkaLab<'a> {
     /// The lab with every node's files written and its storage formatted
     /// as the chart formats it (no server running yet).
     pub fn new(case: &'a Case, jars: &'a Jars) -> KafkaLab<'a> {
-        let members = case
+        let mut members: Vec<netns::Member> = case
             .nodes
             .iter()
             .map(|n| netns::Member {
@@ -88,6 +88,12 @@ impl<'a> KafkaLab<'a> {
                 ip: n.ip,
             })
             .collect();
+        members.extend(case.zookeeper.iter().map(|z| netns::Member {
+            id: z.lab_id,
+            cluster: z.cluster,
+            name: z.name.clone(),
+            ip: z.ip,
+        }));
         let net = Lab::new("kafka", case.topo.clusters.len(), members, &case.dns);
         realkafka::write_log_configs(&net);
         for n in &case.nodes {
@@ -97,7 +103,7 @@ impl<'a> KafkaLab<'a> {
             fs::write(home.join("server.properties"), props).unwrap();
             fs::write(
                 home.join("client.properties"),
-                realkafka::client_properties(&n.config, "CLIENT"),
+                realkafka::client_properties(&n.config, case.client_listener),
             )
             .unwrap();
             fs::write(
@@ -106,13 +112,23 @@ impl<'a> KafkaLab<'a> {
             )
             .unwrap();
         }
+        for z in &case.zookeeper {
+            zk::write_config(
+                &net,
+                z,
+                &format!("{} in {}", z.name, case.cluster_name(z.cluster)),
+            );
+        }
         let lab = KafkaLab {
             case,
             jars,
             net,
             producers: Vec::new(),
         };
-        lab.format();
+        // KRaft formats storage; ZooKeeper-mode brokers need none.
+        if !case.zookeeper_mode() {
+            lab.format();
+        }
         lab
     }
 
@@ -169,7 +185,7 @@ impl<'a> KafkaLab<'a> {
         );
     }
 
-    fn tool(&self, id: u32, main: &str, args: &[String]) -> (bool, String) {
+    pub(crate) fn tool(&self, id: u32, main: &str, args: &[String]) -> (bool, String) {
         self.jars.run(&self.net, id, main, args, TOOL_DEADLINE)
     }
 
@@ -223,6 +239,9 @@ impl<'a> KafkaLab<'a> {
     /// The quorum as seen from one controller per cluster of `clusters`, in
     /// parallel: Ok when all see the same leader, one of `side`'s voters.
     fn side_leader(&self, clusters: &[usize]) -> Result<QuorumStatus, String> {
+        if self.case.zookeeper_mode() {
+            return zk::side_leader(self, clusters);
+        }
         let probes: Vec<u32> = clusters
             .iter()
             .filter_map(|&c| self.case.in_cluster(c).find(|n| n.controller).map(|n| n.id))
@@ -310,6 +329,53 @@ impl<'a> KafkaLab<'a> {
     pub fn form(&mut self, report: &mut Report) {
         let case = self.case;
         let t0 = Instant::now();
+        if case.zookeeper_mode() {
+            zk::start(self);
+            let all = self.all_clusters();
+            let (status, formed) =
+                self.wait("the ZooKeeper ensemble", t0, FORMATION_DEADLINE, |lab| {
+                    lab.side_leader(&all)
+                });
+            report.row(
+                case.spec,
+                &format!("all {} ZooKeeper servers up", case.zookeeper.len()),
+                "keeps quorum",
+                "keeps quorum",
+                format!(
+                    "one leader (myid {}, {}) formed {formed:.1?} after start, every server serving ({:?})",
+                    status.leader,
+                    case.cluster_name(case.voter_cluster(status.leader as u32)),
+                    status.voters,
+                ),
+            );
+            let t1 = Instant::now();
+            for n in &case.nodes {
+                let java = self.jars.java(
+                    &self.net,
+                    n.id,
+                    realkafka::JVM_FLAGS,
+                    &self.net.dir.join(realkafka::SERVER_LOG4J2),
+                    "kafka.Kafka",
+                    &[self.file(n.id, "server.properties")],
+                );
+                self.net.start(n.id, java);
+            }
+            let via = case.nodes[0].id;
+            let (controller, up) = self.wait("a Kafka controller", t1, FORMATION_DEADLINE, |lab| {
+                zk::controller(lab, via)
+            });
+            report.row(
+                case.spec,
+                &format!("all {} brokers up", case.nodes.len()),
+                "unique ids",
+                "unique ids",
+                format!(
+                    "controller broker id {controller} ({}) elected through ZooKeeper {up:.1?} after the brokers started",
+                    case.cluster_name(case.node(controller).cluster)
+                ),
+            );
+            return;
+        }
         for n in &case.nodes {
             let java = self.jars.java(
                 &self.net,
@@ -331,7 +397,8 @@ impl<'a> KafkaLab<'a> {
             Ok(s)
         });
         assert_eq!(
-            status.cluster_id, case.cluster_id,
+            Some(&status.cluster_id),
+            case.cluster_id.as_ref(),
             "{}: the quorum's cluster id",
             case.spec
         );
@@ -366,7 +433,7 @@ impl<'a> KafkaLab<'a> {
             format!(
                 "one leader (id {}, {}) formed {formed:.1?} after start, cluster id {}, voters {:?} all caught up {caught_up:.1?} (lags {lags:?}); {dirs}",
                 status.leader,
-                case.cluster_name(case.node(status.leader as u32).cluster),
+                case.cluster_name(case.voter_cluster(status.leader as u32)),
                 status.cluster_id,
                 status.voters,
             ),
@@ -382,7 +449,9 @@ impl<'a> KafkaLab<'a> {
             .iter()
             .filter(|n| n.broker)
             .map(|n| {
-                let host = realkafka::advertised(&n.config, "CLIENT").unwrap().0;
+                let host = realkafka::advertised(&n.config, case.client_listener)
+                    .unwrap()
+                    .0;
                 (n.id, (host, case.topo.clusters[n.cluster].rack.clone()))
             })
             .collect();
@@ -390,15 +459,11 @@ impl<'a> KafkaLab<'a> {
         let (_, took) = self.wait("broker registrations", t0, FORMATION_DEADLINE, |lab| {
             let args = vec![
                 "--bootstrap-server".into(),
-                lab.address(via, "CLIENT"),
+                lab.address(via, lab.case.client_listener),
                 "--command-config".into(),
                 lab.file(via, "client.properties"),
             ];
-            let (_, out) = lab.tool(
-                via,
-                "org.apache.kafka.tools.BrokerApiVersionsCommand",
-                &args,
-            );
+            let (_, out) = lab.tool(via, lab.jars.broker_api_versions(), &args);
             let seen = parse_brokers(&out);
             if seen == expected {
                 Ok(())
@@ -428,7 +493,7 @@ impl<'a> KafkaLab<'a> {
         let via = case.nodes.iter().find(|n| n.broker).unwrap().id;
         let base = vec![
             "--bootstrap-server".to_string(),
-            self.address(via, "CLIENT"),
+            self.address(via, self.case.client_listener),
             "--command-config".into(),
             self.file(via, "client.properties"),
             "--topic".into(),
@@ -471,8 +536,8 @@ impl<'a> KafkaLab<'a> {
             let id = self.broker_in(ci).unwrap();
             let args: Vec<String> = [
                 "--bootstrap-server",
-                &self.address(id, "CLIENT"),
-                "--command-config",
+                &self.address(id, self.case.client_listener),
+                &self.jars.client_config_flag("producer"),
                 &self.file(id, "client.properties"),
                 "--topic",
                 TOPIC,
@@ -491,7 +556,7 @@ impl<'a> KafkaLab<'a> {
                 &self.net,
                 id,
                 CLIENT_JVM_FLAGS,
-                &self.net.dir.join(TOOLS_LOG4J2),
+                &self.net.dir.join(realkafka::PRODUCER_LOG4J2),
                 "org.apache.kafka.tools.VerifiableProducer",
                 &args,
             );
@@ -533,7 +598,7 @@ impl<'a> KafkaLab<'a> {
     fn partitions(&self, via: u32) -> Result<realkafka::Partitions, String> {
         let args: Vec<String> = [
             "--bootstrap-server",
-            &self.address(via, "CLIENT"),
+            &self.address(via, self.case.client_listener),
             "--command-config",
             &self.file(via, "client.properties"),
             "--topic",
@@ -565,6 +630,23 @@ impl<'a> KafkaLab<'a> {
             }
         }
         all
+    }
+
+    /// Per producer (by cluster): how many connections its client gave up
+    /// on during setup ([`realkafka::SETUP_TIMEOUT`]).
+    fn setup_timeouts(&self) -> BTreeMap<usize, usize> {
+        self.producers
+            .iter()
+            .map(|p| {
+                let log = fs::read_to_string(&p.process.log).unwrap_or_default();
+                (
+                    p.cluster,
+                    log.lines()
+                        .filter(|l| l.contains(realkafka::SETUP_TIMEOUT))
+                        .count(),
+                )
+            })
+            .collect()
     }
 
     /// Acknowledgements of the producers of `clusters` after `since_ms`.
@@ -612,8 +694,8 @@ impl<'a> KafkaLab<'a> {
         let want: BTreeSet<String> = self.acked().into_keys().collect();
         let args: Vec<String> = [
             "--bootstrap-server",
-            &self.address(id, "CLIENT"),
-            "--command-config",
+            &self.address(id, self.case.client_listener),
+            &self.jars.client_config_flag("consumer"),
             &self.file(id, "client.properties"),
             "--topic",
             TOPIC,
@@ -666,6 +748,8 @@ impl<'a> KafkaLab<'a> {
         let before = self.side_leader(&all).map(|s| s.leader).unwrap_or(-1);
         let survivors: Vec<usize> = all.iter().copied().filter(|c| *c != cluster).collect();
         let t0 = Instant::now();
+        let cut_ms = now_ms();
+        let timeouts_before = self.setup_timeouts();
         self.net.cut(cluster);
         let (_, lost) = self.wait(
             "the cut-off side loses its leader",
@@ -722,6 +806,19 @@ impl<'a> KafkaLab<'a> {
                         return Err(format!("cut replicas still in an ISR: {parts:?}"));
                     }
                     let writable = parts.values().filter(|(_, _, isr)| isr.len() >= 2).count();
+                    // The partitions acks=all can still write: those with
+                    // at least min.insync.replicas=2 replicas outside the
+                    // cut cluster (explain's warning when brokers run in
+                    // fewer than three clusters).
+                    let expected = parts
+                        .values()
+                        .filter(|(_, r, _)| r.iter().filter(|r| !cut.contains(r)).count() >= 2)
+                        .count();
+                    if writable != expected {
+                        return Err(format!(
+                            "{writable} partitions keep 2 in-sync replicas, {expected} have 2 replicas outside the cut: {parts:?}"
+                        ));
+                    }
                     Ok((writable, parts.len()))
                 });
             details += &format!(
@@ -734,10 +831,13 @@ impl<'a> KafkaLab<'a> {
                 Instant::now(),
                 PRODUCE_DEADLINE,
                 // The side keeps producing: its producers together are
-                // acknowledged again. (Each one alone is not required: once,
-                // the witness producer's client stalled for over 90 s after
-                // west was cut while east's kept being acknowledged; the
-                // counts per producer are reported.)
+                // acknowledged again. (Each one alone is not required: a
+                // producer can go without acknowledgements for over 90 s
+                // after a cut while another is acknowledged (CloudPirates'
+                // witness after west was cut; cp's cluster-1 after
+                // cluster-0 was cut, with records spread round-robin); the
+                // first acknowledgement after the cut per producer and its
+                // client's connection setup timeouts are reported.)
                 |lab| {
                     let total: usize = lab.acks_since(&producing, settled_ms).values().sum();
                     if total >= PROGRESS {
@@ -753,14 +853,53 @@ impl<'a> KafkaLab<'a> {
                 .into_iter()
                 .map(|(c, n)| (case.cluster_name(c), n))
                 .collect();
+            // Per surviving producer: its first acknowledgement after the
+            // cut, and the connections its client gave up on (to the cut
+            // brokers, whose packets are dropped: each costs the
+            // connection setup timeout, 10 s doubling to 30 s, and a
+            // metadata request sent there waits as long).
+            let first: BTreeMap<&str, String> = producing
+                .iter()
+                .map(|&c| {
+                    let at = self
+                        .acked()
+                        .values()
+                        .filter(|(pc, ts)| *pc == c && *ts > cut_ms)
+                        .map(|(_, ts)| ts - cut_ms)
+                        .min();
+                    (
+                        case.cluster_name(c),
+                        at.map_or("none yet".into(), |ms| {
+                            format!("{:.1}s", ms as f64 / 1000.0)
+                        }),
+                    )
+                })
+                .collect();
+            let timeouts: BTreeMap<&str, usize> = self
+                .setup_timeouts()
+                .into_iter()
+                .filter(|(c, _)| producing.contains(c))
+                .map(|(c, n)| {
+                    (
+                        case.cluster_name(c),
+                        n - timeouts_before.get(&c).unwrap_or(&0),
+                    )
+                })
+                .collect();
             details += &format!(
-                "; survivors' leader id {} ({}) {settled:.1?} after the cut; acks=all producing acknowledged again {resumed:.1?} later (acknowledgements per producer 5 s after: {counts:?})",
+                "; survivors' leader id {} ({}) {settled:.1?} after the cut; acks=all producing acknowledged again {resumed:.1?} later (acknowledgements per producer 5 s after: {counts:?}; first after the cut: {first:?}; connection setup timeouts: {timeouts:?})",
                 s.leader,
-                case.cluster_name(case.node(s.leader as u32).cluster)
+                case.cluster_name(case.voter_cluster(s.leader as u32))
             );
         }
         // Still cut: the isolated side must be acknowledged nothing.
-        let isolated = self.acks_since(&[cluster], settled_ms)[&cluster];
+        // From 2 s after the cut: a record the other clusters' replicas
+        // fetched before the cut may be acknowledged just after it (seen
+        // in ZooKeeper mode, where the survivors settle within 0.1 s: 9
+        // acknowledgements within 0.1 s of the cut, the producer just
+        // resumed from the reads' pause); such a record is safe, and the
+        // final read proves it.
+        let isolated = self.acks_since(&[cluster], settled_ms.max(cut_ms + 2000))[&cluster];
         if !isolated_keeps && self.broker_in(cluster).is_some() {
             assert_eq!(
                 isolated,
@@ -791,7 +930,11 @@ impl<'a> KafkaLab<'a> {
         let (leader, quorum) = self.wait("one leader again", t0, HEAL_DEADLINE, |lab| {
             lab.side_leader(&all).map(|s| s.leader)
         });
+        // ZooKeeper: one leader seen with every server serving (above).
         let (_, voters_back) = self.wait("every voter caught up", t0, HEAL_DEADLINE, |lab| {
+            if case.zookeeper_mode() {
+                return Ok(BTreeMap::new());
+            }
             caught_up(&lab.replication(via.unwrap_or(leader as u32))?, &voters)
         });
         let rejoined = self.broker_in(cluster);

@@ -3,7 +3,9 @@
 # from Maven Central, as pom.xml here declares them, into a cache outside the
 # work tree keyed by this script and the pom, so a warm run fetches nothing.
 # Prints the directory of jars (the classpath) on its last line; `current`
-# in the cache points at it too. An argument names another pom (a version).
+# in the cache points at it too. An argument names another pom (a version):
+# its link is `current-<pom name>` (`pom-zookeeper.xml`: Kafka 3.9, the last
+# line with ZooKeeper mode, for the cp-helm-charts proof).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${STRADDLE_KAFKA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/straddle/kafka}
@@ -21,5 +23,7 @@ if [ ! -f "$out/.complete" ]; then
     mv "$out.partial" "$out"
 fi
 # The test harness looks here when STRADDLE_KAFKA_JARS is unset.
-ln -sfn "$key" "$cache/current"
+link=current
+[ "$pom" = "$here/pom.xml" ] || link="current-$(basename "$pom" .xml)"
+ln -sfn "$key" "$cache/$link"
 echo "$out"
