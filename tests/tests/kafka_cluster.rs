@@ -54,7 +54,6 @@ mod zk;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde_json::{Value, json};
@@ -73,10 +72,6 @@ use straddle_tests::stretch::Stretch;
 use straddle_tests::{netns, realkafka::listener_names};
 
 use lab::{KafkaLab, Report, verdict};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
 
 /// The Kafka chart shapes proven here.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -298,8 +293,9 @@ impl Case {
             real.len(),
             started.elapsed()
         );
-        let fixture = root().join(format!("fixtures/charts/{}/rendered.yaml", chart.variant()));
-        let stretch = Stretch::load(runtime, &root().join(spec), &fixture)
+        let tests = straddle_tests::root().join("tests");
+        let fixture = tests.join(format!("fixtures/charts/{}/rendered.yaml", chart.variant()));
+        let stretch = Stretch::load(runtime, &tests.join(spec), &fixture)
             .unwrap_or_else(|e| panic!("{spec}: {e:#}"));
         let kafka = stretch.topo.kafka.as_ref().expect("a Kafka spec");
         let mut nodes = Vec::new();
