@@ -236,6 +236,15 @@ impl Case {
         self.nodes.iter().filter(move |n| n.cluster == ci)
     }
 
+    /// `explain`'s claim per cluster: (cluster, keeps the quorum when lost).
+    fn losses(&self) -> Vec<(&str, bool)> {
+        self.survivability
+            .cluster_losses
+            .iter()
+            .map(|l| (l.cluster.as_str(), l.keeps_quorum))
+            .collect()
+    }
+
     pub fn controllers(&self) -> impl Iterator<Item = &Node> {
         self.nodes.iter().filter(|n| n.controller)
     }
@@ -676,13 +685,10 @@ fn real_kafka_agrees_with_the_survivability_analysis() {
             "specs/cloudpirates-kraft-mcs.yaml",
             KafkaChart::CloudPirates,
         );
-        let losses: Vec<(&str, bool)> = official
-            .survivability
-            .cluster_losses
-            .iter()
-            .map(|l| (l.cluster.as_str(), l.keeps_quorum))
-            .collect();
-        assert_eq!(losses, [("east", true), ("west", true), ("witness", true)]);
+        assert_eq!(
+            official.losses(),
+            [("east", true), ("west", true), ("witness", true)]
+        );
         prove(&official, &jars, &[0, 1, 2], &mut report);
     }
 
@@ -696,13 +702,10 @@ fn real_kafka_agrees_with_the_survivability_analysis() {
             "../examples/bitnami-kraft-three-clusters.yaml",
             KafkaChart::Bitnami,
         );
-        let losses: Vec<(&str, bool)> = bitnami
-            .survivability
-            .cluster_losses
-            .iter()
-            .map(|l| (l.cluster.as_str(), l.keeps_quorum))
-            .collect();
-        assert_eq!(losses, [("east", true), ("west", true), ("witness", true)]);
+        assert_eq!(
+            bitnami.losses(),
+            [("east", true), ("west", true), ("witness", true)]
+        );
         prove(&bitnami, &jars, &[0, 2], &mut report);
     }
 
@@ -716,13 +719,10 @@ fn real_kafka_agrees_with_the_survivability_analysis() {
             "specs/bitnami-kraft-dedicated-stretch.yaml",
             KafkaChart::Bitnami,
         );
-        let losses: Vec<(&str, bool)> = dedicated
-            .survivability
-            .cluster_losses
-            .iter()
-            .map(|l| (l.cluster.as_str(), l.keeps_quorum))
-            .collect();
-        assert_eq!(losses, [("east", true), ("west", true), ("witness", true)]);
+        assert_eq!(
+            dedicated.losses(),
+            [("east", true), ("west", true), ("witness", true)]
+        );
         assert_eq!(dedicated.controllers().count(), 5);
         // West (not cut in the bitnami example's run) shows acks=all on
         // the partitions with two replicas there stopping while east's go on.
@@ -741,14 +741,8 @@ fn real_kafka_agrees_with_the_survivability_analysis() {
             "specs/cp-three-clusters-mcs.yaml",
             KafkaChart::Cp,
         );
-        let losses: Vec<(&str, bool)> = cp
-            .survivability
-            .cluster_losses
-            .iter()
-            .map(|l| (l.cluster.as_str(), l.keeps_quorum))
-            .collect();
         assert_eq!(
-            losses,
+            cp.losses(),
             [
                 ("cluster-0", true),
                 ("cluster-1", true),

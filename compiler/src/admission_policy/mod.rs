@@ -304,26 +304,34 @@ fn mutations(t: &Target, o: &PlannedObject) -> Result<Option<Vec<Value>>, Vec<St
         .into_iter()
         .map(|e| json!({"patchType": "JSONPatch", "jsonPatch": {"expression": e}}))
         .collect();
-    let policy = json!({
-        "apiVersion": API,
-        "kind": "MutatingAdmissionPolicy",
-        "metadata": {"name": t.policy, "labels": {"app.kubernetes.io/managed-by": "straddle"}},
-        "spec": {
+    let policy = object(
+        "MutatingAdmissionPolicy",
+        &t.policy,
+        json!({
             "failurePolicy": "Fail",
             "reinvocationPolicy": "IfNeeded",
             "matchConstraints": {"resourceRules": t.rules(t.resource)},
             "matchConditions": [{"name": "this-object", "expression": condition(t, o)}],
             "variables": variables,
             "mutations": mutations,
-        },
-    });
-    let binding = json!({
-        "apiVersion": API,
-        "kind": "MutatingAdmissionPolicyBinding",
-        "metadata": {"name": t.policy, "labels": {"app.kubernetes.io/managed-by": "straddle"}},
-        "spec": {"policyName": t.policy},
-    });
+        }),
+    );
+    let binding = object(
+        "MutatingAdmissionPolicyBinding",
+        &t.policy,
+        json!({"policyName": t.policy}),
+    );
     Ok(Some(vec![policy, binding]))
+}
+
+/// An `admissionregistration.k8s.io/v1` object of `kind` that Straddle manages.
+fn object(kind: &str, name: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": API,
+        "kind": kind,
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "straddle"}},
+        "spec": spec,
+    })
 }
 
 /// A string map (`metadata.annotations`, `metadata.labels`,

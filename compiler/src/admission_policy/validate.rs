@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use straddle_policy::plan::{Check, EnvValue, Op};
 
 use super::text::has_line;
-use super::{API, Target, condition, lit};
+use super::{Target, condition, lit, object};
 use crate::charts::PlannedObject;
 
 /// The validating policy and binding of one object's checks.
@@ -258,23 +258,21 @@ pub(super) fn validations(t: &Target, o: &PlannedObject) -> Vec<Value> {
             return;
         }
         let name = format!("{}{suffix}", t.policy);
-        out.push(json!({
-            "apiVersion": API,
-            "kind": "ValidatingAdmissionPolicy",
-            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "straddle"}},
-            "spec": {
+        out.push(object(
+            "ValidatingAdmissionPolicy",
+            &name,
+            json!({
                 "failurePolicy": "Fail",
                 "matchConstraints": {"resourceRules": t.rules(&resource)},
                 "matchConditions": [{"name": "this-object", "expression": condition(t, o)}],
                 "validations": rules,
-            },
-        }));
-        out.push(json!({
-            "apiVersion": API,
-            "kind": "ValidatingAdmissionPolicyBinding",
-            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "straddle"}},
-            "spec": {"policyName": name, "validationActions": ["Deny"]},
-        }));
+            }),
+        ));
+        out.push(object(
+            "ValidatingAdmissionPolicyBinding",
+            &name,
+            json!({"policyName": name, "validationActions": ["Deny"]}),
+        ));
     };
     policy("", t.resource.to_string(), object_rules);
     policy("-scale", format!("{}/scale", t.resource), scale_rules);

@@ -7,7 +7,7 @@
 use serde_json::{Value, json};
 use straddle_policy::plan::Watch;
 
-use super::{API, dns_name, lit};
+use super::{dns_name, lit, object};
 use crate::charts;
 use crate::topology::Topology;
 
@@ -36,11 +36,10 @@ pub(super) fn warnings(topo: &Topology, planned: &[(&str, String)]) -> Vec<Value
             "straddle-{}-warn-{}-{}",
             topo.name, watch.label, watch.value
         ));
-        out.push(json!({
-            "apiVersion": API,
-            "kind": "ValidatingAdmissionPolicy",
-            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "straddle"}},
-            "spec": {
+        out.push(object(
+            "ValidatingAdmissionPolicy",
+            &name,
+            json!({
                 "failurePolicy": "Ignore",
                 "matchConstraints": {
                     "resourceRules": [
@@ -79,14 +78,13 @@ pub(super) fn warnings(topo: &Topology, planned: &[(&str, String)]) -> Vec<Value
                     "expression": "variables.known && request.kind.kind != 'StatefulSet'",
                     "messageExpression": message(topo, &watch),
                 }],
-            },
-        }));
-        out.push(json!({
-            "apiVersion": API,
-            "kind": "ValidatingAdmissionPolicyBinding",
-            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "straddle"}},
-            "spec": {"policyName": name, "validationActions": ["Warn"]},
-        }));
+            }),
+        ));
+        out.push(object(
+            "ValidatingAdmissionPolicyBinding",
+            &name,
+            json!({"policyName": name, "validationActions": ["Warn"]}),
+        ));
     }
     out
 }

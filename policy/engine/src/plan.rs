@@ -833,6 +833,17 @@ mod tests {
         }
     }
 
+    fn empty_bundle() -> BundleInfo<'static> {
+        BundleInfo {
+            name: "x".into(),
+            spec_digest: "d".into(),
+            clusters: vec![],
+            namespaces: vec![],
+            compiler_version: "0".into(),
+            watches: vec![],
+        }
+    }
+
     #[test]
     fn lookup_finds_every_entry_and_nothing_else() {
         let mut b = PlanBuilder::new();
@@ -914,14 +925,7 @@ mod tests {
         for c in clusters {
             b.insert(c, ObjectKind::ConfigMap, "ns", "zk", &shared(c));
         }
-        let bundle = BundleInfo {
-            name: "x".into(),
-            spec_digest: "d".into(),
-            clusters: vec![],
-            namespaces: vec![],
-            compiler_version: "0".into(),
-            watches: vec![],
-        };
+        let bundle = empty_bundle();
         let rules = b.rules_bytes().len();
         let bytes = b.finish(&bundle);
         assert!(bytes.len() < rules, "{} >= {rules}", bytes.len());
@@ -945,14 +949,7 @@ mod tests {
         assert_eq!(Plan::parse(b"nope").err(), Some(PlanError::BadMagic));
         let mut b = PlanBuilder::new();
         b.insert("c", ObjectKind::Service, "n", "s", &rule("f"));
-        let bundle = BundleInfo {
-            name: "x".into(),
-            spec_digest: "d".into(),
-            clusters: vec![],
-            namespaces: vec![],
-            compiler_version: "0".into(),
-            watches: vec![],
-        };
+        let bundle = empty_bundle();
         let bytes = b.finish(&bundle);
         for cut in 0..bytes.len() {
             if let Ok(plan) = Plan::parse(&bytes[..cut]) {

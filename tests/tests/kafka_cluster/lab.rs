@@ -132,6 +132,21 @@ impl<'a> KafkaLab<'a> {
         lab
     }
 
+    /// Starts every Kafka node of the case on its `server.properties`.
+    fn start_nodes(&mut self, case: &Case) {
+        for n in &case.nodes {
+            let java = self.jars.java(
+                &self.net,
+                n.id,
+                realkafka::JVM_FLAGS,
+                &self.net.dir.join(realkafka::SERVER_LOG4J2),
+                "kafka.Kafka",
+                &[self.file(n.id, "server.properties")],
+            );
+            self.net.start(n.id, java);
+        }
+    }
+
     fn file(&self, id: u32, name: &str) -> String {
         self.net.home(id).join(name).display().to_string()
     }
@@ -349,17 +364,7 @@ impl<'a> KafkaLab<'a> {
                 ),
             );
             let t1 = Instant::now();
-            for n in &case.nodes {
-                let java = self.jars.java(
-                    &self.net,
-                    n.id,
-                    realkafka::JVM_FLAGS,
-                    &self.net.dir.join(realkafka::SERVER_LOG4J2),
-                    "kafka.Kafka",
-                    &[self.file(n.id, "server.properties")],
-                );
-                self.net.start(n.id, java);
-            }
+            self.start_nodes(case);
             let via = case.nodes[0].id;
             let (controller, up) = self.wait("a Kafka controller", t1, FORMATION_DEADLINE, |lab| {
                 zk::controller(lab, via)
@@ -376,17 +381,7 @@ impl<'a> KafkaLab<'a> {
             );
             return;
         }
-        for n in &case.nodes {
-            let java = self.jars.java(
-                &self.net,
-                n.id,
-                realkafka::JVM_FLAGS,
-                &self.net.dir.join(realkafka::SERVER_LOG4J2),
-                "kafka.Kafka",
-                &[self.file(n.id, "server.properties")],
-            );
-            self.net.start(n.id, java);
-        }
+        self.start_nodes(case);
         let voters: BTreeSet<u32> = case.quorum.voters.iter().map(|v| v.id).collect();
         let all = self.all_clusters();
         let (status, formed) = self.wait("formation", t0, FORMATION_DEADLINE, |lab| {
