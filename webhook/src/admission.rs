@@ -1,11 +1,13 @@
 //! One `POST /mutate` body in, one answer out: AdmissionReview v1 parsing
 //! (kube's types), the policy call, and the response.
 //!
-//! Pure CPU work with no I/O; the server runs it on a blocking thread.
+//! Pure CPU work with no I/O; the server runs it on its async thread with a
+//! short review deadline, and again on a blocking thread when that is not
+//! enough ([`Reply::Slow`]).
 
 use std::borrow::Cow;
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use kube::core::admission::{
@@ -27,6 +29,11 @@ pub struct Context<'a> {
     pub policy: &'a Policy,
     pub on_policy_error: OnPolicyError,
     pub metrics: &'a Metrics,
+    /// `Some`: this attempt runs on an async thread, and a review that does
+    /// not finish within this deadline gives [`Reply::Slow`] instead of a
+    /// verdict. `None`: the policy's own deadline, and every outcome is an
+    /// answer.
+    pub inline_deadline: Option<Duration>,
 }
 
 /// The answer to one request.
@@ -40,6 +47,10 @@ pub enum Reply {
         reason: &'static str,
         message: String,
     },
+    /// The review did not finish within [`Context::inline_deadline`]: decide
+    /// again without it (the module is pure, so nothing was changed or
+    /// counted).
+    Slow,
 }
 
 /// What was decided, for logs and metrics.
@@ -368,7 +379,7 @@ fn decide(ctx: &Context<'_>, req: &AdmissionRequest<RawObject>) -> Reply {
     };
 
     let started = Instant::now();
-    let verdict = ctx.policy.review(&Request {
+    let request = Request {
         cluster: ctx.cluster,
         operation,
         kind: &req.kind.kind,
@@ -376,7 +387,14 @@ fn decide(ctx: &Context<'_>, req: &AdmissionRequest<RawObject>) -> Reply {
         name: &summary.name,
         object,
         old_object,
-    });
+    };
+    let verdict = match ctx.inline_deadline {
+        Some(deadline) => match ctx.policy.review_within(&request, deadline) {
+            Err(HostError::Timeout { .. }) => return Reply::Slow,
+            verdict => verdict,
+        },
+        None => ctx.policy.review(&request),
+    };
     ctx.metrics
         .review_duration
         .observe(started.elapsed().as_secs_f64());

@@ -2,8 +2,8 @@
 //! active policy, the metrics and the request limits.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
@@ -21,8 +21,19 @@ pub struct App {
     pub(crate) max_body_bytes: usize,
     pub(crate) request_timeout: Duration,
     pub(crate) queue_timeout: Duration,
+    /// `--inline-review-deadline`; `None` (0s): every review on a blocking thread.
+    inline_deadline: Option<Duration>,
+    /// Until when (µs since `started`) reviews go straight to blocking
+    /// threads, after one did not finish within `inline_deadline`.
+    inline_paused_until: AtomicU64,
+    started: Instant,
     shutting_down: AtomicBool,
 }
+
+/// How long reviews skip the inline attempt after one ran out of time: a
+/// looping module then costs the async threads one short deadline per
+/// second, not one per request.
+const INLINE_PAUSE: Duration = Duration::from_secs(1);
 
 impl App {
     /// No policy yet: [`Active::swap`] one in.
@@ -36,6 +47,9 @@ impl App {
             max_body_bytes: config.max_body_bytes,
             request_timeout: config.request_timeout,
             queue_timeout: config.queue_timeout,
+            inline_deadline: Some(config.inline_review_deadline).filter(|d| !d.is_zero()),
+            inline_paused_until: AtomicU64::new(0),
+            started: Instant::now(),
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -43,6 +57,27 @@ impl App {
     /// Ready: a valid policy is loaded and no shutdown has begun.
     pub fn ready(&self) -> bool {
         self.active.get().is_some() && !self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// The deadline of a review run on the async thread that received it,
+    /// or `None` when it must go to a blocking thread.
+    pub(crate) fn inline_deadline(&self) -> Option<Duration> {
+        let paused_until = self.inline_paused_until.load(Ordering::Relaxed);
+        if paused_until != 0 && self.micros_since_start() < paused_until {
+            return None;
+        }
+        self.inline_deadline
+    }
+
+    /// A review ran out of its inline deadline: send reviews to blocking
+    /// threads for a while.
+    pub(crate) fn pause_inline_reviews(&self) {
+        let until = self.micros_since_start() + INLINE_PAUSE.as_micros() as u64;
+        self.inline_paused_until.store(until, Ordering::Relaxed);
+    }
+
+    fn micros_since_start(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
     }
 
     /// From now on `/readyz` fails, so the endpoints drop this pod.

@@ -121,15 +121,25 @@ pub struct Config {
     #[arg(long, env = "STRADDLE_KEEP_RESIDENT_KIB", default_value_t = 2048)]
     pub keep_resident_kib: usize,
 
-    /// Async threads for TLS and HTTP (reviews run on their own blocking
-    /// threads). Default: half the CPUs this process may use, at least one.
-    /// Fewer async threads mean fewer cross-thread wake-ups per request
-    /// (3 instead of 6 context switches on a 2-CPU node).
+    /// Connection threads, each a single-threaded async runtime serving
+    /// whole connections: TLS, HTTP and the reviews that finish within
+    /// --inline-review-deadline. Default: the CPUs this process may use; half
+    /// of them when reviews run on blocking threads (--inline-review-deadline
+    /// 0s).
     #[arg(long, env = "STRADDLE_IO_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub io_threads: Option<u16>,
 
-    /// Reviews that may run at the same time (each on a blocking thread with
-    /// its own pooled instance). Further requests wait up to --queue-timeout.
+    /// Deadline of a review run on the async thread that received the
+    /// request (no hand-off to another thread). One that runs out of it is
+    /// run again on a blocking thread with --policy-timeout, and for the next
+    /// second every review goes there; the module is pure, so the second
+    /// run gives the verdict the first would have. It is stopped between this
+    /// and twice this (at least 1 ms). 0s: every review on a blocking thread.
+    #[arg(long, env = "STRADDLE_INLINE_REVIEW_DEADLINE", default_value = "2ms", value_parser = parse_duration)]
+    pub inline_review_deadline: Duration,
+
+    /// Reviews that may run at the same time (each with its own pooled
+    /// instance). Further requests wait up to --queue-timeout.
     #[arg(long, env = "STRADDLE_MAX_CONCURRENT_REVIEWS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_concurrent_reviews: u32,
 
@@ -208,6 +218,31 @@ impl Config {
         config
     }
 
+    /// Connection threads (--io-threads): the CPUs this process may use
+    /// unless given; half of them when reviews never run inline.
+    pub fn connection_threads(&self) -> usize {
+        self.io_threads.map(usize::from).unwrap_or_else(|| {
+            let cpus = std::thread::available_parallelism().map_or(1, |cpus| cpus.get());
+            if self.inline_review_deadline.is_zero() {
+                cpus.div_ceil(2)
+            } else {
+                cpus
+            }
+        })
+    }
+
+    /// The ticker wakes up once per tick; a fiftieth of the deadline is
+    /// precise enough and keeps it from waking every millisecond, but an
+    /// inline review must stop soon after its own, shorter deadline.
+    fn epoch_tick(&self) -> Duration {
+        let tick = (self.policy_timeout / 50).clamp(MIN_TICK, Duration::from_millis(10));
+        if self.inline_review_deadline.is_zero() {
+            tick
+        } else {
+            tick.min(self.inline_review_deadline.max(MIN_TICK))
+        }
+    }
+
     /// The policy runtime's settings (the one place they follow from flags).
     pub fn runtime_config(&self) -> RuntimeConfig {
         // `..default()` keeps this compiling when the host gains settings.
@@ -215,10 +250,7 @@ impl Config {
         RuntimeConfig {
             memory_limit_bytes: (self.policy_memory_mib as usize) << 20,
             deadline: self.policy_timeout,
-            // The ticker wakes up once per tick; a fiftieth of the deadline
-            // is precise enough and keeps it from waking every millisecond.
-            epoch_tick: (self.policy_timeout / 50)
-                .clamp(Duration::from_millis(1), Duration::from_millis(10)),
+            epoch_tick: self.epoch_tick(),
             // Two extra instance slots for validating a new module while
             // every request slot is busy.
             max_concurrent_reviews: self.max_concurrent_reviews + 2,
@@ -229,6 +261,8 @@ impl Config {
 }
 
 /// `250us`, `50ms`, `2s`, `1m`; a bare number is milliseconds.
+const MIN_TICK: Duration = Duration::from_millis(1);
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text

@@ -33,6 +33,7 @@ pub mod reload;
 pub mod server;
 pub mod source;
 pub mod tls;
+pub mod workers;
 
 pub use app::App;
 pub use config::{Config, LogFormat, OnPolicyError};

@@ -52,14 +52,11 @@ fn init_logging(config: &Config) -> Result<()> {
 }
 
 fn run(config: Config, started: Instant) -> Result<()> {
-    // TLS and HTTP on --io-threads async workers; reviews on blocking
-    // threads, at most --max-concurrent-reviews at a time.
-    let io_threads = config.io_threads.map(usize::from).unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, |cpus| cpus.get().div_ceil(2))
-    });
+    // Connections are served on their own threads (`workers`); this runtime
+    // accepts them and runs the watchers, reloads and policy loads.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(io_threads)
-        .max_blocking_threads(config.max_concurrent_reviews as usize + 4)
+        .worker_threads(1)
+        .max_blocking_threads(4)
         .thread_name("straddle-webhook")
         .enable_all()
         .build()

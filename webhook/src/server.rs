@@ -21,7 +21,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info, warn};
@@ -34,6 +34,7 @@ use crate::policy::Loader;
 use crate::reload::{self, TlsStamps};
 use crate::source::{self, PolicySource};
 use crate::tls;
+use crate::workers::Workers;
 
 /// A server with its policy loaded and its sockets bound, not yet serving.
 pub struct Server {
@@ -159,8 +160,13 @@ impl Server {
             stopped.clone(),
         ));
         let main_router = router(app.clone(), true);
+        let workers = Arc::new(Workers::start(
+            config.connection_threads(),
+            config.max_concurrent_reviews as usize + 4,
+        )?);
         let accept = tokio::spawn(accept_loop(
             listener,
+            Some(workers.clone()),
             Some(tls),
             main_router,
             graceful.clone(),
@@ -171,6 +177,7 @@ impl Server {
         let probe = probe_listener.map(|listener| {
             tokio::spawn(accept_loop(
                 listener,
+                None,
                 None,
                 router(app.clone(), false),
                 graceful.clone(),
@@ -201,6 +208,10 @@ impl Server {
         let drained = tokio::time::timeout(config.shutdown_timeout, graceful.shutdown())
             .await
             .is_ok();
+        // The accept loop has returned its handle: this is the last one.
+        if let Ok(workers) = Arc::try_unwrap(workers) {
+            workers.stop().await;
+        }
         let _ = reloader.await;
         if let Some(watcher) = watcher {
             let _ = watcher.await;
@@ -351,25 +362,49 @@ async fn review(app: &Arc<App>, request: Request) -> Response {
             );
         }
     };
-    let worker = app.clone();
-    let work = move || {
-        let _permit = permit;
-        let started = Instant::now();
-        let reply = admission::handle(
-            &admission::Context {
-                cluster: &worker.cluster,
-                policy: &policy,
-                on_policy_error: worker.on_policy_error,
-                metrics: &worker.metrics,
-            },
-            &bytes,
-        );
-        if let Reply::Review { summary, .. } = &reply {
-            log_review(summary, started.elapsed());
+    let started = Instant::now();
+    // A review takes tens of microseconds: run it right here, with a short
+    // deadline, rather than pay two cross-thread wake-ups for a blocking
+    // thread. A module that does not finish in time (or did not recently)
+    // runs on a blocking thread with the full deadline, so it cannot hold
+    // this thread and the connections it serves for longer than that.
+    let inline = app.inline_deadline().map(|deadline| {
+        let context = admission::Context {
+            cluster: &app.cluster,
+            policy: &policy,
+            on_policy_error: app.on_policy_error,
+            metrics: &app.metrics,
+            inline_deadline: Some(deadline),
+        };
+        let reply = admission::handle(&context, &bytes);
+        if matches!(reply, Reply::Slow) {
+            app.pause_inline_reviews();
         }
         reply
+    });
+    let decided = match inline {
+        Some(reply) if !matches!(reply, Reply::Slow) => Ok(reply),
+        _ => {
+            let worker = app.clone();
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                admission::handle(
+                    &admission::Context {
+                        cluster: &worker.cluster,
+                        policy: &policy,
+                        on_policy_error: worker.on_policy_error,
+                        metrics: &worker.metrics,
+                        inline_deadline: None,
+                    },
+                    &bytes,
+                )
+            })
+            .await
+        }
     };
-    let decided = tokio::task::spawn_blocking(work).await;
+    if let Ok(Reply::Review { summary, .. }) = &decided {
+        log_review(summary, started.elapsed());
+    }
     match decided {
         Ok(Reply::Review { body, .. }) => {
             let mut response = Response::new(Body::from(body));
@@ -389,8 +424,8 @@ async fn review(app: &Arc<App>, request: Request) -> Response {
             reason,
             message,
         ),
-        Err(e) => {
-            error!(error = %e, "the review task failed");
+        Ok(Reply::Slow) | Err(_) => {
+            error!("the review task failed");
             refuse(
                 app,
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -486,11 +521,14 @@ fn refuse(app: &App, status: StatusCode, reason: &'static str, message: String) 
     (status, message + "\n").into_response()
 }
 
-/// Accepts connections until `stopped` flips, serving each on its own task.
-/// With `tls`, the current TLS configuration is taken per connection, so a
-/// reloaded certificate applies to the next handshake.
+/// Accepts connections until `stopped` flips, serving each on its own task:
+/// on one of `workers`' threads, or on this runtime. With `tls`, the current
+/// TLS configuration is taken per connection, so a reloaded certificate
+/// applies to the next handshake.
+#[allow(clippy::too_many_arguments)]
 async fn accept_loop(
     listener: TcpListener,
+    workers: Option<Arc<Workers>>,
     tls: Option<Arc<ArcSwap<ServerConfig>>>,
     router: Router,
     graceful: Arc<GracefulShutdown>,
@@ -517,28 +555,54 @@ async fn accept_loop(
         let service = router.clone();
         let watcher = graceful.watcher();
         let app = app.clone();
-        tokio::spawn(async move {
-            match acceptor {
-                Some(acceptor) => {
-                    let stream =
-                        match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(e)) => {
-                                app.metrics.tls_handshake_failures.inc();
-                                debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                app.metrics.tls_handshake_failures.inc();
-                                debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                    serve(stream, service, watcher, handshake_timeout).await;
-                }
-                None => serve(tcp, service, watcher, handshake_timeout).await,
+        let connection = move |tcp, peer| {
+            connection(
+                tcp,
+                peer,
+                acceptor,
+                service,
+                watcher,
+                app,
+                handshake_timeout,
+            )
+        };
+        match &workers {
+            Some(workers) => workers.serve(tcp, peer, connection),
+            None => {
+                tokio::spawn(connection(tcp, peer));
             }
-        });
+        }
+    }
+}
+
+/// One accepted connection: the TLS handshake (with `acceptor`), then HTTP.
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: Option<TlsAcceptor>,
+    service: Router,
+    watcher: Watcher,
+    app: Arc<App>,
+    handshake_timeout: Duration,
+) {
+    match acceptor {
+        Some(acceptor) => {
+            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    app.metrics.tls_handshake_failures.inc();
+                    debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    app.metrics.tls_handshake_failures.inc();
+                    debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            serve(stream, service, watcher, handshake_timeout).await;
+        }
+        None => serve(tcp, service, watcher, handshake_timeout).await,
     }
 }
 

@@ -340,8 +340,21 @@ impl Policy {
         &self.inner.digest
     }
 
-    /// Reviews one request in a fresh instance.
+    /// Reviews one request in a fresh instance, within
+    /// [`RuntimeConfig::deadline`].
     pub fn review(&self, req: &Request<'_>) -> Result<Verdict, HostError> {
+        self.review_within(req, self.inner.shared.config.deadline)
+    }
+
+    /// Reviews one request in a fresh instance, stopped between `deadline`
+    /// and `deadline` + [`RuntimeConfig::epoch_tick`] after it starts
+    /// ([`HostError::Timeout`] names `deadline`). The module is pure, so a
+    /// review stopped early can be run again with a longer deadline.
+    pub fn review_within(
+        &self,
+        req: &Request<'_>,
+        deadline: Duration,
+    ) -> Result<Verdict, HostError> {
         let req = wit::Request {
             cluster: req.cluster.to_owned(),
             operation: match req.operation {
@@ -360,9 +373,13 @@ impl Policy {
         let verdict = run_fresh(
             shared,
             &self.inner.pre,
-            shared.deadline_ticks,
+            ticks(deadline, shared.config.epoch_tick),
             |store, instance| instance.straddle_policy_review().call_review(store, &req),
-        )?;
+        )
+        .map_err(|error| match error {
+            HostError::Timeout { .. } => HostError::Timeout { deadline },
+            other => other,
+        })?;
         Ok(match verdict {
             wit::Verdict::Allow => Verdict::Allow,
             wit::Verdict::Patch(patch) => Verdict::Patch(patch),
