@@ -281,7 +281,7 @@ fn statefulset(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<Pa
                 } else {
                     &set[..]
                 };
-                if let Some(env) = desired_env(t, current, set, remove)? {
+                if let Some(env) = desired_env(current, set, remove) {
                     let path = format!("/spec/template/spec/{list_name}/{index}/env");
                     if c.env.is_some() {
                         patch.replace(&path, &env);
@@ -395,11 +395,9 @@ fn contradiction(
                 return Ok(());
             };
             let mut found = None;
-            for raw in c.env.as_deref().unwrap_or(&[]) {
-                let entry: k8s::EnvEntry = serde_json::from_str(raw.get())
-                    .map_err(|e| format!("{t}: cannot read an env entry ({e})"))?;
-                if entry.name == *name {
-                    found = Some(entry.value.unwrap_or_default());
+            for env in c.env.as_deref().unwrap_or(&[]) {
+                if env.entry.name == *name {
+                    found = Some(env.entry.value.as_deref().unwrap_or_default());
                 }
             }
             if let Some(found) = found
@@ -493,21 +491,27 @@ fn uses_secret(t: &Target<'_>, pod: Option<&k8s::PodSpec<'_>>, name: &str) -> Re
     let Some(pod) = pod else {
         return Ok(false);
     };
-    let containers = pod
-        .containers
-        .iter()
-        .chain(pod.init_containers.iter())
-        .flatten();
-    let raw = containers
-        .flat_map(|c| {
-            c.env_from
-                .into_iter()
-                .chain(c.env.iter().flatten().copied())
-        })
-        .chain(pod.volumes);
-    for raw in raw {
-        let refs: k8s::SecretRefs = serde_json::from_str(raw.get())
-            .map_err(|e| format!("{t}: cannot read the pod's Secret references ({e})"))?;
+    let unreadable =
+        |e: serde_json::Error| format!("{t}: cannot read the pod's Secret references ({e})");
+    let containers = || {
+        pod.containers
+            .iter()
+            .chain(pod.init_containers.iter())
+            .flatten()
+    };
+    // Env entries are decoded already: a Secret can only be their
+    // `valueFrom.secretKeyRef`.
+    let key_refs = containers()
+        .flat_map(|c| c.env.iter().flatten())
+        .filter_map(|env| env.entry.value_from.as_ref()?.secret_key_ref);
+    for raw in key_refs {
+        let key_ref: k8s::SecretRef = serde_json::from_str(raw.get()).map_err(unreadable)?;
+        if key_ref.name.is_some_and(|n| n == name) {
+            return Ok(true);
+        }
+    }
+    for raw in containers().filter_map(|c| c.env_from).chain(pod.volumes) {
+        let refs: k8s::SecretRefs = serde_json::from_str(raw.get()).map_err(unreadable)?;
         if refs.0.iter().any(|r| r == name) {
             return Ok(true);
         }
@@ -757,7 +761,7 @@ fn string_map<'w>(
 /// Turns `Prefixed` values into literals, given the container's env.
 fn resolve_prefixed<'r>(
     t: &Target<'_>,
-    current: &[&RawValue],
+    current: &[k8s::Env<'_>],
     set: &[EnvVar<'r>],
 ) -> Result<Vec<EnvVar<'r>>, String> {
     let mut out = Vec::with_capacity(set.len() + 1);
@@ -773,13 +777,12 @@ fn resolve_prefixed<'r>(
             continue;
         };
         let (mut chart_value, mut saved_value) = (None, None);
-        for raw in current {
-            let entry: k8s::EnvEntry = serde_json::from_str(raw.get())
-                .map_err(|e| format!("{t}: cannot read an env entry ({e})"))?;
-            if entry.name == var.name {
-                chart_value = Some(entry.value.unwrap_or_default().into_owned());
-            } else if entry.name == *saved {
-                saved_value = Some(entry.value.unwrap_or_default().into_owned());
+        for env in current {
+            let value = env.entry.value.as_deref().unwrap_or_default();
+            if env.entry.name == var.name {
+                chart_value = Some(value.to_owned());
+            } else if env.entry.name == *saved {
+                saved_value = Some(value.to_owned());
             }
         }
         let Some(chart_value) = chart_value else {
@@ -838,20 +841,17 @@ fn removes(entry: &str, name: &str) -> bool {
 /// The container's env with `set` and `remove` applied, as a JSON array, or
 /// `None` when it already matches.
 fn desired_env<'r>(
-    t: &Target<'_>,
-    current: &[&RawValue],
+    current: &[k8s::Env<'_>],
     set: &'r [EnvVar<'r>],
     remove: &[Cow<'_, str>],
-) -> Result<Option<String>, String> {
+) -> Option<String> {
     let mut items: Vec<(Cow<'_, str>, EnvItem<'_, 'r>, bool)> =
         Vec::with_capacity(current.len() + set.len());
-    for raw in current {
-        let entry: k8s::EnvEntry = serde_json::from_str(raw.get())
-            .map_err(|e| format!("{t}: cannot read an env entry ({e})"))?;
-        let matches = |v: &EnvVar<'_>| env_matches(&entry, v);
-        let name = entry.name.clone();
+    for env in current {
+        let matches = |v: &EnvVar<'_>| env_matches(&env.entry, v);
+        let name = env.entry.name.clone();
         let ok = set.iter().find(|v| v.name == name).is_none_or(matches);
-        items.push((name, EnvItem::Keep(raw), ok));
+        items.push((name, EnvItem::Keep(env.raw), ok));
     }
     let before_len = items.len();
     // Drop removed names, and later duplicates of names we set: the kubelet
@@ -899,7 +899,7 @@ fn desired_env<'r>(
         }
     }
     if !changed {
-        return Ok(None);
+        return None;
     }
     let mut out = String::from("[");
     for (i, (_, item, _)) in items.iter().enumerate() {
@@ -912,7 +912,7 @@ fn desired_env<'r>(
         }
     }
     out.push(']');
-    Ok(Some(out))
+    Some(out)
 }
 
 fn env_matches(entry: &k8s::EnvEntry<'_>, want: &EnvVar<'_>) -> bool {

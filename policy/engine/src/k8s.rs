@@ -112,11 +112,11 @@ pub struct SecretRefs<'a>(pub Vec<Cow<'a, str>>);
 /// The object under a `secret`, `secretRef` or `secretKeyRef` key.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct SecretRef<'a> {
+pub struct SecretRef<'a> {
     #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
+    pub name: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    secret_name: Option<Cow<'a, str>>,
+    pub secret_name: Option<Cow<'a, str>>,
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for SecretRefs<'a> {
@@ -181,7 +181,7 @@ pub struct Container<'a> {
     #[serde(borrow)]
     pub name: Cow<'a, str>,
     #[serde(borrow, default)]
-    pub env: Option<Vec<&'a RawValue>>,
+    pub env: Option<Vec<Env<'a>>>,
     #[serde(borrow, default)]
     pub ports: Option<Vec<ContainerPort<'a>>>,
     // Kept raw and read only by the rules that need them: a chart's
@@ -201,6 +201,23 @@ pub struct ContainerPort<'a> {
     pub name: Option<Cow<'a, str>>,
     #[serde(default)]
     pub container_port: Option<i64>,
+}
+
+/// One entry of a container's `env`: decoded once per review for every
+/// rule that reads it, and kept as sent, so that entries the policy leaves
+/// alone are written back exactly as they came.
+pub struct Env<'a> {
+    pub raw: &'a RawValue,
+    pub entry: EnvEntry<'a>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Env<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <&'a RawValue>::deserialize(d)?;
+        let entry = serde_json::from_str(raw.get())
+            .map_err(|e| serde::de::Error::custom(format_args!("an env entry: {e}")))?;
+        Ok(Env { raw, entry })
+    }
 }
 
 /// The parts of one `EnvVar` the engine compares.

@@ -85,19 +85,23 @@ fn valid_plan() -> Result<Plan<'static>, String> {
 
 #[cfg(target_arch = "wasm32")]
 #[global_allocator]
-static ALLOCATOR: talc::cell::TalcSyncCell<arena::ArenaThenGrow, talc::wasm::WasmBinning> =
-    talc::cell::TalcSyncCell::new_wasm(arena::ArenaThenGrow::new());
+static ALLOCATOR: arena::BumpThenTalc = arena::BumpThenTalc::new();
 
-/// Where the heap comes from. Every review runs in a fresh instance, so what
-/// matters is the cost of one instance's life: a Rust allocator that starts
-/// with `memory.grow` makes the host change page protection on the way in and
-/// again when the pooled memory is reset (a cross-CPU TLB flush each time).
-/// The arena below is zero-initialised `.bss`: part of the module's initial
-/// memory, already accessible, and only the pages a review touches are ever
-/// faulted in and reset. Reviews of very large objects grow memory as usual.
+/// Where the heap comes from. Every review runs in a fresh instance that is
+/// thrown away afterwards, so what matters is the cost of one instance's
+/// life, not reuse:
+/// - a bump allocator over a zero-initialised `.bss` arena: part of the
+///   module's initial memory, already accessible (no `memory.grow`, which
+///   makes the host change page protection on the way in and again when the
+///   pooled memory is reset), and only the pages a review touches are ever
+///   faulted in and reset. Freeing gives back only the latest allocation,
+///   which is what growing strings and vectors need;
+/// - past the arena (objects of several hundred KiB), talc on memory grown
+///   as usual, bounded by the host's memory limit.
 #[cfg(target_arch = "wasm32")]
 mod arena {
-    use core::alloc::Layout;
+    use core::alloc::{GlobalAlloc, Layout};
+    use core::cell::Cell;
     use core::mem::MaybeUninit;
 
     use talc::base::Talc;
@@ -113,29 +117,106 @@ mod arena {
 
     static mut ARENA: [MaybeUninit<u8>; ARENA_BYTES] = [MaybeUninit::uninit(); ARENA_BYTES];
 
-    #[derive(Debug)]
-    pub struct ArenaThenGrow {
-        arena_claimed: bool,
+    pub struct BumpThenTalc {
+        /// Offset of the first free arena byte.
+        top: Cell<usize>,
+        grown: talc::cell::TalcSyncCell<Grow, talc::wasm::WasmBinning>,
     }
 
-    impl ArenaThenGrow {
+    // SAFETY: a wasm32 module without threads; `top` is never shared.
+    unsafe impl Sync for BumpThenTalc {}
+
+    impl BumpThenTalc {
         pub const fn new() -> Self {
-            ArenaThenGrow {
-                arena_claimed: false,
+            BumpThenTalc {
+                top: Cell::new(0),
+                grown: talc::cell::TalcSyncCell::new_wasm(Grow),
+            }
+        }
+
+        fn base() -> usize {
+            (&raw mut ARENA).cast::<u8>() as usize
+        }
+
+        /// Whether `ptr` was handed out from the arena.
+        fn owns(ptr: *mut u8) -> bool {
+            (ptr as usize).wrapping_sub(Self::base()) < ARENA_BYTES
+        }
+
+        /// `layout` from the arena, if it fits.
+        fn bump(&self, layout: Layout) -> *mut u8 {
+            let base = Self::base();
+            let start = (base + self.top.get()).next_multiple_of(layout.align()) - base;
+            match start.checked_add(layout.size()) {
+                Some(end) if end <= ARENA_BYTES => {
+                    self.top.set(end);
+                    (base + start) as *mut u8
+                }
+                _ => core::ptr::null_mut(),
             }
         }
     }
 
-    // SAFETY: `acquire` never allocates; the arena is handed to talc once and
-    // nothing else in the module touches it; grown pages are fresh memory.
-    unsafe impl Source for ArenaThenGrow {
-        fn acquire<B: Binning>(talc: &mut Talc<Self, B>, layout: Layout) -> Result<(), ()> {
-            if !talc.source.arena_claimed {
-                talc.source.arena_claimed = true;
-                let base = (&raw mut ARENA).cast::<u8>();
-                // SAFETY: a static region owned by the allocator from now on.
-                return unsafe { talc.claim(base, ARENA_BYTES) }.map(drop).ok_or(());
+    // SAFETY: arena blocks are disjoint (the bump only moves forward, except
+    // to give back the latest block), aligned as asked and inside the static
+    // arena; everything else is talc's.
+    unsafe impl GlobalAlloc for BumpThenTalc {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let ptr = self.bump(layout);
+            if !ptr.is_null() {
+                return ptr;
             }
+            // SAFETY: forwarded as is.
+            unsafe { self.grown.alloc(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            if Self::owns(ptr) {
+                if ptr as usize + layout.size() == Self::base() + self.top.get() {
+                    self.top.set(ptr as usize - Self::base());
+                }
+                return;
+            }
+            // SAFETY: not from the arena, so from talc.
+            unsafe { self.grown.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let base = Self::base();
+            // The latest arena block grows or shrinks in place.
+            if Self::owns(ptr) && ptr as usize + layout.size() == base + self.top.get() {
+                let end = ptr as usize - base + new_size;
+                if end <= ARENA_BYTES {
+                    self.top.set(end);
+                    return ptr;
+                }
+            }
+            if !Self::owns(ptr) {
+                // SAFETY: not from the arena, so from talc.
+                return unsafe { self.grown.realloc(ptr, layout, new_size) };
+            }
+            // SAFETY: `layout` with the new size is valid (GlobalAlloc contract).
+            let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+            // SAFETY: the GlobalAlloc contract, forwarded.
+            let new = unsafe { self.alloc(new_layout) };
+            if !new.is_null() {
+                // SAFETY: both blocks are valid for the smaller size and disjoint.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                    self.dealloc(ptr, layout);
+                }
+            }
+            new
+        }
+    }
+
+    /// Talc's memory once the arena is used up: pages grown for it.
+    #[derive(Debug)]
+    pub struct Grow;
+
+    // SAFETY: `acquire` never allocates; grown pages are fresh memory.
+    unsafe impl Source for Grow {
+        fn acquire<B: Binning>(talc: &mut Talc<Self, B>, layout: Layout) -> Result<(), ()> {
             let bytes = layout
                 .size()
                 .checked_add(layout.align() + GROW_SLACK)
