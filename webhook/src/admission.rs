@@ -16,7 +16,7 @@ use kube::core::admission::{
 use kube::core::{DynamicResourceScope, ObjectMeta, Resource, TypeMeta};
 use serde::Deserialize;
 use serde::de::{Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
-use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde::ser::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use straddle_policy_host::{HostError, Operation, Policy, Request, Verdict};
 
@@ -115,7 +115,9 @@ impl<'de> Deserialize<'de> for RawObject {
         if !json.get().starts_with('{') {
             return Err(D::Error::custom("the object is not a JSON object"));
         }
-        if let Err(e) = serde_json::from_str::<Checked>(json.get()) {
+        if may_hold_values_serde_rejects(json.get())
+            && let Err(e) = serde_json::from_str::<Checked>(json.get())
+        {
             return Err(D::Error::custom(format_args!(
                 "the object is not valid JSON ({e}, counted from the object's first character)"
             )));
@@ -125,6 +127,52 @@ impl<'de> Deserialize<'de> for RawObject {
             meta: ObjectMeta::default(),
         })
     }
+}
+
+/// Whether well-formed JSON text (a [`RawValue`]) may hold what only a full
+/// parse rejects: an unpaired surrogate needs a `\u` escape, and a number
+/// beyond `f64` an exponent or hundreds of integer digits. A number starts
+/// after `:`, `,`, `[` or whitespace; the same bytes inside a string only
+/// make this say yes more often. One pass over the bytes instead of a full
+/// parse for the objects the API server sends, which hold neither.
+fn may_hold_values_serde_rejects(json: &str) -> bool {
+    let bytes = json.as_bytes();
+    if memchr::memmem::find(bytes, b"\\u").is_some() {
+        return true;
+    }
+    let mut at = 0;
+    while at < bytes.len() {
+        let number_start = matches!(bytes[at], b':' | b',' | b'[' | b' ' | b'\t' | b'\n' | b'\r');
+        at += 1;
+        if !number_start {
+            continue;
+        }
+        if bytes.get(at) == Some(&b'-') {
+            at += 1;
+        }
+        let digits = bytes[at..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if digits == 0 {
+            continue;
+        }
+        if digits >= 300 {
+            return true;
+        }
+        at += digits;
+        if bytes.get(at) == Some(&b'.') {
+            at += 1;
+            at += bytes[at..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+        }
+        if matches!(bytes.get(at), Some(b'e' | b'E')) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Any JSON value, read through serde_json's full parser and dropped.
@@ -530,46 +578,129 @@ fn short_digest(digest: &str) -> &str {
 /// that, but the API specifies base64, and the array is four times larger.
 /// This writes the same fields with the patch in base64.
 pub fn encode(response: &AdmissionResponse) -> Vec<u8> {
-    struct Review<'a>(&'a AdmissionResponse);
-    struct Response<'a>(&'a AdmissionResponse);
-    struct Base64<'a>(&'a [u8]);
+    // Written field by field, as serde_json writes a compact map: the patch
+    // goes in as base64 straight into the body, where a serializer would
+    // copy it into a string first and then scan it for characters to escape
+    // (base64 has none).
+    let r = response;
+    let patch_len = r.patch.as_ref().map_or(0, |p| p.len().div_ceil(3) * 4);
+    let mut out = Vec::with_capacity(160 + r.uid.len() + patch_len);
+    out.extend_from_slice(b"{\"apiVersion\":");
+    json(&mut out, META_API_VERSION_V1);
+    out.extend_from_slice(b",\"kind\":");
+    json(&mut out, META_KIND);
+    out.extend_from_slice(b",\"response\":{\"uid\":");
+    json(&mut out, &r.uid);
+    out.extend_from_slice(if r.allowed {
+        b",\"allowed\":true"
+    } else {
+        b",\"allowed\":false"
+    });
+    if !r.allowed {
+        out.extend_from_slice(b",\"status\":");
+        json(&mut out, &r.result);
+    }
+    if let Some(patch) = &r.patch {
+        out.extend_from_slice(b",\"patchType\":\"JSONPatch\",\"patch\":\"");
+        let start = out.len();
+        out.resize(start + patch_len, 0);
+        let written = base64::engine::general_purpose::STANDARD
+            .encode_slice(patch, &mut out[start..])
+            .unwrap_or(0);
+        out.truncate(start + written);
+        out.push(b'"');
+    }
+    if !r.audit_annotations.is_empty() {
+        out.extend_from_slice(b",\"auditAnnotations\":");
+        json(&mut out, &r.audit_annotations);
+    }
+    if let Some(warnings) = &r.warnings {
+        out.extend_from_slice(b",\"warnings\":");
+        json(&mut out, warnings);
+    }
+    out.extend_from_slice(b"}}");
+    out
+}
 
-    impl Serialize for Review<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut map = s.serialize_map(Some(3))?;
-            map.serialize_entry("apiVersion", META_API_VERSION_V1)?;
-            map.serialize_entry("kind", META_KIND)?;
-            map.serialize_entry("response", &Response(self.0))?;
-            map.end()
+/// Appends `value` as compact JSON. Strings, bools, string maps and kube's
+/// Status cannot fail to serialize into a Vec.
+fn json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quick_scan_finds_every_value_the_full_parse_rejects() {
+        let rejected = [
+            r#"{"a":1e400}"#,
+            r#"{"a":[-1E400]}"#,
+            r#"{"a": 1.5e400}"#,
+            r#"{"a":[1,-2e+400]}"#,
+            r#"{"s":"\udafe"}"#,
+            r#"{"s":"\udc00x"}"#,
+        ];
+        for json in rejected {
+            assert!(serde_json::from_str::<Checked>(json).is_err(), "{json}");
+            assert!(may_hold_values_serde_rejects(json), "{json}");
+        }
+        let huge = format!(r#"{{"a":{}}}"#, "9".repeat(400));
+        assert!(serde_json::from_str::<Checked>(&huge).is_err());
+        assert!(may_hold_values_serde_rejects(&huge));
+        // What the API server sends: hex digests, uids, plain numbers.
+        let plain = r#"{"metadata":{"uid":"4a97905c-e70b-4e1c","annotations":{"d":"sha256:4a97905ce708b1"}},"spec":{"replicas":3,"x":[1.5,-2,0]}}"#;
+        assert!(!may_hold_values_serde_rejects(plain));
+    }
+
+    #[test]
+    fn every_fixture_object_takes_the_quick_path() {
+        let dir = straddle_test_support::path("tests/fixtures/charts/cp-zk-kafka-only");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let value: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+                let compact = serde_json::to_string(&value).unwrap();
+                assert!(
+                    !may_hold_values_serde_rejects(&compact),
+                    "{}",
+                    path.display()
+                );
+            }
         }
     }
-    impl Serialize for Response<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let r = self.0;
-            let mut map = s.serialize_map(None)?;
-            map.serialize_entry("uid", &r.uid)?;
-            map.serialize_entry("allowed", &r.allowed)?;
-            if !r.allowed {
-                map.serialize_entry("status", &r.result)?;
+
+    #[test]
+    fn answers_are_what_serde_writes() {
+        let mut patched = AdmissionResponse::invalid("x");
+        patched.uid = "u-\"1\"".into();
+        patched.allowed = true;
+        patched.patch = Some(br#"[{"op":"add","path":"/a","value":1}]"#.to_vec());
+        patched.warnings = Some(vec!["w \"quoted\"".into()]);
+        let denied = unreadable_response("u-2", "no <good>");
+        for response in [patched, denied] {
+            let written: serde_json::Value = serde_json::from_slice(&encode(&response)).unwrap();
+            let mut expected = serde_json::json!({
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "response": { "uid": response.uid, "allowed": response.allowed },
+            });
+            let inner = &mut expected["response"];
+            if !response.allowed {
+                inner["status"] = serde_json::to_value(&response.result).unwrap();
             }
-            if let Some(patch) = &r.patch {
-                map.serialize_entry("patchType", "JSONPatch")?;
-                map.serialize_entry("patch", &Base64(patch))?;
+            if let Some(patch) = &response.patch {
+                inner["patchType"] = "JSONPatch".into();
+                inner["patch"] = base64::engine::general_purpose::STANDARD
+                    .encode(patch)
+                    .into();
             }
-            if !r.audit_annotations.is_empty() {
-                map.serialize_entry("auditAnnotations", &r.audit_annotations)?;
+            if let Some(warnings) = &response.warnings {
+                inner["warnings"] = serde_json::to_value(warnings).unwrap();
             }
-            if let Some(warnings) = &r.warnings {
-                map.serialize_entry("warnings", warnings)?;
-            }
-            map.end()
+            assert_eq!(written, expected);
         }
     }
-    impl Serialize for Base64<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(self.0))
-        }
-    }
-    // Serializing strings, bools and kube's Status into a Vec cannot fail.
-    serde_json::to_vec(&Review(response)).unwrap_or_default()
 }
