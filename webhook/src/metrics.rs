@@ -83,6 +83,9 @@ pub struct Metrics {
     pub tls_reloads: Family<ResultLabels, Counter>,
     /// TLS handshakes that failed or timed out.
     pub tls_handshake_failures: Counter,
+    /// Reviews that ran out of `--inline-review-deadline` and ran again on a
+    /// blocking thread.
+    pub slow_reviews: Counter,
     /// `/mutate` requests being handled.
     pub in_flight: Gauge,
 }
@@ -108,6 +111,7 @@ impl Metrics {
             policy_reloads: Family::default(),
             tls_reloads: Family::default(),
             tls_handshake_failures: Counter::default(),
+            slow_reviews: Counter::default(),
             in_flight: Gauge::default(),
             registry: Registry::default(),
         };
@@ -169,6 +173,11 @@ impl Metrics {
             "tls_handshake_failures",
             "TLS handshakes that failed or timed out",
             m.tls_handshake_failures.clone(),
+        );
+        registry.register(
+            "slow_reviews",
+            "Reviews that did not finish within --inline-review-deadline on the connection thread and ran again on a blocking thread",
+            m.slow_reviews.clone(),
         );
         registry.register(
             "in_flight_requests",

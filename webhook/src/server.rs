@@ -378,6 +378,7 @@ async fn review(app: &Arc<App>, request: Request) -> Response {
         };
         let reply = admission::handle(&context, &bytes);
         if matches!(reply, Reply::Slow) {
+            app.metrics.slow_reviews.inc();
             app.pause_inline_reviews();
         }
         reply
