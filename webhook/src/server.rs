@@ -35,6 +35,7 @@ use crate::reload::{self, TlsStamps};
 use crate::source::{self, PolicySource};
 use crate::tls;
 use crate::workers::Workers;
+use straddle_policy_host::Policy;
 
 /// A server with its policy loaded and its sockets bound, not yet serving.
 pub struct Server {
@@ -369,14 +370,7 @@ async fn review(app: &Arc<App>, request: Request) -> Response {
     // runs on a blocking thread with the full deadline, so it cannot hold
     // this thread and the connections it serves for longer than that.
     let inline = app.inline_deadline().map(|deadline| {
-        let context = admission::Context {
-            cluster: &app.cluster,
-            policy: &policy,
-            on_policy_error: app.on_policy_error,
-            metrics: &app.metrics,
-            inline_deadline: Some(deadline),
-        };
-        let reply = admission::handle(&context, &bytes);
+        let reply = admission::handle(&context(app, &policy, Some(deadline)), &bytes);
         if matches!(reply, Reply::Slow) {
             app.metrics.slow_reviews.inc();
             app.pause_inline_reviews();
@@ -389,16 +383,7 @@ async fn review(app: &Arc<App>, request: Request) -> Response {
             let worker = app.clone();
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
-                admission::handle(
-                    &admission::Context {
-                        cluster: &worker.cluster,
-                        policy: &policy,
-                        on_policy_error: worker.on_policy_error,
-                        metrics: &worker.metrics,
-                        inline_deadline: None,
-                    },
-                    &bytes,
-                )
+                admission::handle(&context(&worker, &policy, None), &bytes)
             })
             .await
         }
@@ -425,8 +410,9 @@ async fn review(app: &Arc<App>, request: Request) -> Response {
             reason,
             message,
         ),
+        // `Slow` only comes from an inline attempt, never from this one.
         Ok(Reply::Slow) | Err(_) => {
-            error!("the review task failed");
+            error!(error = ?decided.as_ref().err(), "the review task failed");
             refuse(
                 app,
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -434,6 +420,20 @@ async fn review(app: &Arc<App>, request: Request) -> Response {
                 "internal error while reviewing the request".into(),
             )
         }
+    }
+}
+
+fn context<'a>(
+    app: &'a App,
+    policy: &'a Policy,
+    inline_deadline: Option<Duration>,
+) -> admission::Context<'a> {
+    admission::Context {
+        cluster: &app.cluster,
+        policy,
+        on_policy_error: app.on_policy_error,
+        metrics: &app.metrics,
+        inline_deadline,
     }
 }
 
