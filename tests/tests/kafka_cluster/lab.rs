@@ -106,6 +106,16 @@ impl<'a> KafkaLab<'a> {
                 realkafka::client_properties(&n.config, case.client_listener),
             )
             .unwrap();
+            // The built-in partitioner keeps a producer on one partition
+            // until `batch.size` bytes went there: at 10 records/s the
+            // default 16 KiB held it for minutes, so a cut that left that
+            // partition unwritable stalled it while others took writes.
+            // 256 bytes move it on every few records.
+            fs::write(
+                home.join("producer.properties"),
+                realkafka::client_properties(&n.config, case.client_listener) + "batch.size=256\n",
+            )
+            .unwrap();
             fs::write(
                 home.join("controller.properties"),
                 realkafka::client_properties(&n.config, "CONTROLLER"),
@@ -533,7 +543,7 @@ impl<'a> KafkaLab<'a> {
                 "--bootstrap-server",
                 &self.address(id, self.case.client_listener),
                 &self.jars.client_config_flag("producer"),
-                &self.file(id, "client.properties"),
+                &self.file(id, "producer.properties"),
                 "--topic",
                 TOPIC,
                 "--acks",
