@@ -78,6 +78,16 @@ pub struct Survivability {
     pub survives_any_node: bool,
 }
 
+impl Survivability {
+    /// Per member cluster: (cluster, whether the quorum survives its loss).
+    pub fn losses(&self) -> Vec<(&str, bool)> {
+        self.cluster_losses
+            .iter()
+            .map(|l| (l.cluster.as_str(), l.keeps_quorum))
+            .collect()
+    }
+}
+
 pub fn analyse(topo: &Topology, q: &Quorum) -> Survivability {
     let healthy = q.has_quorum(|_| true);
     let cluster_losses: Vec<ClusterLoss> = topo

@@ -236,13 +236,8 @@ impl Case {
         self.nodes.iter().filter(move |n| n.cluster == ci)
     }
 
-    /// `explain`'s claim per cluster: (cluster, keeps the quorum when lost).
     fn losses(&self) -> Vec<(&str, bool)> {
-        self.survivability
-            .cluster_losses
-            .iter()
-            .map(|l| (l.cluster.as_str(), l.keeps_quorum))
-            .collect()
+        self.survivability.losses()
     }
 
     pub fn controllers(&self) -> impl Iterator<Item = &Node> {

@@ -385,11 +385,7 @@ impl Case {
     }
 
     fn losses(&self) -> Vec<(&str, bool)> {
-        self.survivability
-            .cluster_losses
-            .iter()
-            .map(|l| (l.cluster.as_str(), l.keeps_quorum))
-            .collect()
+        self.survivability.losses()
     }
 
     /// What the pods are configured with must be what the analysis reasons
