@@ -168,7 +168,7 @@ fn main() {
         let mut parse = Vec::with_capacity(rounds);
         for _ in 0..rounds {
             let t = Instant::now();
-            let v: straddle_policy::k8s::StatefulSet = serde_json::from_str(&object).unwrap();
+            let v = straddle_policy::k8s::StatefulSet::from_json(&object).unwrap();
             parse.push(t.elapsed());
             std::hint::black_box(v);
         }

@@ -8,8 +8,6 @@
 
 use std::borrow::Cow;
 
-use serde_json::value::RawValue;
-
 use crate::k8s;
 use crate::patch::{PatchWriter, escape_token, json_string, push_json_string};
 use crate::plan::{BundleInfo, Check, EnvValue, EnvVar, ObjectKind, ObjectRule, Op, Plan};
@@ -158,7 +156,7 @@ fn watched(bundle: &BundleInfo<'_>, req: &Request<'_>, kind: ObjectKind) -> Opti
     if bundle.watches.is_empty() || req.kind == "Scale" {
         return None;
     }
-    let object: k8s::Object = serde_json::from_str(req.object).ok()?;
+    let object = k8s::Object::from_json(req.object).ok()?;
     let labels = object.metadata.labels?;
     let watch = bundle
         .watches
@@ -211,8 +209,8 @@ impl std::fmt::Display for Target<'_> {
 type Annotations<'a> = Option<k8s::StrMap<'a>>;
 
 fn statefulset(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<PatchWriter, String> {
-    let sts: k8s::StatefulSet =
-        serde_json::from_str(object).map_err(|e| format!("{t}: cannot read the object ({e})"))?;
+    let sts = k8s::StatefulSet::from_json(object)
+        .map_err(|e| format!("{t}: cannot read the object ({e})"))?;
     let spec = sts
         .spec
         .ok_or_else(|| format!("{t}: the object has no spec"))?;
@@ -328,7 +326,7 @@ fn script_line(
     };
     for (field, raw) in [("command", c.command), ("args", c.args)] {
         let words: Vec<Cow<'_, str>> = match raw {
-            Some(raw) => serde_json::from_str(raw.get())
+            Some(raw) => k8s::words(raw)
                 .map_err(|e| format!("{t}: cannot read the container's {field} ({e})"))?,
             None => continue,
         };
@@ -481,7 +479,7 @@ fn has_volume(t: &Target<'_>, pod: Option<&k8s::PodSpec<'_>>, name: &str) -> Res
     let Some(raw) = pod.and_then(|p| p.volumes) else {
         return Ok(false);
     };
-    let volumes: Vec<k8s::Named> = serde_json::from_str(raw.get())
+    let volumes = k8s::Named::list(raw)
         .map_err(|e| format!("{t}: cannot read the pod's volumes ({e})"))?;
     Ok(volumes.iter().any(|v| v.name == name))
 }
@@ -492,7 +490,7 @@ fn uses_secret(t: &Target<'_>, pod: Option<&k8s::PodSpec<'_>>, name: &str) -> Re
         return Ok(false);
     };
     let unreadable =
-        |e: serde_json::Error| format!("{t}: cannot read the pod's Secret references ({e})");
+        |e: crate::json::Error| format!("{t}: cannot read the pod's Secret references ({e})");
     let containers = || {
         pod.containers
             .iter()
@@ -505,13 +503,13 @@ fn uses_secret(t: &Target<'_>, pod: Option<&k8s::PodSpec<'_>>, name: &str) -> Re
         .flat_map(|c| c.env.iter().flatten())
         .filter_map(|env| env.entry.value_from.as_ref()?.secret_key_ref);
     for raw in key_refs {
-        let key_ref: k8s::SecretRef = serde_json::from_str(raw.get()).map_err(unreadable)?;
+        let key_ref = k8s::SecretRef::from_json(raw).map_err(unreadable)?;
         if key_ref.name.is_some_and(|n| n == name) {
             return Ok(true);
         }
     }
     for raw in containers().filter_map(|c| c.env_from).chain(pod.volumes) {
-        let refs: k8s::SecretRefs = serde_json::from_str(raw.get()).map_err(unreadable)?;
+        let refs = k8s::SecretRefs::from_json(raw).map_err(unreadable)?;
         if refs.0.iter().any(|r| r == name) {
             return Ok(true);
         }
@@ -520,11 +518,11 @@ fn uses_secret(t: &Target<'_>, pod: Option<&k8s::PodSpec<'_>>, name: &str) -> Re
 }
 
 fn scale(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Verdict {
-    let scale: k8s::Scale = match serde_json::from_str(object) {
+    let scale = match k8s::Scale::from_json(object) {
         Ok(s) => s,
         Err(e) => return Verdict::Deny(format!("Scale of {t}: cannot read the object ({e})")),
     };
-    let Some(replicas) = scale.spec.and_then(|s| s.replicas) else {
+    let Some(replicas) = scale.replicas else {
         return Verdict::Deny(format!("Scale of {t}: the object has no spec.replicas"));
     };
     for check in &rule.checks {
@@ -558,8 +556,8 @@ fn service(
     object: &str,
     index: Option<u32>,
 ) -> Result<PatchWriter, String> {
-    let svc: k8s::Service =
-        serde_json::from_str(object).map_err(|e| format!("{t}: cannot read the object ({e})"))?;
+    let svc = k8s::Service::from_json(object)
+        .map_err(|e| format!("{t}: cannot read the object ({e})"))?;
     let mut patch = PatchWriter::new();
     annotations(&mut patch, &svc.metadata.annotations, &rule.ops);
     labels(&mut patch, &svc.metadata.labels, &rule.ops);
@@ -636,7 +634,7 @@ fn indexed_port(
     };
     let current = &ports[index];
     let want = port.to_string();
-    if current.target_port.map(|raw| raw.get()) != Some(want.as_str()) {
+    if current.target_port != Some(want.as_str()) {
         patch.add(&format!("/spec/ports/{index}/targetPort"), &want);
     }
     if current.node_port != i64::try_from(port).ok() {
@@ -667,8 +665,8 @@ fn missing_ports(spec: &k8s::ServiceSpec, ops: &[Op<'_>]) -> Vec<String> {
 }
 
 fn configmap(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<PatchWriter, String> {
-    let cm: k8s::ConfigMap =
-        serde_json::from_str(object).map_err(|e| format!("{t}: cannot read the object ({e})"))?;
+    let cm = k8s::ConfigMap::from_json(object)
+        .map_err(|e| format!("{t}: cannot read the object ({e})"))?;
     let mut patch = PatchWriter::new();
     annotations(&mut patch, &cm.metadata.annotations, &rule.ops);
     labels(&mut patch, &cm.metadata.labels, &rule.ops);
@@ -824,7 +822,7 @@ fn resolve_prefixed<'r>(
 }
 
 enum EnvItem<'a, 'r> {
-    Keep(&'a RawValue),
+    Keep(&'a str),
     Set(&'r EnvVar<'r>),
 }
 
@@ -907,7 +905,7 @@ fn desired_env<'r>(
             out.push(',');
         }
         match item {
-            EnvItem::Keep(raw) => out.push_str(raw.get()),
+            EnvItem::Keep(raw) => out.push_str(raw),
             EnvItem::Set(var) => render_env(&mut out, var),
         }
     }

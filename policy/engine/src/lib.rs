@@ -13,6 +13,7 @@
 #[cfg(feature = "digest")]
 pub mod digest;
 pub mod engine;
+pub mod json;
 pub mod k8s;
 pub mod patch;
 pub mod plan;

@@ -1,0 +1,569 @@
+//! A small borrowed JSON reader: the one the engine decodes objects with.
+//!
+//! The engine reads a few dozen fields of objects that hold hundreds of
+//! strings. A reader that callers drive field by field (`object`, `array`,
+//! `string`, ...) decodes only those fields, skips the rest in one pass, and
+//! is a fraction of the code serde's derived decoders cost in the wasm guest.
+//!
+//! It accepts exactly the JSON that `serde_json::Value` accepts, except that
+//! numbers are checked for grammar only (the hosts reject out-of-range ones
+//! before the module runs): strings may not hold control characters or lone
+//! surrogate escapes, nesting stops at 127 levels, and only whitespace may
+//! follow the value. A key given twice is read twice, so the last one wins,
+//! as in Kubernetes' own decoder.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// Nesting levels `serde_json` allows (its recursion limit is 128).
+const MAX_DEPTH: u32 = 128;
+
+/// Why a document could not be read, with where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    /// The field the error is in, e.g. `spec.template.spec.containers[0].env`.
+    path: String,
+    message: String,
+}
+
+impl Error {
+    /// Prefixes the path with an object key.
+    fn within(mut self, key: &str) -> Error {
+        if self.path.is_empty() || self.path.starts_with('[') {
+            self.path.insert_str(0, key);
+        } else {
+            self.path.insert(0, '.');
+            self.path.insert_str(0, key);
+        }
+        self
+    }
+
+    /// Prefixes the path with an array index.
+    fn at_index(mut self, index: usize) -> Error {
+        let sep = if self.path.is_empty() || self.path.starts_with('[') {
+            ""
+        } else {
+            "."
+        };
+        self.path.insert_str(0, &format!("[{index}]{sep}"));
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A cursor over one JSON document.
+pub struct Reader<'a> {
+    src: &'a str,
+    pos: usize,
+    depth: u32,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(src: &'a str) -> Self {
+        Reader {
+            src,
+            pos: 0,
+            depth: MAX_DEPTH,
+        }
+    }
+
+    /// Reads a whole document with `read`; only whitespace may follow.
+    pub fn document<T>(src: &'a str, read: impl FnOnce(&mut Reader<'a>) -> Result<T>) -> Result<T> {
+        let mut r = Reader::new(src);
+        let value = read(&mut r)?;
+        if r.peek().is_some() {
+            return Err(r.fail("trailing characters after the JSON value"));
+        }
+        Ok(value)
+    }
+
+    fn bytes(&self) -> &'a [u8] {
+        self.src.as_bytes()
+    }
+
+    /// The next non-whitespace byte, without consuming it.
+    fn peek(&mut self) -> Option<u8> {
+        let bytes = self.bytes();
+        while let Some(&b) = bytes.get(self.pos) {
+            if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+                return Some(b);
+            }
+            self.pos += 1;
+        }
+        None
+    }
+
+    /// An error at the current position.
+    fn fail(&self, message: &str) -> Error {
+        let before = &self.bytes()[..self.pos.min(self.src.len())];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let column = before.len() - before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        Error {
+            path: String::new(),
+            message: format!("{message} at line {line} column {}", column + 1),
+        }
+    }
+
+    /// "expected X, found Y" for the value at the cursor.
+    fn expected(&mut self, what: &str) -> Error {
+        let found = match self.peek() {
+            None => "the end of the input",
+            Some(b'{') => "an object",
+            Some(b'[') => "an array",
+            Some(b'"') => "a string",
+            Some(b't' | b'f') => "a boolean",
+            Some(b'n') => "null",
+            Some(b'-' | b'0'..=b'9') => "a number",
+            Some(_) => "an unexpected character",
+        };
+        self.fail(&format!("expected {what}, found {found}"))
+    }
+
+    fn eat(&mut self, byte: u8) -> bool {
+        if self.peek() == Some(byte) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn literal(&mut self, word: &str) -> Result<()> {
+        if self.src[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(self.fail("invalid literal"))
+        }
+    }
+
+    /// The first byte of the next value (`{`, `[`, `"`, ...), if any.
+    pub fn next_byte(&mut self) -> Option<u8> {
+        self.peek()
+    }
+
+    /// The error for a required field an object lacks.
+    pub fn missing(&self, field: &str) -> Error {
+        self.fail(&format!("missing field `{field}`"))
+    }
+
+    /// `read`, and the text of what it read.
+    pub fn spanned<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T>) -> Result<(T, &'a str)> {
+        self.peek();
+        let start = self.pos;
+        let value = read(self)?;
+        Ok((value, &self.src[start..self.pos]))
+    }
+
+    /// Consumes a `null` if one is next.
+    pub fn null(&mut self) -> Result<bool> {
+        if self.peek() == Some(b'n') {
+            self.literal("null")?;
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// `read` for a value that may also be `null` (or is absent: callers keep
+    /// `None` for fields they never see).
+    pub fn optional<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T>) -> Result<Option<T>> {
+        if self.null()? { Ok(None) } else { read(self).map(Some) }
+    }
+
+    fn enter(&mut self) -> Result<()> {
+        self.depth -= 1;
+        if self.depth == 0 {
+            return Err(self.fail("nesting is deeper than 127 levels"));
+        }
+        Ok(())
+    }
+
+    /// Reads an object, calling `field` with each key; `field` must read or
+    /// [`skip`](Self::skip) the value.
+    pub fn object(
+        &mut self,
+        field: &mut dyn FnMut(&mut Self, &Cow<'a, str>) -> Result<()>,
+    ) -> Result<()> {
+        if !self.eat(b'{') {
+            return Err(self.expected("an object"));
+        }
+        self.enter()?;
+        if !self.eat(b'}') {
+            loop {
+                if self.peek() != Some(b'"') {
+                    return Err(self.expected("a key"));
+                }
+                let key = self.string()?;
+                if !self.eat(b':') {
+                    return Err(self.fail("expected `:`"));
+                }
+                field(self, &key).map_err(|e| e.within(&key))?;
+                if self.eat(b',') {
+                    continue;
+                }
+                if self.eat(b'}') {
+                    break;
+                }
+                return Err(self.fail("expected `,` or `}`"));
+            }
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
+    /// Reads an array, calling `item` for each element, which it must read or skip.
+    pub fn array(&mut self, item: &mut dyn FnMut(&mut Self) -> Result<()>) -> Result<()> {
+        if !self.eat(b'[') {
+            return Err(self.expected("an array"));
+        }
+        self.enter()?;
+        if !self.eat(b']') {
+            let mut index = 0;
+            loop {
+                item(self).map_err(|e| e.at_index(index))?;
+                index += 1;
+                if self.eat(b',') {
+                    continue;
+                }
+                if self.eat(b']') {
+                    break;
+                }
+                return Err(self.fail("expected `,` or `]`"));
+            }
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
+    /// Reads an array into a Vec.
+    pub fn vec<T>(&mut self, mut read: impl FnMut(&mut Self) -> Result<T>) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        self.array(&mut |r| {
+            out.push(read(r)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Reads a string, borrowed unless it holds escapes.
+    pub fn string(&mut self) -> Result<Cow<'a, str>> {
+        if !self.eat(b'"') {
+            return Err(self.expected("a string"));
+        }
+        let start = self.pos;
+        let end = self.plain_run();
+        if self.bytes().get(end) == Some(&b'"') {
+            self.pos = end + 1;
+            return Ok(Cow::Borrowed(&self.src[start..end]));
+        }
+        let mut out = String::with_capacity(end - start + 16);
+        self.pos = start;
+        self.string_tail(Some(&mut out))?;
+        Ok(Cow::Owned(out))
+    }
+
+    /// The end of the run of bytes from the cursor that need no decoding.
+    fn plain_run(&self) -> usize {
+        let bytes = self.bytes();
+        let mut i = self.pos;
+        while let Some(&b) = bytes.get(i) {
+            if b == b'"' || b == b'\\' || b < 0x20 {
+                break;
+            }
+            i += 1;
+        }
+        i
+    }
+
+    /// Reads the rest of a string after its opening quote, appending the
+    /// decoded text to `out` if given.
+    fn string_tail(&mut self, mut out: Option<&mut String>) -> Result<()> {
+        loop {
+            let end = self.plain_run();
+            if let Some(out) = out.as_deref_mut() {
+                out.push_str(&self.src[self.pos..end]);
+            }
+            self.pos = end;
+            match self.bytes().get(end) {
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                Some(b'\\') => {
+                    self.pos += 1;
+                    let c = self.escape()?;
+                    if let Some(out) = out.as_deref_mut() {
+                        out.push(c);
+                    }
+                }
+                Some(_) => return Err(self.fail("control character in a string")),
+                None => return Err(self.fail("unterminated string")),
+            }
+        }
+    }
+
+    /// Decodes the escape after a backslash.
+    fn escape(&mut self) -> Result<char> {
+        let Some(&b) = self.bytes().get(self.pos) else {
+            return Err(self.fail("unterminated string"));
+        };
+        self.pos += 1;
+        Ok(match b {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let first = self.hex4()?;
+                let code = match first {
+                    0xD800..=0xDBFF => {
+                        if !self.src[self.pos..].starts_with("\\u") {
+                            return Err(self.fail("lone leading surrogate in a \\u escape"));
+                        }
+                        self.pos += 2;
+                        let second = self.hex4()?;
+                        if !(0xDC00..=0xDFFF).contains(&second) {
+                            return Err(self.fail("lone leading surrogate in a \\u escape"));
+                        }
+                        0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)
+                    }
+                    0xDC00..=0xDFFF => {
+                        return Err(self.fail("lone trailing surrogate in a \\u escape"));
+                    }
+                    _ => first,
+                };
+                char::from_u32(code).ok_or_else(|| self.fail("invalid \\u escape"))?
+            }
+            _ => {
+                self.pos -= 1;
+                return Err(self.fail("invalid escape"));
+            }
+        })
+    }
+
+    fn hex4(&mut self) -> Result<u32> {
+        let digits = self.bytes().get(self.pos..self.pos + 4);
+        let mut code = 0;
+        for &b in digits.ok_or_else(|| self.fail("unterminated \\u escape"))? {
+            let digit = (b as char)
+                .to_digit(16)
+                .ok_or_else(|| self.fail("invalid \\u escape"))?;
+            code = code * 16 + digit;
+        }
+        self.pos += 4;
+        Ok(code)
+    }
+
+    /// Consumes a number (JSON grammar) and returns its text.
+    fn number(&mut self) -> Result<&'a str> {
+        let bytes = self.bytes();
+        let start = self.pos;
+        let digits = |i: &mut usize| {
+            let from = *i;
+            while bytes.get(*i).is_some_and(u8::is_ascii_digit) {
+                *i += 1;
+            }
+            *i > from
+        };
+        let mut i = start;
+        if bytes.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        match bytes.get(i) {
+            Some(b'0') => i += 1,
+            Some(b'1'..=b'9') => {
+                digits(&mut i);
+            }
+            _ => {
+                self.pos = i;
+                return Err(self.fail("invalid number"));
+            }
+        }
+        if bytes.get(i) == Some(&b'.') {
+            i += 1;
+            if !digits(&mut i) {
+                self.pos = i;
+                return Err(self.fail("invalid number"));
+            }
+        }
+        if matches!(bytes.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            if matches!(bytes.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            if !digits(&mut i) {
+                self.pos = i;
+                return Err(self.fail("invalid number"));
+            }
+        }
+        self.pos = i;
+        Ok(&self.src[start..i])
+    }
+
+    /// Reads an integer that fits an i64. Fractions, exponents and `-0`
+    /// are refused, as serde_json refuses them for an integer field.
+    pub fn integer(&mut self) -> Result<i64> {
+        if !matches!(self.peek(), Some(b'-' | b'0'..=b'9')) {
+            return Err(self.expected("an integer"));
+        }
+        let start = self.pos;
+        let text = self.number()?;
+        match text.parse::<i64>() {
+            Ok(n) if text != "-0" => Ok(n),
+            _ => {
+                self.pos = start;
+                Err(self.fail(&format!("expected an integer (i64), found {text}")))
+            }
+        }
+    }
+
+    pub fn boolean(&mut self) -> Result<bool> {
+        match self.peek() {
+            Some(b't') => self.literal("true").map(|()| true),
+            Some(b'f') => self.literal("false").map(|()| false),
+            _ => Err(self.expected("a boolean")),
+        }
+    }
+
+    /// Consumes any value and returns its text, exactly as written.
+    pub fn raw(&mut self) -> Result<&'a str> {
+        self.peek();
+        let start = self.pos;
+        self.skip()?;
+        Ok(&self.src[start..self.pos])
+    }
+
+    /// Consumes any value, checking it.
+    pub fn skip(&mut self) -> Result<()> {
+        match self.peek() {
+            Some(b'{') => self.object(&mut |r, _| r.skip()),
+            Some(b'[') => self.array(&mut |r| r.skip()),
+            Some(b'"') => {
+                self.pos += 1;
+                self.string_tail(None)
+            }
+            Some(b't') => self.literal("true"),
+            Some(b'f') => self.literal("false"),
+            Some(b'n') => self.literal("null"),
+            Some(b'-' | b'0'..=b'9') => self.number().map(drop),
+            _ => Err(self.expected("a value")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(src: &str) -> Result<()> {
+        Reader::document(src, |r| r.skip())
+    }
+
+    #[test]
+    fn accepts_what_serde_json_accepts() {
+        for src in [
+            "{}",
+            " [ ] ",
+            r#"{"a":[1,-0,0.5,1e9,-2E-3,true,false,null,"x\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00"]}"#,
+            "\"\u{7f}é\"",
+        ] {
+            read_all(src).unwrap();
+            serde_json::from_str::<serde_json::Value>(src).unwrap();
+        }
+    }
+
+    #[test]
+    fn refuses_what_serde_json_refuses() {
+        for src in [
+            "",
+            "{",
+            "{\"a\"}",
+            "{\"a\":1,}",
+            "[1,]",
+            "[1 2]",
+            "01",
+            "1.",
+            "1e",
+            "-",
+            "+1",
+            "\"\\ud800\"",
+            "\"\\udc00\"",
+            "\"\\ud800\\u0041\"",
+            "\"\\x\"",
+            "\"a\nb\"",
+            "\"abc",
+            "tru",
+            "nul",
+            "{} {}",
+            "{'a':1}",
+            &"[".repeat(128),
+        ] {
+            assert!(read_all(src).is_err(), "{src:?} was accepted");
+            assert!(serde_json::from_str::<serde_json::Value>(src).is_err(), "{src:?}");
+        }
+        let deep = format!("{}{}", "[".repeat(127), "]".repeat(127));
+        read_all(&deep).unwrap();
+        serde_json::from_str::<serde_json::Value>(&deep).unwrap();
+    }
+
+    #[test]
+    fn strings_borrow_unless_escaped() {
+        let plain = Reader::document(r#""abc""#, |r| r.string()).unwrap();
+        assert!(matches!(plain, Cow::Borrowed("abc")));
+        let escaped = Reader::document(r#""a\"b\u00e9""#, |r| r.string()).unwrap();
+        assert_eq!(escaped, "a\"bé");
+        assert!(matches!(escaped, Cow::Owned(_)));
+    }
+
+    #[test]
+    fn integers_are_i64_only() {
+        let int = |src| Reader::document(src, |r| r.integer());
+        assert_eq!(int("-9223372036854775808").unwrap(), i64::MIN);
+        assert_eq!(int(" 7 ").unwrap(), 7);
+        for bad in ["9223372036854775808", "1.0", "1e2", "-0", "\"1\"", "null"] {
+            assert!(int(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_place() {
+        let err = Reader::document("{\"spec\":\n {\"ports\":[{}, {\"port\":\"x\"}]}}", |r| {
+            r.object(&mut |r, key| match key.as_ref() {
+                "spec" => r.object(&mut |r, key| match key.as_ref() {
+                    "ports" => r.array(&mut |r| {
+                        r.object(&mut |r, _| r.integer().map(drop))
+                    }),
+                    _ => r.skip(),
+                }),
+                _ => r.skip(),
+            })
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "spec.ports[1].port: expected an integer, found a string at line 2 column 24"
+        );
+    }
+
+    #[test]
+    fn raw_keeps_the_text() {
+        let raw = Reader::document(" {\"a\": [1, \"b\"] } ", |r| r.raw()).unwrap();
+        assert_eq!(raw, "{\"a\": [1, \"b\"] }");
+    }
+}
