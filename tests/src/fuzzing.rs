@@ -168,6 +168,8 @@ fn targets() -> &'static [Target] {
 /// is not a member), then the object's JSON text. Kind, name and namespace
 /// come from the object when it is JSON, as the API server would send them.
 ///
+/// * the engine's JSON reader reads every kind of object it knows exactly
+///   as the `serde_json::Value` oracle in [`crate::object_views`] does;
 /// * never panics, and a denial says why;
 /// * CREATE and UPDATE (whatever the old object) give the same verdict;
 ///   DELETE and CONNECT are allowed;
@@ -181,6 +183,7 @@ pub fn policy_review(data: &[u8]) {
     let Ok(object) = std::str::from_utf8(object) else {
         return; // the webhook only ever hands the policy JSON text
     };
+    crate::object_views::assert_agree(object);
     let targets = targets();
     let target = &targets[usize::from(selector) % targets.len()];
     let cluster_index = usize::from(selector) / targets.len() % (target.clusters.len() + 1);

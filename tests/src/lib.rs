@@ -28,6 +28,7 @@ pub mod fuzzing;
 pub mod golden;
 pub mod kube;
 pub mod netns;
+pub mod object_views;
 pub mod realkafka;
 pub mod stretch;
 

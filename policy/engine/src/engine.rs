@@ -479,8 +479,8 @@ fn has_volume(t: &Target<'_>, pod: Option<&k8s::PodSpec<'_>>, name: &str) -> Res
     let Some(raw) = pod.and_then(|p| p.volumes) else {
         return Ok(false);
     };
-    let volumes = k8s::Named::list(raw)
-        .map_err(|e| format!("{t}: cannot read the pod's volumes ({e})"))?;
+    let volumes =
+        k8s::Named::list(raw).map_err(|e| format!("{t}: cannot read the pod's volumes ({e})"))?;
     Ok(volumes.iter().any(|v| v.name == name))
 }
 

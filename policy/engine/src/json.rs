@@ -108,7 +108,11 @@ impl<'a> Reader<'a> {
     fn fail(&self, message: &str) -> Error {
         let before = &self.bytes()[..self.pos.min(self.src.len())];
         let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-        let column = before.len() - before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let column = before.len()
+            - before
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
         Error {
             path: String::new(),
             message: format!("{message} at line {line} column {}", column + 1),
@@ -159,7 +163,10 @@ impl<'a> Reader<'a> {
     }
 
     /// `read`, and the text of what it read.
-    pub fn spanned<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T>) -> Result<(T, &'a str)> {
+    pub fn spanned<T>(
+        &mut self,
+        read: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<(T, &'a str)> {
         self.peek();
         let start = self.pos;
         let value = read(self)?;
@@ -179,7 +186,11 @@ impl<'a> Reader<'a> {
     /// `read` for a value that may also be `null` (or is absent: callers keep
     /// `None` for fields they never see).
     pub fn optional<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T>) -> Result<Option<T>> {
-        if self.null()? { Ok(None) } else { read(self).map(Some) }
+        if self.null()? {
+            Ok(None)
+        } else {
+            read(self).map(Some)
+        }
     }
 
     fn enter(&mut self) -> Result<()> {
@@ -276,8 +287,27 @@ impl<'a> Reader<'a> {
 
     /// The end of the run of bytes from the cursor that need no decoding.
     fn plain_run(&self) -> usize {
+        // Eight bytes at a time: `zero_byte(x)` has a byte's high bit set
+        // where that byte of `x` is zero, so the lowest set bit marks the
+        // first quote, backslash or control character (bits above a real
+        // match may be false positives; bits below it never are).
+        const ONES: u64 = u64::from_ne_bytes([1; 8]);
+        const HIGH: u64 = ONES << 7;
+        fn below(x: u64, n: u8) -> u64 {
+            x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH
+        }
         let bytes = self.bytes();
         let mut i = self.pos;
+        while let Some(chunk) = bytes.get(i..i + 8) {
+            let x = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+            let stop = below(x ^ (ONES * u64::from(b'"')), 1)
+                | below(x ^ (ONES * u64::from(b'\\')), 1)
+                | below(x, 0x20);
+            if stop != 0 {
+                return i + (stop.trailing_zeros() / 8) as usize;
+            }
+            i += 8;
+        }
         while let Some(&b) = bytes.get(i) {
             if b == b'"' || b == b'\\' || b < 0x20 {
                 break;
@@ -449,11 +479,54 @@ impl<'a> Reader<'a> {
         Ok(&self.src[start..self.pos])
     }
 
-    /// Consumes any value, checking it.
+    /// Consumes any value, checking it. Written out rather than built on
+    /// [`object`](Self::object) and [`array`](Self::array): most of an
+    /// object is skipped, and keys need no decoding to be skipped.
     pub fn skip(&mut self) -> Result<()> {
         match self.peek() {
-            Some(b'{') => self.object(&mut |r, _| r.skip()),
-            Some(b'[') => self.array(&mut |r| r.skip()),
+            Some(b'{') => {
+                self.pos += 1;
+                self.enter()?;
+                if !self.eat(b'}') {
+                    loop {
+                        if !self.eat(b'"') {
+                            return Err(self.expected("a key"));
+                        }
+                        self.string_tail(None)?;
+                        if !self.eat(b':') {
+                            return Err(self.fail("expected `:`"));
+                        }
+                        self.skip()?;
+                        if self.eat(b',') {
+                            continue;
+                        }
+                        if self.eat(b'}') {
+                            break;
+                        }
+                        return Err(self.fail("expected `,` or `}`"));
+                    }
+                }
+                self.depth += 1;
+                Ok(())
+            }
+            Some(b'[') => {
+                self.pos += 1;
+                self.enter()?;
+                if !self.eat(b']') {
+                    loop {
+                        self.skip()?;
+                        if self.eat(b',') {
+                            continue;
+                        }
+                        if self.eat(b']') {
+                            break;
+                        }
+                        return Err(self.fail("expected `,` or `]`"));
+                    }
+                }
+                self.depth += 1;
+                Ok(())
+            }
             Some(b'"') => {
                 self.pos += 1;
                 self.string_tail(None)
@@ -515,7 +588,10 @@ mod tests {
             &"[".repeat(128),
         ] {
             assert!(read_all(src).is_err(), "{src:?} was accepted");
-            assert!(serde_json::from_str::<serde_json::Value>(src).is_err(), "{src:?}");
+            assert!(
+                serde_json::from_str::<serde_json::Value>(src).is_err(),
+                "{src:?}"
+            );
         }
         let deep = format!("{}{}", "[".repeat(127), "]".repeat(127));
         read_all(&deep).unwrap();
@@ -529,6 +605,21 @@ mod tests {
         let escaped = Reader::document(r#""a\"b\u00e9""#, |r| r.string()).unwrap();
         assert_eq!(escaped, "a\"bé");
         assert!(matches!(escaped, Cow::Owned(_)));
+    }
+
+    #[test]
+    fn strings_end_at_the_first_quote_escape_or_control_anywhere_in_a_chunk() {
+        for len in 0..20 {
+            for (stop, expect_ok) in [("\"", true), ("\\n\"", true), ("\n\"", false)] {
+                let body = "é".repeat(len / 2) + &"a".repeat(len % 2);
+                let src = format!("\"{body}{stop} ");
+                let read = Reader::document(&src, |r| r.string());
+                assert_eq!(read.is_ok(), expect_ok, "{src:?}");
+                if let Ok(text) = read {
+                    assert!(text.starts_with(&body), "{src:?}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -546,9 +637,7 @@ mod tests {
         let err = Reader::document("{\"spec\":\n {\"ports\":[{}, {\"port\":\"x\"}]}}", |r| {
             r.object(&mut |r, key| match key.as_ref() {
                 "spec" => r.object(&mut |r, key| match key.as_ref() {
-                    "ports" => r.array(&mut |r| {
-                        r.object(&mut |r, _| r.integer().map(drop))
-                    }),
+                    "ports" => r.array(&mut |r| r.object(&mut |r, _| r.integer().map(drop))),
                     _ => r.skip(),
                 }),
                 _ => r.skip(),

@@ -214,7 +214,8 @@ impl<'a> SecretRefs<'a> {
             Some(b'{') => r.object(&mut |r, key| {
                 if matches!(key.as_ref(), "secret" | "secretRef" | "secretKeyRef") {
                     let found = SecretRef::read(r)?;
-                    self.0.extend(found.name.into_iter().chain(found.secret_name));
+                    self.0
+                        .extend(found.name.into_iter().chain(found.secret_name));
                     Ok(())
                 } else {
                     self.walk(r)
