@@ -62,6 +62,38 @@ impl fmt::Display for Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The length of the longest prefix of `bytes` that a JSON string holds as
+/// is: no quote, backslash or control character (all ASCII, so the prefix
+/// always ends on a character boundary).
+pub fn plain_len(bytes: &[u8]) -> usize {
+    // Eight bytes at a time: `below(x, n)` sets a byte's high bit where that
+    // byte of `x` is below `n`, so the lowest set bit marks the first stop
+    // (bits above a real match may be false positives; bits below it never are).
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    fn below(x: u64, n: u8) -> u64 {
+        x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH
+    }
+    let mut i = 0;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let x = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        let stop = below(x ^ (ONES * u64::from(b'"')), 1)
+            | below(x ^ (ONES * u64::from(b'\\')), 1)
+            | below(x, 0x20);
+        if stop != 0 {
+            return i + (stop.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&b) = bytes.get(i) {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
 /// A cursor over one JSON document.
 pub struct Reader<'a> {
     src: &'a str,
@@ -287,34 +319,7 @@ impl<'a> Reader<'a> {
 
     /// The end of the run of bytes from the cursor that need no decoding.
     fn plain_run(&self) -> usize {
-        // Eight bytes at a time: `zero_byte(x)` has a byte's high bit set
-        // where that byte of `x` is zero, so the lowest set bit marks the
-        // first quote, backslash or control character (bits above a real
-        // match may be false positives; bits below it never are).
-        const ONES: u64 = u64::from_ne_bytes([1; 8]);
-        const HIGH: u64 = ONES << 7;
-        fn below(x: u64, n: u8) -> u64 {
-            x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH
-        }
-        let bytes = self.bytes();
-        let mut i = self.pos;
-        while let Some(chunk) = bytes.get(i..i + 8) {
-            let x = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-            let stop = below(x ^ (ONES * u64::from(b'"')), 1)
-                | below(x ^ (ONES * u64::from(b'\\')), 1)
-                | below(x, 0x20);
-            if stop != 0 {
-                return i + (stop.trailing_zeros() / 8) as usize;
-            }
-            i += 8;
-        }
-        while let Some(&b) = bytes.get(i) {
-            if b == b'"' || b == b'\\' || b < 0x20 {
-                break;
-            }
-            i += 1;
-        }
-        i
+        self.pos + plain_len(&self.bytes()[self.pos..])
     }
 
     /// Reads the rest of a string after its opening quote, appending the

@@ -57,14 +57,13 @@ impl PatchWriter {
 pub fn push_json_string(out: &mut String, s: &str) {
     out.reserve(s.len() + 2);
     out.push('"');
-    // Copy runs of plain bytes at once; only `"`, `\\` and control bytes
-    // (all ASCII, so never inside a multi-byte character) need escaping.
+    // Copy runs of plain bytes at once; only `"`, `\\` and control bytes need escaping.
     let bytes = s.as_bytes();
     let mut from = 0;
-    while let Some(offset) = bytes[from..].iter().position(|&b| needs_escape(b)) {
-        let at = from + offset;
+    loop {
+        let at = from + crate::json::plain_len(&bytes[from..]);
+        let Some(&byte) = bytes.get(at) else { break };
         out.push_str(&s[from..at]);
-        let byte = bytes[at];
         match byte {
             b'"' => out.push_str("\\\""),
             b'\\' => out.push_str("\\\\"),
@@ -82,10 +81,6 @@ pub fn push_json_string(out: &mut String, s: &str) {
     }
     out.push_str(&s[from..]);
     out.push('"');
-}
-
-fn needs_escape(byte: u8) -> bool {
-    byte < 0x20 || byte == b'"' || byte == b'\\'
 }
 
 pub fn json_string(s: &str) -> String {
