@@ -125,7 +125,19 @@ impl<'a> Reader<'a> {
     }
 
     /// The next non-whitespace byte, without consuming it.
+    ///
+    /// Inlined, with a fast path: the objects the API server sends are
+    /// compact, so the next byte is almost never whitespace.
+    #[inline(always)]
     fn peek(&mut self) -> Option<u8> {
+        match self.bytes().get(self.pos) {
+            Some(&b) if b > b' ' => Some(b),
+            _ => self.skip_whitespace(),
+        }
+    }
+
+    #[inline(never)]
+    fn skip_whitespace(&mut self) -> Option<u8> {
         let bytes = self.bytes();
         while let Some(&b) = bytes.get(self.pos) {
             if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
@@ -166,6 +178,7 @@ impl<'a> Reader<'a> {
         self.fail(&format!("expected {what}, found {found}"))
     }
 
+    #[inline(always)]
     fn eat(&mut self, byte: u8) -> bool {
         if self.peek() == Some(byte) {
             self.pos += 1;
@@ -253,13 +266,14 @@ impl<'a> Reader<'a> {
                     return Err(self.fail("expected `:`"));
                 }
                 field(self, &key).map_err(|e| e.within(&key))?;
-                if self.eat(b',') {
-                    continue;
+                match self.peek() {
+                    Some(b',') => self.pos += 1,
+                    Some(b'}') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return Err(self.fail("expected `,` or `}`")),
                 }
-                if self.eat(b'}') {
-                    break;
-                }
-                return Err(self.fail("expected `,` or `}`"));
             }
         }
         self.depth += 1;
@@ -277,13 +291,14 @@ impl<'a> Reader<'a> {
             loop {
                 item(self).map_err(|e| e.at_index(index))?;
                 index += 1;
-                if self.eat(b',') {
-                    continue;
+                match self.peek() {
+                    Some(b',') => self.pos += 1,
+                    Some(b']') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return Err(self.fail("expected `,` or `]`")),
                 }
-                if self.eat(b']') {
-                    break;
-                }
-                return Err(self.fail("expected `,` or `]`"));
             }
         }
         self.depth += 1;
@@ -318,6 +333,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The end of the run of bytes from the cursor that need no decoding.
+    #[inline(always)]
     fn plain_run(&self) -> usize {
         self.pos + plain_len(&self.bytes()[self.pos..])
     }
@@ -502,13 +518,14 @@ impl<'a> Reader<'a> {
                             return Err(self.fail("expected `:`"));
                         }
                         self.skip()?;
-                        if self.eat(b',') {
-                            continue;
+                        match self.peek() {
+                            Some(b',') => self.pos += 1,
+                            Some(b'}') => {
+                                self.pos += 1;
+                                break;
+                            }
+                            _ => return Err(self.fail("expected `,` or `}`")),
                         }
-                        if self.eat(b'}') {
-                            break;
-                        }
-                        return Err(self.fail("expected `,` or `}`"));
                     }
                 }
                 self.depth += 1;
@@ -520,13 +537,14 @@ impl<'a> Reader<'a> {
                 if !self.eat(b']') {
                     loop {
                         self.skip()?;
-                        if self.eat(b',') {
-                            continue;
+                        match self.peek() {
+                            Some(b',') => self.pos += 1,
+                            Some(b']') => {
+                                self.pos += 1;
+                                break;
+                            }
+                            _ => return Err(self.fail("expected `,` or `]`")),
                         }
-                        if self.eat(b']') {
-                            break;
-                        }
-                        return Err(self.fail("expected `,` or `]`"));
                     }
                 }
                 self.depth += 1;
