@@ -248,67 +248,100 @@ impl<'a> Reader<'a> {
 
     /// Reads an object, calling `field` with each key; `field` must read or
     /// [`skip`](Self::skip) the value.
+    ///
+    /// Generic, so that `field` is a direct call (an indirect one costs a
+    /// table entry set up in every fresh instance); the loop's work is in
+    /// [`next_key`](Self::next_key), so each caller adds little code.
     pub fn object(
         &mut self,
-        field: &mut dyn FnMut(&mut Self, &Cow<'a, str>) -> Result<()>,
+        mut field: impl FnMut(&mut Self, &Cow<'a, str>) -> Result<()>,
     ) -> Result<()> {
-        if !self.eat(b'{') {
-            return Err(self.expected("an object"));
+        let mut first = true;
+        while let Some(key) = self.next_key(&mut first)? {
+            field(self, &key).map_err(|e| e.within(&key))?;
         }
-        self.enter()?;
-        if !self.eat(b'}') {
-            loop {
-                if self.peek() != Some(b'"') {
-                    return Err(self.expected("a key"));
-                }
-                let key = self.string()?;
-                if !self.eat(b':') {
-                    return Err(self.fail("expected `:`"));
-                }
-                field(self, &key).map_err(|e| e.within(&key))?;
-                match self.peek() {
-                    Some(b',') => self.pos += 1,
-                    Some(b'}') => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return Err(self.fail("expected `,` or `}`")),
-                }
-            }
-        }
-        self.depth += 1;
         Ok(())
     }
 
-    /// Reads an array, calling `item` for each element, which it must read or skip.
-    pub fn array(&mut self, item: &mut dyn FnMut(&mut Self) -> Result<()>) -> Result<()> {
-        if !self.eat(b'[') {
-            return Err(self.expected("an array"));
-        }
-        self.enter()?;
-        if !self.eat(b']') {
-            let mut index = 0;
-            loop {
-                item(self).map_err(|e| e.at_index(index))?;
-                index += 1;
-                match self.peek() {
-                    Some(b',') => self.pos += 1,
-                    Some(b']') => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return Err(self.fail("expected `,` or `]`")),
+    /// The next key of an object and its `:` (`{` first, `,` between), or
+    /// `None` after its `}`.
+    #[inline(never)]
+    fn next_key(&mut self, first: &mut bool) -> Result<Option<Cow<'a, str>>> {
+        if *first {
+            *first = false;
+            if !self.eat(b'{') {
+                return Err(self.expected("an object"));
+            }
+            self.enter()?;
+            if self.eat(b'}') {
+                self.depth += 1;
+                return Ok(None);
+            }
+        } else {
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    self.depth += 1;
+                    return Ok(None);
                 }
+                _ => return Err(self.fail("expected `,` or `}`")),
             }
         }
-        self.depth += 1;
+        if self.peek() != Some(b'"') {
+            return Err(self.expected("a key"));
+        }
+        let key = self.string()?;
+        if !self.eat(b':') {
+            return Err(self.fail("expected `:`"));
+        }
+        Ok(Some(key))
+    }
+
+    /// Reads an array, calling `item` for each element, which it must read
+    /// or skip (generic for the same reason as [`object`](Self::object)).
+    pub fn array(&mut self, mut item: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
+        let mut index = 0;
+        while self.next_item(index)? {
+            item(self).map_err(|e| e.at_index(index))?;
+            index += 1;
+        }
         Ok(())
+    }
+
+    /// Whether an array has an item `index` (`[` before the first, `,`
+    /// between); consumes the `]` after the last.
+    #[inline(never)]
+    fn next_item(&mut self, index: usize) -> Result<bool> {
+        if index == 0 {
+            if !self.eat(b'[') {
+                return Err(self.expected("an array"));
+            }
+            self.enter()?;
+            if self.eat(b']') {
+                self.depth += 1;
+                return Ok(false);
+            }
+            return Ok(true);
+        }
+        match self.peek() {
+            Some(b',') => {
+                self.pos += 1;
+                Ok(true)
+            }
+            Some(b']') => {
+                self.pos += 1;
+                self.depth += 1;
+                Ok(false)
+            }
+            _ => Err(self.fail("expected `,` or `]`")),
+        }
     }
 
     /// Reads an array into a Vec.
     pub fn vec<T>(&mut self, mut read: impl FnMut(&mut Self) -> Result<T>) -> Result<Vec<T>> {
         let mut out = Vec::new();
-        self.array(&mut |r| {
+        self.array(|r| {
             out.push(read(r)?);
             Ok(())
         })?;
@@ -658,9 +691,9 @@ mod tests {
     #[test]
     fn errors_name_the_field_and_the_place() {
         let err = Reader::document("{\"spec\":\n {\"ports\":[{}, {\"port\":\"x\"}]}}", |r| {
-            r.object(&mut |r, key| match key.as_ref() {
-                "spec" => r.object(&mut |r, key| match key.as_ref() {
-                    "ports" => r.array(&mut |r| r.object(&mut |r, _| r.integer().map(drop))),
+            r.object(|r, key| match key.as_ref() {
+                "spec" => r.object(|r, key| match key.as_ref() {
+                    "ports" => r.array(|r| r.object(|r, _| r.integer().map(drop))),
                     _ => r.skip(),
                 }),
                 _ => r.skip(),

@@ -30,7 +30,7 @@ impl<'a> StrMap<'a> {
 
     fn read(r: &mut Reader<'a>) -> json::Result<Self> {
         let mut pairs = Vec::new();
-        r.object(&mut |r, key| {
+        r.object(|r, key| {
             let value = r.string()?;
             pairs.push((key.clone(), value));
             Ok(())
@@ -48,7 +48,7 @@ pub struct Metadata<'a> {
 impl<'a> Metadata<'a> {
     fn read(r: &mut Reader<'a>) -> json::Result<Self> {
         let mut m = Metadata::default();
-        r.object(&mut |r, key| {
+        r.object(|r, key| {
             match key.as_ref() {
                 "annotations" => m.annotations = r.optional(StrMap::read)?,
                 "labels" => m.labels = r.optional(StrMap::read)?,
@@ -70,7 +70,7 @@ impl<'a> Object<'a> {
     pub fn from_json(src: &'a str) -> json::Result<Self> {
         Reader::document(src, |r| {
             let mut metadata = Metadata::default();
-            r.object(&mut |r, key| match key.as_ref() {
+            r.object(|r, key| match key.as_ref() {
                 "metadata" => Metadata::read(r).map(|m| metadata = m),
                 _ => r.skip(),
             })?;
@@ -92,7 +92,7 @@ impl<'a> StatefulSet<'a> {
                 metadata: Metadata::default(),
                 spec: None,
             };
-            r.object(&mut |r, key| {
+            r.object(|r, key| {
                 match key.as_ref() {
                     "metadata" => sts.metadata = Metadata::read(r)?,
                     "spec" => sts.spec = r.optional(StatefulSetSpec::read)?,
@@ -115,7 +115,7 @@ pub struct StatefulSetSpec<'a> {
 impl<'a> StatefulSetSpec<'a> {
     fn read(r: &mut Reader<'a>) -> json::Result<Self> {
         let mut spec = StatefulSetSpec::default();
-        r.object(&mut |r, key| {
+        r.object(|r, key| {
             match key.as_ref() {
                 "replicas" => spec.replicas = r.optional(Reader::integer)?,
                 "ordinals" => spec.ordinals = r.optional(Ordinals::read)?,
@@ -136,7 +136,7 @@ pub struct Ordinals {
 impl Ordinals {
     fn read(r: &mut Reader<'_>) -> json::Result<Self> {
         let mut ordinals = Ordinals::default();
-        r.object(&mut |r, key| {
+        r.object(|r, key| {
             match key.as_ref() {
                 "start" => ordinals.start = r.optional(Reader::integer)?,
                 _ => r.skip()?,
@@ -155,7 +155,7 @@ pub struct PodTemplate<'a> {
 impl<'a> PodTemplate<'a> {
     fn read(r: &mut Reader<'a>) -> json::Result<Self> {
         let mut template = PodTemplate::default();
-        r.object(&mut |r, key| {
+        r.object(|r, key| {
             match key.as_ref() {
                 "spec" => template.spec = r.optional(PodSpec::read)?,
                 _ => r.skip()?,
@@ -177,7 +177,7 @@ pub struct PodSpec<'a> {
 impl<'a> PodSpec<'a> {
     fn read(r: &mut Reader<'a>) -> json::Result<Self> {
         let mut pod = PodSpec::default();
-        r.object(&mut |r, key| {
+        r.object(|r, key| {
             match key.as_ref() {
                 "containers" => pod.containers = r.optional(|r| r.vec(Container::read))?,
                 "initContainers" => {
@@ -211,7 +211,7 @@ impl<'a> SecretRefs<'a> {
             return Ok(());
         }
         match r.next_byte() {
-            Some(b'{') => r.object(&mut |r, key| {
+            Some(b'{') => r.object(|r, key| {
                 if matches!(key.as_ref(), "secret" | "secretRef" | "secretKeyRef") {
                     let found = SecretRef::read(r)?;
                     self.0
@@ -221,7 +221,7 @@ impl<'a> SecretRefs<'a> {
                     self.walk(r)
                 }
             }),
-            Some(b'[') => r.array(&mut |r| self.walk(r)),
+            Some(b'[') => r.array(|r| self.walk(r)),
             _ => r.skip(),
         }
     }
@@ -241,7 +241,7 @@ impl<'a> SecretRef<'a> {
 
     fn read(r: &mut Reader<'a>) -> json::Result<Self> {
         let mut found = SecretRef::default();
-        r.object(&mut |r, key| {
+        r.object(|r, key| {
             match key.as_ref() {
                 "name" => found.name = r.optional(Reader::string)?,
                 "secretName" => found.secret_name = r.optional(Reader::string)?,
@@ -265,7 +265,7 @@ impl<'a> Named<'a> {
         Reader::document(src, |r| {
             r.vec(|r| {
                 let mut name = None;
-                r.object(&mut |r, key| match key.as_ref() {
+                r.object(|r, key| match key.as_ref() {
                     "name" => r.string().map(|n| name = Some(n)),
                     _ => r.skip(),
                 })?;
@@ -298,7 +298,7 @@ impl<'a> Container<'a> {
         let mut name = None;
         let (mut env, mut ports, mut env_from, mut command, mut args) =
             (None, None, None, None, None);
-        r.object(&mut |r, key| {
+        r.object(|r, key| {
             match key.as_ref() {
                 "name" => name = Some(r.string()?),
                 "env" => env = r.optional(|r| r.vec(Env::read))?,
@@ -330,7 +330,7 @@ pub struct ContainerPort<'a> {
 impl<'a> ContainerPort<'a> {
     fn read(r: &mut Reader<'a>) -> json::Result<Self> {
         let mut port = ContainerPort::default();
-        r.object(&mut |r, key| {
+        r.object(|r, key| {
             match key.as_ref() {
                 "name" => port.name = r.optional(Reader::string)?,
                 "containerPort" => port.container_port = r.optional(Reader::integer)?,
@@ -369,7 +369,7 @@ pub struct EnvEntry<'a> {
 impl<'a> EnvEntry<'a> {
     fn read(r: &mut Reader<'a>) -> json::Result<Self> {
         let (mut name, mut value, mut value_from) = (None, None, None);
-        r.object(&mut |r, key| {
+        r.object(|r, key| {
             match key.as_ref() {
                 "name" => name = Some(r.string()?),
                 "value" => value = r.optional(Reader::string)?,
@@ -399,7 +399,7 @@ pub struct ValueFrom<'a> {
 impl<'a> ValueFrom<'a> {
     fn read(r: &mut Reader<'a>) -> json::Result<Self> {
         let mut from = ValueFrom::default();
-        r.object(&mut |r, key| {
+        r.object(|r, key| {
             match key.as_ref() {
                 "fieldRef" => from.field_ref = r.optional(FieldRef::read)?,
                 "secretKeyRef" => from.secret_key_ref = r.optional(Reader::raw)?,
@@ -421,7 +421,7 @@ pub struct FieldRef<'a> {
 impl<'a> FieldRef<'a> {
     fn read(r: &mut Reader<'a>) -> json::Result<Self> {
         let mut path = None;
-        r.object(&mut |r, key| match key.as_ref() {
+        r.object(|r, key| match key.as_ref() {
             "fieldPath" => r.string().map(|p| path = Some(p)),
             _ => r.skip(),
         })?;
@@ -444,7 +444,7 @@ impl<'a> Service<'a> {
                 metadata: Metadata::default(),
                 spec: None,
             };
-            r.object(&mut |r, key| {
+            r.object(|r, key| {
                 match key.as_ref() {
                     "metadata" => svc.metadata = Metadata::read(r)?,
                     "spec" => svc.spec = r.optional(ServiceSpec::read)?,
@@ -467,7 +467,7 @@ pub struct ServiceSpec<'a> {
 impl<'a> ServiceSpec<'a> {
     fn read(r: &mut Reader<'a>) -> json::Result<Self> {
         let mut spec = ServiceSpec::default();
-        r.object(&mut |r, key| {
+        r.object(|r, key| {
             match key.as_ref() {
                 "publishNotReadyAddresses" => {
                     spec.publish_not_ready_addresses = r.optional(Reader::boolean)?;
@@ -494,7 +494,7 @@ pub struct ServicePort<'a> {
 impl<'a> ServicePort<'a> {
     fn read(r: &mut Reader<'a>) -> json::Result<Self> {
         let mut port = ServicePort::default();
-        r.object(&mut |r, key| {
+        r.object(|r, key| {
             match key.as_ref() {
                 "name" => port.name = r.optional(Reader::string)?,
                 "port" => port.port = r.optional(Reader::integer)?,
@@ -521,7 +521,7 @@ impl<'a> ConfigMap<'a> {
                 metadata: Metadata::default(),
                 data: None,
             };
-            r.object(&mut |r, key| {
+            r.object(|r, key| {
                 match key.as_ref() {
                     "metadata" => cm.metadata = Metadata::read(r)?,
                     "data" => cm.data = r.optional(StrMap::read)?,
@@ -545,10 +545,10 @@ impl Scale {
     pub fn from_json(src: &str) -> json::Result<Self> {
         Reader::document(src, |r| {
             let mut replicas = None;
-            r.object(&mut |r, key| match key.as_ref() {
+            r.object(|r, key| match key.as_ref() {
                 "spec" => r
                     .optional(|r| {
-                        r.object(&mut |r, key| match key.as_ref() {
+                        r.object(|r, key| match key.as_ref() {
                             "replicas" => r.optional(Reader::integer).map(|n| replicas = n),
                             _ => r.skip(),
                         })
