@@ -295,9 +295,7 @@ fn corpus() -> Vec<Case> {
             "metadata is a number",
             bytes(&with(good(), "/request/object/metadata", json!(7))),
             // The envelope is fine; the policy refuses the object itself.
-            Expect::Denied(
-                "cannot read the object (invalid type: integer `7`, expected struct Metadata",
-            ),
+            Expect::Denied("cannot read the object (metadata: expected an object, found a number"),
         ),
         post(
             "duplicate uid",
