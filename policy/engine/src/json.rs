@@ -241,7 +241,7 @@ impl<'a> Reader<'a> {
     fn enter(&mut self) -> Result<()> {
         self.depth -= 1;
         if self.depth == 0 {
-            return Err(self.fail("nesting is deeper than 127 levels"));
+            return Err(self.fail("recursion limit exceeded: nesting deeper than 127 levels"));
         }
         Ok(())
     }
