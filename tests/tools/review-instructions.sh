@@ -2,7 +2,10 @@
 # Instructions per fresh-instance review (instantiate + call + drop), per case
 # of tests/benches/latency.rs, with the object sent compact: callgrind counts
 # a run with N reviews and a run with none; the difference over N is one
-# review. Stable on a shared VM where wall time is not.
+# review. Only instructions inside `Policy::review_within` count (on the
+# calling thread, JIT code included), so the epoch thread's ticks do not:
+# repeated runs agree to within 0.2 %. Stable on a shared VM where wall
+# time is not.
 #
 #   tests/tools/review-instructions.sh [N]      (needs valgrind)
 set -eu
@@ -14,7 +17,8 @@ bench=$(cargo bench -p straddle-tests --bench latency --no-run --message-format=
 cases=$(sed -n 's/^        name: "\(.*\)",$/\1/p' tests/benches/latency.rs)
 count() {
     STRADDLE_LATENCY_CASE=$1 STRADDLE_LATENCY_PROFILE_ROUNDS=$2 \
-        valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bench" 2>&1 >/dev/null |
+        valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+            --toggle-collect='straddle_policy_host::Policy::review_within' "$bench" 2>&1 >/dev/null |
         sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
 i=0
