@@ -19,6 +19,8 @@ use super::{Case, zk};
 const TOPIC: &str = "straddle-proof";
 const POLL: Duration = Duration::from_millis(500);
 const FORMATION_DEADLINE: Duration = Duration::from_secs(120);
+/// Room for one restart after Kafka's 60 s initial registration timeout.
+const REGISTRATION_DEADLINE: Duration = Duration::from_secs(180);
 const LOSS_DEADLINE: Duration = Duration::from_secs(60);
 const PRODUCE_DEADLINE: Duration = Duration::from_secs(90);
 const HEAL_DEADLINE: Duration = Duration::from_secs(120);
@@ -145,16 +147,20 @@ impl<'a> KafkaLab<'a> {
     /// Starts every Kafka node of the case on its `server.properties`.
     fn start_nodes(&mut self, case: &Case) {
         for n in &case.nodes {
-            let java = self.jars.java(
-                &self.net,
-                n.id,
-                realkafka::JVM_FLAGS,
-                &self.net.dir.join(realkafka::SERVER_LOG4J2),
-                "kafka.Kafka",
-                &[self.file(n.id, "server.properties")],
-            );
-            self.net.start(n.id, java);
+            self.start_node(n.id);
         }
+    }
+
+    fn start_node(&mut self, id: u32) {
+        let java = self.jars.java(
+            &self.net,
+            id,
+            realkafka::JVM_FLAGS,
+            &self.net.dir.join(realkafka::SERVER_LOG4J2),
+            "kafka.Kafka",
+            &[self.file(id, "server.properties")],
+        );
+        self.net.start(id, java);
     }
 
     fn file(&self, id: u32, name: &str) -> String {
@@ -446,7 +452,7 @@ impl<'a> KafkaLab<'a> {
     }
 
     /// Every broker registered with its id, advertised host and rack.
-    pub fn registrations(&self, report: &mut Report) {
+    pub fn registrations(&mut self, report: &mut Report) {
         let case = self.case;
         let via = case.nodes.iter().find(|n| n.broker).unwrap().id;
         let expected: BTreeMap<u32, (String, String)> = case
@@ -461,21 +467,50 @@ impl<'a> KafkaLab<'a> {
             })
             .collect();
         let t0 = Instant::now();
-        let (_, took) = self.wait("broker registrations", t0, FORMATION_DEADLINE, |lab| {
+        let mut restarted = Vec::new();
+        let took = loop {
+            // A broker that is not registered 60 s after it started exits
+            // (Kafka's initial registration timeout); seen here when the
+            // brokers' channel to the controllers kept an early leader that
+            // lost its election. The kubelet restarts a StatefulSet pod's
+            // container that exits, and so does the lab, once per broker.
+            for &id in expected.keys() {
+                if restarted.contains(&id) {
+                    continue;
+                }
+                if let Some(how) = self.net.exited(id) {
+                    eprintln!("broker {id} exited before it registered ({how}); restarting it");
+                    self.net.stop(id, Duration::ZERO);
+                    self.start_node(id);
+                    restarted.push(id);
+                }
+            }
             let args = vec![
                 "--bootstrap-server".into(),
-                lab.address(via, lab.case.client_listener),
+                self.address(via, case.client_listener),
                 "--command-config".into(),
-                lab.file(via, "client.properties"),
+                self.file(via, "client.properties"),
             ];
-            let (_, out) = lab.tool(via, lab.jars.broker_api_versions(), &args);
+            let (_, out) = self.tool(via, self.jars.broker_api_versions(), &args);
             let seen = parse_brokers(&out);
             if seen == expected {
-                Ok(())
-            } else {
-                Err(format!("registered {seen:?}, expected {expected:?}"))
+                break t0.elapsed();
             }
-        });
+            if t0.elapsed() > REGISTRATION_DEADLINE {
+                panic!(
+                    "{} / broker registrations: not reached within {REGISTRATION_DEADLINE:?}: \
+                     registered {seen:?}, expected {expected:?}\n{}",
+                    case.spec,
+                    self.net.log_tails(12)
+                );
+            }
+            thread::sleep(POLL);
+        };
+        let restarts = if restarted.is_empty() {
+            String::new()
+        } else {
+            format!("; restarted after Kafka's registration timeout: {restarted:?}")
+        };
         let racks: BTreeSet<&String> = expected.values().map(|(_, r)| r).collect();
         report.row(
             case.spec,
@@ -483,7 +518,8 @@ impl<'a> KafkaLab<'a> {
             "unique ids",
             "unique ids",
             format!(
-                "{} brokers with ids {:?}, their advertised hosts and racks {racks:?} ({took:.1?})",
+                "{} brokers with ids {:?}, their advertised hosts and racks {racks:?} \
+                 ({took:.1?}{restarts})",
                 expected.len(),
                 expected.keys().collect::<Vec<_>>()
             ),
