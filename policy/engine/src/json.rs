@@ -267,34 +267,19 @@ impl<'a> Reader<'a> {
     /// `None` after its `}`.
     #[inline(never)]
     fn next_key(&mut self, first: &mut bool) -> Result<Option<Cow<'a, str>>> {
-        if *first {
-            *first = false;
-            if !self.eat(b'{') {
-                return Err(self.expected("an object"));
-            }
-            self.enter()?;
-            if self.eat(b'}') {
-                self.depth += 1;
-                return Ok(None);
-            }
+        let more = if std::mem::take(first) {
+            self.open(b'{', b'}')?
         } else {
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {
-                    self.pos += 1;
-                    self.depth += 1;
-                    return Ok(None);
-                }
-                _ => return Err(self.fail("expected `,` or `}`")),
-            }
+            self.after_member(b'}')?
+        };
+        if !more {
+            return Ok(None);
         }
         if self.peek() != Some(b'"') {
             return Err(self.expected("a key"));
         }
         let key = self.string()?;
-        if !self.eat(b':') {
-            return Err(self.fail("expected `:`"));
-        }
+        self.colon()?;
         Ok(Some(key))
     }
 
@@ -314,27 +299,55 @@ impl<'a> Reader<'a> {
     #[inline(never)]
     fn next_item(&mut self, index: usize) -> Result<bool> {
         if index == 0 {
-            if !self.eat(b'[') {
-                return Err(self.expected("an array"));
-            }
-            self.enter()?;
-            if self.eat(b']') {
-                self.depth += 1;
-                return Ok(false);
-            }
+            self.open(b'[', b']')
+        } else {
+            self.after_member(b']')
+        }
+    }
+
+    /// Consumes `open` (`{` or `[`) and enters the container; `false` when
+    /// `close` follows at once (consumed, the container left).
+    fn open(&mut self, open: u8, close: u8) -> Result<bool> {
+        if !self.eat(open) {
+            return Err(self.expected(if open == b'{' {
+                "an object"
+            } else {
+                "an array"
+            }));
+        }
+        self.enter()?;
+        Ok(!self.leave_on(close))
+    }
+
+    /// After a member: `true` on `,` (consumed), `false` on `close`
+    /// (consumed, the container left).
+    fn after_member(&mut self, close: u8) -> Result<bool> {
+        if self.eat(b',') {
             return Ok(true);
         }
-        match self.peek() {
-            Some(b',') => {
-                self.pos += 1;
-                Ok(true)
-            }
-            Some(b']') => {
-                self.pos += 1;
-                self.depth += 1;
-                Ok(false)
-            }
-            _ => Err(self.fail("expected `,` or `]`")),
+        if self.leave_on(close) {
+            return Ok(false);
+        }
+        Err(self.fail(if close == b'}' {
+            "expected `,` or `}`"
+        } else {
+            "expected `,` or `]`"
+        }))
+    }
+
+    fn leave_on(&mut self, close: u8) -> bool {
+        let closed = self.eat(close);
+        if closed {
+            self.depth += 1;
+        }
+        closed
+    }
+
+    fn colon(&mut self) -> Result<()> {
+        if self.eat(b':') {
+            Ok(())
+        } else {
+            Err(self.fail("expected `:`"))
         }
     }
 
@@ -533,54 +546,31 @@ impl<'a> Reader<'a> {
         Ok(&self.src[start..self.pos])
     }
 
-    /// Consumes any value, checking it. Written out rather than built on
-    /// [`object`](Self::object) and [`array`](Self::array): most of an
-    /// object is skipped, and keys need no decoding to be skipped.
+    /// Consumes any value, checking it. Its own loops rather than
+    /// [`object`](Self::object) and [`array`](Self::array) (the punctuation
+    /// is shared): most of an object is skipped, and keys need no decoding
+    /// to be skipped.
     pub fn skip(&mut self) -> Result<()> {
         match self.peek() {
             Some(b'{') => {
-                self.pos += 1;
-                self.enter()?;
-                if !self.eat(b'}') {
-                    loop {
-                        if !self.eat(b'"') {
-                            return Err(self.expected("a key"));
-                        }
-                        self.string_tail(None)?;
-                        if !self.eat(b':') {
-                            return Err(self.fail("expected `:`"));
-                        }
-                        self.skip()?;
-                        match self.peek() {
-                            Some(b',') => self.pos += 1,
-                            Some(b'}') => {
-                                self.pos += 1;
-                                break;
-                            }
-                            _ => return Err(self.fail("expected `,` or `}`")),
-                        }
+                let mut more = self.open(b'{', b'}')?;
+                while more {
+                    if !self.eat(b'"') {
+                        return Err(self.expected("a key"));
                     }
+                    self.string_tail(None)?;
+                    self.colon()?;
+                    self.skip()?;
+                    more = self.after_member(b'}')?;
                 }
-                self.depth += 1;
                 Ok(())
             }
             Some(b'[') => {
-                self.pos += 1;
-                self.enter()?;
-                if !self.eat(b']') {
-                    loop {
-                        self.skip()?;
-                        match self.peek() {
-                            Some(b',') => self.pos += 1,
-                            Some(b']') => {
-                                self.pos += 1;
-                                break;
-                            }
-                            _ => return Err(self.fail("expected `,` or `]`")),
-                        }
-                    }
+                let mut more = self.open(b'[', b']')?;
+                while more {
+                    self.skip()?;
+                    more = self.after_member(b']')?;
                 }
-                self.depth += 1;
                 Ok(())
             }
             Some(b'"') => {

@@ -39,10 +39,10 @@
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
@@ -134,20 +134,115 @@ struct Shared {
     engine: Engine,
     config: RuntimeConfig,
     deadline_ticks: u64,
-    ticker: Option<Ticker>,
-}
-
-struct Ticker {
-    stop: mpsc::Sender<()>,
-    thread: JoinHandle<()>,
+    pacer: Arc<Pacer>,
+    ticker: Option<JoinHandle<()>>,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        if let Some(Ticker { stop, thread }) = self.ticker.take() {
-            drop(stop); // disconnects the channel: the ticker exits at once
+        self.pacer.lock().stop = true;
+        self.pacer.wake.notify_one();
+        if let Some(thread) = self.ticker.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// How long the ticker keeps ticking after the last review ended. It then
+/// sleeps until the next review starts: an idle webhook does not wake up
+/// hundreds of times a second, and under load no review waits for it.
+const LINGER: Duration = Duration::from_millis(200);
+
+/// Between the reviews and the epoch ticker: how many run, and whether the
+/// ticker sleeps.
+#[derive(Default)]
+struct Pacer {
+    running: AtomicUsize,
+    /// Set by the ticker, under `state`, before it checks `running` and
+    /// waits; a review that sees it wakes the ticker.
+    asleep: AtomicBool,
+    state: Mutex<PacerState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct PacerState {
+    stop: bool,
+}
+
+impl Pacer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PacerState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A review starts: the epoch must advance until it ends.
+    fn start(&self) -> Running<'_> {
+        // SeqCst on both sides: either the ticker sees this review before
+        // it sleeps, or this sees `asleep` and wakes it.
+        self.running.fetch_add(1, SeqCst);
+        if self.asleep.load(SeqCst) {
+            let _state = self.lock();
+            self.wake.notify_one();
+        }
+        Running(self)
+    }
+
+    /// The ticker thread: advances the engine's epoch every `tick` while
+    /// reviews run (and for [`LINGER`] after), then sleeps.
+    fn tick(&self, engine: &Engine, tick: Duration) {
+        let linger_ticks = ticks(LINGER, tick);
+        let mut idle_ticks = 0;
+        let mut state = self.lock();
+        let mut next = Instant::now() + tick;
+        loop {
+            // A wait can end early (a spurious wake-up): never tick early,
+            // or a review would be stopped before its deadline.
+            let now = Instant::now();
+            if !state.stop && now < next {
+                state = self
+                    .wake
+                    .wait_timeout(state, next - now)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+                continue;
+            }
+            if state.stop {
+                return;
+            }
+            engine.increment_epoch();
+            // From now, not from the missed time: after a stall, catching
+            // up in a burst would stop a review early.
+            next = now + tick;
+            if self.running.load(SeqCst) > 0 {
+                idle_ticks = 0;
+                continue;
+            }
+            idle_ticks += 1;
+            if idle_ticks < linger_ticks {
+                continue;
+            }
+            self.asleep.store(true, SeqCst);
+            while !state.stop && self.running.load(SeqCst) == 0 {
+                state = self
+                    .wake
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            self.asleep.store(false, SeqCst);
+            idle_ticks = 0;
+            // The first tick a full tick after the review that woke it
+            // started, so that it is stopped no sooner than its deadline.
+            next = Instant::now() + tick;
+        }
+    }
+}
+
+/// A review in progress (see [`Pacer::start`]).
+struct Running<'a>(&'a Pacer);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, SeqCst);
     }
 }
 
@@ -194,15 +289,11 @@ impl Runtime {
 
         let tick = config.epoch_tick;
         let deadline_ticks = ticks(config.deadline, tick);
-        let (stop, stopped) = mpsc::channel::<()>();
-        let ticking = engine.clone();
+        let pacer = Arc::new(Pacer::default());
+        let (ticking, ticker_pacer) = (engine.clone(), pacer.clone());
         let thread = std::thread::Builder::new()
             .name("straddle-epoch".into())
-            .spawn(move || {
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
-                    ticking.increment_epoch();
-                }
-            })
+            .spawn(move || ticker_pacer.tick(&ticking, tick))
             .context("starting the epoch ticker thread")?;
 
         Ok(Runtime {
@@ -210,11 +301,13 @@ impl Runtime {
                 engine,
                 config,
                 deadline_ticks,
-                ticker: Some(Ticker { stop, thread }),
+                pacer,
+                ticker: Some(thread),
             }),
         })
     }
 
+    /// The settings this runtime was created with.
     pub fn config(&self) -> &RuntimeConfig {
         &self.shared.config
     }
@@ -404,6 +497,7 @@ fn run_fresh<R>(
         },
     );
     store.limiter(|limits| limits as &mut dyn ResourceLimiter);
+    let _running = shared.pacer.start();
     store.set_epoch_deadline(deadline_ticks);
     store.epoch_deadline_trap();
     let result = pre
