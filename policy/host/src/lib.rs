@@ -3,8 +3,9 @@
 //!
 //! * A [`Runtime`] owns one wasmtime [`Engine`] with the pooling allocator and
 //!   epoch interruption, plus a ticker thread that advances the epoch every
-//!   [`RuntimeConfig::epoch_tick`]. It is cheap to clone; the ticker stops when
-//!   the runtime and every policy loaded from it are dropped.
+//!   [`RuntimeConfig::epoch_tick`] while reviews run, and sleeps when none has
+//!   run for a while (the next one wakes it). It is cheap to clone; the
+//!   ticker stops when the runtime and every policy loaded from it are dropped.
 //! * [`Runtime::load`] (or [`Runtime::load_cached`], with an on-disk cache of
 //!   compiled code) compiles a module once, prepares its instantiation and
 //!   calls `describe()` once: a [`Policy`].
@@ -74,7 +75,8 @@ pub struct RuntimeConfig {
     /// runs every `epoch_tick`, so a review is stopped between `deadline` and
     /// `deadline + epoch_tick` after it starts. Default 250 ms: wall-clock time, which includes time the thread is not scheduled, so a tight value fails healthy reviews on a busy node.
     pub deadline: Duration,
-    /// How often the ticker thread advances the engine's epoch. Default 1 ms.
+    /// How often the ticker thread advances the engine's epoch while reviews
+    /// run (it sleeps 200 ms after the last one). Default 1 ms.
     pub epoch_tick: Duration,
     /// How many reviews may run at the same time (pooling allocator slots);
     /// one more gets [`HostError::Busy`]. Each slot reserves address space
