@@ -59,6 +59,10 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../../wit",
         world: "policy",
+        // The request's strings are lent to the call, not copied first.
+        ownership: Borrowing {
+            duplicate_if_necessary: false
+        },
     });
 }
 
@@ -451,25 +455,25 @@ impl Policy {
         deadline: Duration,
     ) -> Result<Verdict, HostError> {
         let req = wit::Request {
-            cluster: req.cluster.to_owned(),
+            cluster: req.cluster,
             operation: match req.operation {
                 Operation::Create => wit::Operation::Create,
                 Operation::Update => wit::Operation::Update,
                 Operation::Delete => wit::Operation::Delete,
                 Operation::Connect => wit::Operation::Connect,
             },
-            kind: req.kind.to_owned(),
-            namespace: req.namespace.to_owned(),
-            name: req.name.to_owned(),
-            object: req.object.to_owned(),
-            old_object: req.old_object.map(str::to_owned),
+            kind: req.kind,
+            namespace: req.namespace,
+            name: req.name,
+            object: req.object,
+            old_object: req.old_object,
         };
         let shared = &self.inner.shared;
         let verdict = run_fresh(
             shared,
             &self.inner.pre,
             ticks(deadline, shared.config.epoch_tick),
-            |store, instance| instance.straddle_policy_review().call_review(store, &req),
+            move |store, instance| instance.straddle_policy_review().call_review(store, req),
         )
         .map_err(|error| match error {
             HostError::Timeout { .. } => HostError::Timeout { deadline },
