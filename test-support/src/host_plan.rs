@@ -3,8 +3,8 @@
 
 use std::borrow::Cow;
 
-use straddle_policy::BundleInfo;
 use straddle_policy::plan::{ObjectKind, ObjectRule, Op, PlanBuilder};
+use straddle_policy::{BundleInfo, Operation, Request};
 
 pub const CLUSTER: &str = "east";
 pub const NAMESPACE: &str = "confluent";
@@ -68,4 +68,24 @@ pub fn statefulset(replicas: u32, extra_annotation: &str) -> String {
 "spec":{{"containers":[{{"name":"cp-zookeeper-server","image":"confluentinc/cp-zookeeper:7.6.0",
 "env":[{{"name":"ZOOKEEPER_CLIENT_PORT","value":"2181"}}]}}]}}}}}}}}"#
     )
+}
+
+/// A StatefulSet whose annotation is `escapes` `\u0041` escapes: each takes
+/// the reader's slow path, so a few million make a review run for tens of
+/// milliseconds (for the deadline tests).
+pub fn slow_statefulset(escapes: usize) -> String {
+    statefulset(3, &"\\u0041".repeat(escapes))
+}
+
+/// A CREATE of the StatefulSet `name` in `cluster`.
+pub fn request<'a>(cluster: &'a str, name: &'a str, object: &'a str) -> Request<'a> {
+    Request {
+        cluster,
+        operation: Operation::Create,
+        kind: "StatefulSet",
+        namespace: NAMESPACE,
+        name,
+        object,
+        old_object: None,
+    }
 }

@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use straddle_policy::{Operation, Request, Verdict};
+use straddle_policy::{Request, Verdict};
 use straddle_policy_host::{Runtime, RuntimeConfig};
 use straddle_test_support::host_plan;
 
@@ -37,15 +37,7 @@ fn fixture() -> Option<String> {
 }
 
 fn request(object: &str) -> Request<'_> {
-    Request {
-        cluster: host_plan::CLUSTER,
-        operation: Operation::Create,
-        kind: "StatefulSet",
-        namespace: host_plan::NAMESPACE,
-        name: host_plan::ZOOKEEPER,
-        object,
-        old_object: None,
-    }
+    host_plan::request(host_plan::CLUSTER, host_plan::ZOOKEEPER, object)
 }
 
 /// p50/p99 over plain timed calls, printed next to criterion's mean.

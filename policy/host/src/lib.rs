@@ -146,7 +146,7 @@ struct Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        self.pacer.lock().stop = true;
+        *self.pacer.lock() = true;
         self.pacer.wake.notify_one();
         if let Some(thread) = self.ticker.take() {
             let _ = thread.join();
@@ -164,21 +164,17 @@ const LINGER: Duration = Duration::from_millis(200);
 #[derive(Default)]
 struct Pacer {
     running: AtomicUsize,
-    /// Set by the ticker, under `state`, before it checks `running` and
+    /// Set by the ticker, under `stop`, before it checks `running` and
     /// waits; a review that sees it wakes the ticker.
     asleep: AtomicBool,
-    state: Mutex<PacerState>,
+    /// Set when the runtime is dropped: the ticker returns.
+    stop: Mutex<bool>,
     wake: Condvar,
 }
 
-#[derive(Default)]
-struct PacerState {
-    stop: bool,
-}
-
 impl Pacer {
-    fn lock(&self) -> std::sync::MutexGuard<'_, PacerState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, bool> {
+        self.stop.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A review starts: the epoch must advance until it ends.
@@ -187,7 +183,7 @@ impl Pacer {
         // it sleeps, or this sees `asleep` and wakes it.
         self.running.fetch_add(1, SeqCst);
         if self.asleep.load(SeqCst) {
-            let _state = self.lock();
+            let _stop = self.lock();
             self.wake.notify_one();
         }
         Running(self)
@@ -198,21 +194,21 @@ impl Pacer {
     fn tick(&self, engine: &Engine, tick: Duration) {
         let linger_ticks = ticks(LINGER, tick);
         let mut idle_ticks = 0;
-        let mut state = self.lock();
+        let mut stop = self.lock();
         let mut next = Instant::now() + tick;
         loop {
             // A wait can end early (a spurious wake-up): never tick early,
             // or a review would be stopped before its deadline.
             let now = Instant::now();
-            if !state.stop && now < next {
-                state = self
+            if !*stop && now < next {
+                stop = self
                     .wake
-                    .wait_timeout(state, next - now)
+                    .wait_timeout(stop, next - now)
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
                 continue;
             }
-            if state.stop {
+            if *stop {
                 return;
             }
             engine.increment_epoch();
@@ -228,11 +224,8 @@ impl Pacer {
                 continue;
             }
             self.asleep.store(true, SeqCst);
-            while !state.stop && self.running.load(SeqCst) == 0 {
-                state = self
-                    .wake
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner);
+            while !*stop && self.running.load(SeqCst) == 0 {
+                stop = self.wake.wait(stop).unwrap_or_else(PoisonError::into_inner);
             }
             self.asleep.store(false, SeqCst);
             idle_ticks = 0;

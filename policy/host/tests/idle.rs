@@ -4,9 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use straddle_policy::{Operation, Request};
 use straddle_policy_host::{HostError, Runtime, RuntimeConfig};
-use straddle_test_support::host_plan::{self, CLUSTER, NAMESPACE, ZOOKEEPER};
+use straddle_test_support::host_plan::{self, CLUSTER, ZOOKEEPER, request};
 
 /// Voluntary context switches of the ticker thread so far (its wake-ups).
 fn ticker_wakeups() -> u64 {
@@ -51,18 +50,11 @@ fn an_idle_ticker_sleeps_and_wakes_for_the_next_review() {
 
     // A review that runs too long is still stopped, and not before its
     // deadline.
-    let slow = host_plan::statefulset(3, &"\\u0041".repeat(4 << 20));
-    let request = Request {
-        cluster: CLUSTER,
-        operation: Operation::Create,
-        kind: "StatefulSet",
-        namespace: NAMESPACE,
-        name: ZOOKEEPER,
-        object: &slow,
-        old_object: None,
-    };
+    let slow = host_plan::slow_statefulset(4 << 20);
     let started = Instant::now();
-    let err = policy.review(&request).unwrap_err();
+    let err = policy
+        .review(&request(CLUSTER, ZOOKEEPER, &slow))
+        .unwrap_err();
     let took = started.elapsed();
     assert_eq!(err, HostError::Timeout { deadline });
     assert!(took >= deadline, "stopped after {took:?}");
@@ -70,9 +62,5 @@ fn an_idle_ticker_sleeps_and_wakes_for_the_next_review() {
 
     // And the next one, right after, works.
     let object = host_plan::statefulset(3, "x");
-    let request = Request {
-        object: &object,
-        ..request
-    };
-    assert!(policy.review(&request).is_ok());
+    assert!(policy.review(&request(CLUSTER, ZOOKEEPER, &object)).is_ok());
 }

@@ -5,22 +5,10 @@ use std::time::Duration;
 
 use straddle_policy::{Operation, Plan, Request, Verdict};
 use straddle_policy_host::{HostError, Runtime, RuntimeConfig};
-use straddle_test_support::host_plan::{self, CLUSTER, NAMESPACE, ZOOKEEPER};
+use straddle_test_support::host_plan::{self, CLUSTER, ZOOKEEPER, request};
 
 fn runtime() -> Runtime {
     Runtime::new(RuntimeConfig::default()).unwrap()
-}
-
-fn request<'a>(cluster: &'a str, name: &'a str, object: &'a str) -> Request<'a> {
-    Request {
-        cluster,
-        operation: Operation::Create,
-        kind: "StatefulSet",
-        namespace: NAMESPACE,
-        name,
-        object,
-        old_object: None,
-    }
 }
 
 #[test]
@@ -156,8 +144,7 @@ fn running_past_the_deadline_is_a_timeout() {
     let policy = runtime
         .load(&host_plan::module(&host_plan::plan()))
         .unwrap();
-    // Escapes make serde_json take its slow path: tens of milliseconds of work.
-    let slow = host_plan::statefulset(3, &"\\u0041".repeat(1 << 20));
+    let slow = host_plan::slow_statefulset(1 << 20);
     let err = policy
         .review(&request(CLUSTER, ZOOKEEPER, &slow))
         .unwrap_err();
