@@ -1,5 +1,6 @@
-//! Policy compute per request, as the webhook pays it: a fresh wasm instance
-//! per review (instantiate + call + drop) on real chart StatefulSets, with
+//! Policy compute per request, as the webhook pays it: reviews in a warm
+//! instance (the host's default; `STRADDLE_WARM_INSTANCES=0` makes each one
+//! fresh: instantiate + call + drop) on real chart StatefulSets, with
 //! plans compiled from the examples and from a 10-cluster x 100-node spec.
 //! Prints p50 / p99 / max per case, and the native engine for comparison.
 //!
@@ -89,6 +90,12 @@ fn main() {
         .and_then(|v| v.parse::<usize>().ok())
     {
         config.keep_resident_bytes = kib << 10;
+    }
+    if let Some(warm) = std::env::var("STRADDLE_WARM_INSTANCES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        config.warm_instances = warm;
     }
     if std::env::var_os("STRADDLE_LATENCY_PROFILE_ROUNDS").is_some() {
         // One review at a time: one pooled slot's 4 GiB reservation instead

@@ -1,8 +1,9 @@
 #!/bin/sh
-# Instructions per fresh-instance review (instantiate + call + drop), per case
-# of tests/benches/latency.rs, with the object sent compact: callgrind counts
-# a run with N reviews and a run with none; the difference over N is one
-# review. Only instructions inside `Policy::review_within` count (on the
+# Instructions per review, per case of tests/benches/latency.rs, with the
+# object sent compact: in a warm instance (the call only, as the webhook runs
+# most reviews) and in a fresh one (instantiate + call + drop). callgrind
+# counts a run with N+1 reviews and a run with one; the difference over N is
+# one review. Only instructions inside `Policy::review_within` count (on the
 # calling thread, JIT code included), so the epoch thread's ticks do not:
 # repeated runs agree to within 0.2 %. Stable on a shared VM where wall
 # time is not.
@@ -16,15 +17,18 @@ bench=$(cargo bench -p straddle-tests --bench latency --no-run --message-format=
 [ -x "$bench" ] || { echo "latency bench not built" >&2; exit 1; }
 cases=$(sed -n 's/^        name: "\(.*\)",$/\1/p' tests/benches/latency.rs)
 count() {
-    STRADDLE_LATENCY_CASE=$1 STRADDLE_LATENCY_PROFILE_ROUNDS=$2 \
+    STRADDLE_WARM_INSTANCES=$3 STRADDLE_LATENCY_CASE=$1 STRADDLE_LATENCY_PROFILE_ROUNDS=$2 \
         valgrind --tool=callgrind --callgrind-out-file=/dev/null \
             --toggle-collect='straddle_policy_host::Policy::review_within' "$bench" 2>&1 >/dev/null |
         sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
 i=0
 echo "$cases" | while IFS= read -r name; do
-    base=$(count "$i" 0)
-    with=$(count "$i" "$n")
-    echo "$name: $(((with - base) / n)) instructions per review"
+    for warm in 1 0; do
+        base=$(count "$i" 1 "$warm")
+        with=$(count "$i" $((n + 1)) "$warm")
+        eval "per_$warm=$(((with - base) / n))"
+    done
+    echo "$name: $per_1 instructions per review in a warm instance, $per_0 in a fresh one"
     i=$((i + 1))
 done

@@ -138,6 +138,15 @@ pub struct Config {
     #[arg(long, env = "STRADDLE_INLINE_REVIEW_DEADLINE", default_value = "2ms", value_parser = parse_duration)]
     pub inline_review_deadline: Duration,
 
+    /// Idle policy instances kept for the next reviews, so that a review
+    /// skips instantiation and the reset of the instance's memory. An
+    /// instance is kept only after a review that returned a verdict without
+    /// growing its memory; a trap, timeout or memory-limit error drops it.
+    /// Default: --io-threads, at most --max-concurrent-reviews. 0: a fresh
+    /// instance for every review.
+    #[arg(long, env = "STRADDLE_WARM_INSTANCES", value_parser = clap::value_parser!(u32).range(0..=1024))]
+    pub warm_instances: Option<u32>,
+
     /// Reviews that may run at the same time (each with its own pooled
     /// instance). Further requests wait up to --queue-timeout.
     #[arg(long, env = "STRADDLE_MAX_CONCURRENT_REVIEWS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -251,10 +260,15 @@ impl Config {
             memory_limit_bytes: (self.policy_memory_mib as usize) << 20,
             deadline: self.policy_timeout,
             epoch_tick: self.epoch_tick(),
-            // Two extra instance slots for validating a new module while
-            // every request slot is busy.
-            max_concurrent_reviews: self.max_concurrent_reviews + 2,
+            // Room for every review slot twice (a replaced module's idle
+            // instances live until its last in-flight review ends) and two
+            // for validating a new module while every request slot is busy.
+            max_concurrent_reviews: self.max_concurrent_reviews * 2 + 2,
             keep_resident_bytes: self.keep_resident_kib << 10,
+            warm_instances: self
+                .warm_instances
+                .map_or_else(|| self.connection_threads(), |n| n as usize)
+                .min(self.max_concurrent_reviews as usize),
             ..RuntimeConfig::default()
         }
     }

@@ -2,8 +2,9 @@
 //!
 //! `POST /mutate` takes an `admission.k8s.io/v1` AdmissionReview, runs the
 //! compiled policy module on the object through `straddle-policy-host` (the
-//! same runtime as `straddle mutate`: one wasmtime engine, a fresh, memory-
-//! and time-limited instance per review) and answers with a base64 JSON Patch
+//! same runtime as `straddle mutate`: one wasmtime engine, memory- and
+//! time-limited instances, kept warm between reviews that end cleanly) and
+//! answers with a base64 JSON Patch
 //! or a denial. The policy file and the TLS files are reloaded when they
 //! change; `/healthz`, `/readyz` and `/metrics` serve operations.
 //!

@@ -66,7 +66,7 @@ pub struct Metrics {
     /// Time from receiving a `/mutate` request's headers to having its
     /// response ready, for every `/mutate` request.
     pub request_duration: Histogram,
-    /// Time spent in the policy module (fresh instance + call).
+    /// Time spent in the policy module (instantiation if no instance is warm, and the call).
     pub review_duration: Histogram,
     /// Reviews without a verdict, by cause (traps, timeouts, memory cap, …).
     pub policy_errors: Family<CauseLabels, Counter>,
@@ -133,7 +133,7 @@ impl Metrics {
         );
         registry.register_with_unit(
             "review_duration",
-            "Time spent in the policy module per review (fresh instance and call)",
+            "Time spent in the policy module per review (instantiation if no instance is warm, and the call)",
             Unit::Seconds,
             m.review_duration.clone(),
         );

@@ -87,15 +87,17 @@ fn valid_plan() -> Result<Plan<'static>, String> {
 #[global_allocator]
 static ALLOCATOR: arena::BumpThenTalc = arena::BumpThenTalc::new();
 
-/// Where the heap comes from. Every review runs in a fresh instance that is
-/// thrown away afterwards, so what matters is the cost of one instance's
-/// life, not reuse:
+/// Where the heap comes from. A review allocates a small multiple of its
+/// object and frees all of it before the host's post-return call ends, and
+/// the host runs the next review in the same instance (or a fresh one), so
+/// what matters is the cost of a review, not long-lived fragmentation:
 /// - a bump allocator over a zero-initialised `.bss` arena: part of the
 ///   module's initial memory, already accessible (no `memory.grow`, which
 ///   makes the host change page protection on the way in and again when the
 ///   pooled memory is reset), and only the pages a review touches are ever
-///   faulted in and reset. Freeing gives back only the latest allocation,
-///   which is what growing strings and vectors need;
+///   faulted in. Freeing gives back the latest allocation (what growing
+///   strings and vectors need), and once no arena block is live the whole
+///   arena is free again: the next review starts at its beginning;
 /// - past the arena (objects of several hundred KiB), talc on memory grown
 ///   as usual, bounded by the host's memory limit.
 #[cfg(target_arch = "wasm32")]
@@ -120,6 +122,8 @@ mod arena {
     pub struct BumpThenTalc {
         /// Offset of the first free arena byte.
         top: Cell<usize>,
+        /// Arena blocks handed out and not yet freed.
+        live: Cell<usize>,
         grown: talc::cell::TalcSyncCell<Grow, talc::wasm::WasmBinning>,
     }
 
@@ -130,6 +134,7 @@ mod arena {
         pub const fn new() -> Self {
             BumpThenTalc {
                 top: Cell::new(0),
+                live: Cell::new(0),
                 grown: talc::cell::TalcSyncCell::new_wasm(Grow),
             }
         }
@@ -150,6 +155,7 @@ mod arena {
             match start.checked_add(layout.size()) {
                 Some(end) if end <= ARENA_BYTES => {
                     self.top.set(end);
+                    self.live.set(self.live.get() + 1);
                     (base + start) as *mut u8
                 }
                 _ => core::ptr::null_mut(),
@@ -158,8 +164,9 @@ mod arena {
     }
 
     // SAFETY: arena blocks are disjoint (the bump only moves forward, except
-    // to give back the latest block), aligned as asked and inside the static
-    // arena; everything else is talc's.
+    // to give back the latest block, or all of the arena once no block is
+    // live), aligned as asked and inside the static arena; everything else is
+    // talc's.
     unsafe impl GlobalAlloc for BumpThenTalc {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
             let ptr = self.bump(layout);
@@ -172,7 +179,11 @@ mod arena {
 
         unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
             if Self::owns(ptr) {
-                if ptr as usize + layout.size() == Self::base() + self.top.get() {
+                let live = self.live.get().saturating_sub(1);
+                self.live.set(live);
+                if live == 0 {
+                    self.top.set(0);
+                } else if ptr as usize + layout.size() == Self::base() + self.top.get() {
                     self.top.set(ptr as usize - Self::base());
                 }
                 return;

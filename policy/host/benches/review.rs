@@ -1,5 +1,6 @@
-//! Fresh-instance review latency: Store + instantiate + review() + drop, on
-//! the cp-zookeeper StatefulSet fixture with a small plan.
+//! Review latency on the cp-zookeeper StatefulSet fixture with a small plan:
+//! in a fresh instance (Store + instantiate + review() + drop) and in a warm
+//! one (review() only, as the webhook runs most reviews).
 //!
 //! The object is read at run time from `STRADDLE_BENCH_OBJECT`, else from
 //! `/work/shared/fixtures/charts/cp-zk-kafka-only/statefulset-confluent-cp-zookeeper.json`;
@@ -88,9 +89,12 @@ fn bench(c: &mut Criterion) {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    for keep_resident in [0usize, 1 << 20] {
+    // Fresh instances with and without memory kept resident, then reviews
+    // in a warm instance (the default).
+    for (keep_resident, warm) in [(0usize, 0usize), (1 << 20, 0), (1 << 20, 1)] {
         let runtime = Runtime::new(RuntimeConfig {
             keep_resident_bytes: keep_resident,
+            warm_instances: warm,
             ..RuntimeConfig::default()
         })
         .expect("runtime");
@@ -103,7 +107,8 @@ fn bench(c: &mut Criterion) {
                 eprintln!("note: {name} gives {native:?}, not a patch");
             }
             let label = format!(
-                "fresh_review/{name}/{}B/keep_resident={}KiB",
+                "{}_review/{name}/{}B/keep_resident={}KiB",
+                if warm > 0 { "warm" } else { "fresh" },
                 object.len(),
                 keep_resident >> 10
             );

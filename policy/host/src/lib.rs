@@ -9,10 +9,18 @@
 //! * [`Runtime::load`] (or [`Runtime::load_cached`], with an on-disk cache of
 //!   compiled code) compiles a module once, prepares its instantiation and
 //!   calls `describe()` once: a [`Policy`].
-//! * [`Policy::review`] runs one admission request in a **fresh instance**:
-//!   new `Store` with a memory limit and an epoch deadline, instantiate, call,
-//!   drop. Nothing carries over between requests. Failures come back as
-//!   [`HostError`] (trap, timeout, memory limit, busy), never as a panic.
+//! * [`Policy::review`] runs one admission request in an instance of its own
+//!   (a `Store` with a memory limit and an epoch deadline) and calls it.
+//!   An instance whose review returned normally and left its memory at the
+//!   size it was instantiated with goes back to a small idle list, and the
+//!   next review runs in it (instantiation and the memory reset cost more
+//!   than most reviews); any trap, timeout or memory-limit error drops it,
+//!   so a review never runs in an instance that failed. The module is pure
+//!   and frees what a review allocated before the call returns, so a warm
+//!   instance gives the same verdict as a fresh one
+//!   ([`RuntimeConfig::warm_instances`] 0 makes every review fresh).
+//!   Failures come back as [`HostError`] (trap, timeout, memory limit,
+//!   busy), never as a panic.
 //!
 //! `Policy` is `Send + Sync` and clones share everything, so a server can put
 //! it in an `Arc`/state and call `review` from many threads (it is blocking
@@ -40,7 +48,7 @@
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -94,6 +102,11 @@ pub struct RuntimeConfig {
     /// of a chart object touches (p50 ~136 -> ~73 us in `tests/benches/latency.rs`
     /// on a loaded 2-core VM; page faults per review ~15 -> ~1).
     pub keep_resident_bytes: usize,
+    /// How many idle instances each loaded policy keeps for its next
+    /// reviews. Each holds one of the `max_concurrent_reviews` slots and the
+    /// memory its reviews touched. 0: a fresh instance for every review.
+    /// Default: the number of CPUs (more cannot run at once).
+    pub warm_instances: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -104,6 +117,7 @@ impl Default for RuntimeConfig {
             epoch_tick: Duration::from_millis(1),
             max_concurrent_reviews: 64,
             keep_resident_bytes: 2 << 20,
+            warm_instances: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -380,6 +394,8 @@ impl Runtime {
             inner: Arc::new(PolicyInner {
                 shared: self.shared.clone(),
                 pre,
+                warm: Mutex::new(Vec::new()),
+                started: AtomicU64::new(0),
                 bundle: BundleInfo {
                     name: Cow::Owned(bundle.name),
                     spec_digest: Cow::Owned(bundle.spec_digest),
@@ -403,6 +419,10 @@ pub struct Policy {
 struct PolicyInner {
     shared: Arc<Shared>,
     pre: bindings::PolicyPre<Limits>,
+    /// Idle instances that ended their last review cleanly.
+    warm: Mutex<Vec<Warm>>,
+    /// Instances created for reviews (not counting `describe()` at load).
+    started: AtomicU64,
     bundle: BundleInfo<'static>,
     digest: String,
 }
@@ -432,14 +452,21 @@ impl Policy {
         &self.inner.digest
     }
 
-    /// Reviews one request in a fresh instance, within
-    /// [`RuntimeConfig::deadline`].
+    /// How many instances reviews have started so far; with warm instances
+    /// this stays near the number of reviews that ran at the same time,
+    /// plus one for each review that failed.
+    pub fn instances_started(&self) -> u64 {
+        self.inner.started.load(SeqCst)
+    }
+
+    /// Reviews one request, within [`RuntimeConfig::deadline`].
     pub fn review(&self, req: &Request<'_>) -> Result<Verdict, HostError> {
         self.review_within(req, self.inner.shared.config.deadline)
     }
 
-    /// Reviews one request in a fresh instance, stopped between `deadline`
-    /// and `deadline` + [`RuntimeConfig::epoch_tick`] after it starts
+    /// Reviews one request (in a warm instance if one is idle, else a fresh
+    /// one), stopped between `deadline` and `deadline` +
+    /// [`RuntimeConfig::epoch_tick`] after it starts
     /// ([`HostError::Timeout`] names `deadline`). The module is pure, so a
     /// review stopped early can be run again with a longer deadline.
     pub fn review_within(
@@ -462,22 +489,97 @@ impl Policy {
             old_object: req.old_object,
         };
         let shared = &self.inner.shared;
-        let verdict = run_fresh(
-            shared,
-            &self.inner.pre,
-            ticks(deadline, shared.config.epoch_tick),
-            move |store, instance| instance.straddle_policy_review().call_review(store, req),
-        )
-        .map_err(|error| match error {
-            HostError::Timeout { .. } => HostError::Timeout { deadline },
-            other => other,
-        })?;
+        let verdict = self
+            .run(
+                ticks(deadline, shared.config.epoch_tick),
+                move |store, instance| instance.straddle_policy_review().call_review(store, req),
+            )
+            .map_err(|error| match error {
+                HostError::Timeout { .. } => HostError::Timeout { deadline },
+                other => other,
+            })?;
         Ok(match verdict {
             wit::Verdict::Allow => Verdict::Allow,
             wit::Verdict::Patch(patch) => Verdict::Patch(patch),
             wit::Verdict::Deny(message) => Verdict::Deny(message),
             wit::Verdict::Warn(message) => Verdict::Warn(message),
         })
+    }
+}
+
+impl Policy {
+    /// Runs `call` in an idle warm instance, or a fresh one, under one
+    /// deadline for instantiation and call; keeps the instance for the next
+    /// call only if this one returned normally and grew no memory.
+    fn run<R>(
+        &self,
+        deadline_ticks: u64,
+        call: impl FnOnce(&mut Store<Limits>, &bindings::Policy) -> wasmtime::Result<R>,
+    ) -> Result<R, HostError> {
+        let inner = &*self.inner;
+        let config = &inner.shared.config;
+        let _running = inner.shared.pacer.start();
+        let idle = inner
+            .warm
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let mut warm = match idle {
+            Some(mut warm) => {
+                warm.store.set_epoch_deadline(deadline_ticks);
+                warm
+            }
+            None => {
+                inner.started.fetch_add(1, SeqCst);
+                Warm::instantiate(&inner.shared, &inner.pre, deadline_ticks)?
+            }
+        };
+        let result = call(&mut warm.store, &warm.instance)
+            .map_err(|err| classify(err, warm.store.data(), config));
+        if result.is_ok() && warm.store.data().memory_size == warm.memory_size {
+            let mut idle = inner.warm.lock().unwrap_or_else(PoisonError::into_inner);
+            if idle.len() < config.warm_instances {
+                idle.push(warm);
+            }
+        }
+        result
+    }
+}
+
+/// An instance of a policy in its own store.
+struct Warm {
+    store: Store<Limits>,
+    instance: bindings::Policy,
+    /// Linear memory size right after instantiation.
+    memory_size: usize,
+}
+
+impl Warm {
+    /// A fresh, limited instance of `pre`; the epoch deadline starts now.
+    fn instantiate(
+        shared: &Shared,
+        pre: &bindings::PolicyPre<Limits>,
+        deadline_ticks: u64,
+    ) -> Result<Warm, HostError> {
+        let mut store = Store::new(
+            &shared.engine,
+            Limits {
+                memory_bytes: shared.config.memory_limit_bytes,
+                memory_size: 0,
+                exceeded: None,
+            },
+        );
+        store.limiter(|limits| limits as &mut dyn ResourceLimiter);
+        store.set_epoch_deadline(deadline_ticks);
+        store.epoch_deadline_trap();
+        match pre.instantiate(&mut store) {
+            Ok(instance) => Ok(Warm {
+                memory_size: store.data().memory_size,
+                store,
+                instance,
+            }),
+            Err(err) => Err(classify(err, store.data(), &shared.config)),
+        }
     }
 }
 
@@ -488,21 +590,10 @@ fn run_fresh<R>(
     deadline_ticks: u64,
     call: impl FnOnce(&mut Store<Limits>, &bindings::Policy) -> wasmtime::Result<R>,
 ) -> Result<R, HostError> {
-    let mut store = Store::new(
-        &shared.engine,
-        Limits {
-            memory_bytes: shared.config.memory_limit_bytes,
-            exceeded: None,
-        },
-    );
-    store.limiter(|limits| limits as &mut dyn ResourceLimiter);
     let _running = shared.pacer.start();
-    store.set_epoch_deadline(deadline_ticks);
-    store.epoch_deadline_trap();
-    let result = pre
-        .instantiate(&mut store)
-        .and_then(|instance| call(&mut store, &instance));
-    result.map_err(|err| classify(err, store.data(), &shared.config))
+    let mut fresh = Warm::instantiate(shared, pre, deadline_ticks)?;
+    call(&mut fresh.store, &fresh.instance)
+        .map_err(|err| classify(err, fresh.store.data(), &shared.config))
 }
 
 fn classify(err: wasmtime::Error, limits: &Limits, config: &RuntimeConfig) -> HostError {
@@ -530,6 +621,8 @@ fn classify(err: wasmtime::Error, limits: &Limits, config: &RuntimeConfig) -> Ho
 /// apart from other traps, and turns it into a trap at once.
 struct Limits {
     memory_bytes: usize,
+    /// The linear memory's size after its latest (creation or) growth.
+    memory_size: usize,
     exceeded: Option<usize>,
 }
 
@@ -547,6 +640,7 @@ impl ResourceLimiter for Limits {
                 self.memory_bytes
             );
         }
+        self.memory_size = desired;
         Ok(true)
     }
 

@@ -46,14 +46,61 @@ fn review_agrees_with_the_native_engine() {
             ..request(CLUSTER, ZOOKEEPER, &ok)
         },
     ];
-    for req in &requests {
-        let native = straddle_policy::review(&plan, req);
-        let hosted = policy.review(req).unwrap();
-        assert_eq!(hosted, native, "{req:?}");
+    // Three rounds: every request after the first runs in the instance the
+    // one before it used, and still gets the fresh-instance verdict.
+    for _ in 0..3 {
+        for req in &requests {
+            let native = straddle_policy::review(&plan, req);
+            let hosted = policy.review(req).unwrap();
+            assert_eq!(hosted, native, "{req:?}");
+        }
     }
+    assert_eq!(policy.instances_started(), 1);
     // A request for an unknown cluster gives whatever the engine says (today: a denial).
     let unknown = policy.review(&requests[0]).unwrap();
     assert_eq!(unknown, straddle_policy::review(&plan, &requests[0]));
+}
+
+#[test]
+fn a_warm_instance_frees_what_each_review_allocated() {
+    let plan = host_plan::plan();
+    let policy = runtime().load(&host_plan::module(&plan)).unwrap();
+    // 256 KiB per request, lowered into the module's memory on every call:
+    // kept, 100 of them would pass the 16 MiB memory limit, and any growth
+    // retires the instance.
+    let big = host_plan::statefulset(3, &"x".repeat(256 << 10));
+    let req = request(CLUSTER, ZOOKEEPER, &big);
+    let native = straddle_policy::review(&plan, &req);
+    for _ in 0..100 {
+        assert_eq!(policy.review(&req).unwrap(), native);
+    }
+    assert_eq!(policy.instances_started(), 1);
+    // A review that had to grow memory (past the 2 MiB arena) retires its
+    // instance: the next one starts fresh.
+    let grows = host_plan::statefulset(3, &"x".repeat(3 << 20));
+    assert!(policy.review(&request(CLUSTER, ZOOKEEPER, &grows)).is_ok());
+    assert_eq!(policy.review(&req).unwrap(), native);
+    assert_eq!(policy.instances_started(), 2);
+}
+
+#[test]
+fn without_warm_instances_every_review_is_fresh() {
+    let plan = host_plan::plan();
+    let runtime = Runtime::new(RuntimeConfig {
+        warm_instances: 0,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let policy = runtime.load(&host_plan::module(&plan)).unwrap();
+    let req_object = host_plan::statefulset(3, "hello");
+    let req = request(CLUSTER, ZOOKEEPER, &req_object);
+    for _ in 0..3 {
+        assert_eq!(
+            policy.review(&req).unwrap(),
+            straddle_policy::review(&plan, &req)
+        );
+    }
+    assert_eq!(policy.instances_started(), 3);
 }
 
 #[test]
@@ -130,6 +177,7 @@ fn growing_past_the_memory_limit_is_a_memory_limit_error() {
     // The next request gets a fresh instance and works.
     let small = host_plan::statefulset(3, "x");
     assert!(policy.review(&request(CLUSTER, ZOOKEEPER, &small)).is_ok());
+    assert_eq!(policy.instances_started(), 2);
 }
 
 #[test]
@@ -155,6 +203,12 @@ fn running_past_the_deadline_is_a_timeout() {
         }
     );
     assert!(err.to_string().contains("deadline"), "{err}");
+    // The stopped instance is dropped; the next review starts another.
+    let small = host_plan::statefulset(3, "x");
+    let req = request(CLUSTER, ZOOKEEPER, &small);
+    let verdict = policy.review_within(&req, Duration::from_secs(5)).unwrap();
+    assert_eq!(verdict, straddle_policy::review(&host_plan::plan(), &req));
+    assert_eq!(policy.instances_started(), 2);
 }
 
 #[test]
