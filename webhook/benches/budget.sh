@@ -56,7 +56,7 @@ callgrind_annotate --threshold=100 --auto=no --inclusive=no "$dir/cg.out.1" 2>/d
 import collections, re, sys
 n = int(sys.argv[1])
 # Frames the zeroing left holding their callees cost: threads, tokio loops.
-skip = re.compile(r"clone\.S:clone|start_thread|thread_start|call_once\{\{vtable|__rust_begin_short_backtrace|tokio::runtime::(task::raw::poll|blocking::pool::Inner::run|task::core::Core|context::runtime::enter_runtime|context::scoped|scheduler::multi_thread::worker::run|scheduler::current_thread::CoreGuard::block_on|runtime::Runtime::block_on|task::harness)")
+skip = re.compile(r"clone\.S:clone|start_thread|thread_start|call_once\{\{vtable|__rust_begin_short_backtrace|tokio::runtime::(task::raw::poll|blocking::pool::Inner::run|task::core::Core|context::runtime::enter_runtime|context::scoped|scheduler::multi_thread::worker::run|scheduler::current_thread::(CoreGuard|CurrentThread)::block_on|runtime::Runtime::block_on|task::harness)")
 groups = [
     ("TLS (rustls, ring)", r"rustls|ring_core|ring::|aesni|ghash|x25519|sha512|sha256"),
     ("guest code (JIT, no symbols)", r"\?\?\?:0x[0-9a-f]+ \[\?\?\?\]"),
