@@ -419,8 +419,8 @@ pub struct Policy {
 struct PolicyInner {
     shared: Arc<Shared>,
     pre: bindings::PolicyPre<Limits>,
-    /// Idle instances that ended their last review cleanly.
-    warm: Mutex<Vec<Warm>>,
+    /// Idle (warm) instances that ended their last review cleanly.
+    warm: Mutex<Vec<Instance>>,
     /// Instances created for reviews (not counting `describe()` at load).
     started: AtomicU64,
     bundle: BundleInfo<'static>,
@@ -524,43 +524,43 @@ impl Policy {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
-        let mut warm = match idle {
+        let mut instance = match idle {
             Some(mut warm) => {
                 warm.store.set_epoch_deadline(deadline_ticks);
                 warm
             }
             None => {
                 inner.started.fetch_add(1, SeqCst);
-                Warm::instantiate(&inner.shared, &inner.pre, deadline_ticks)?
+                Instance::instantiate(&inner.shared, &inner.pre, deadline_ticks)?
             }
         };
-        let result = call(&mut warm.store, &warm.instance)
-            .map_err(|err| classify(err, warm.store.data(), config));
-        if result.is_ok() && warm.store.data().memory_size == warm.memory_size {
+        let result = call(&mut instance.store, &instance.instance)
+            .map_err(|err| classify(err, instance.store.data(), config));
+        if result.is_ok() && instance.store.data().memory_size == instance.memory_size {
             let mut idle = inner.warm.lock().unwrap_or_else(PoisonError::into_inner);
             if idle.len() < config.warm_instances {
-                idle.push(warm);
+                idle.push(instance);
             }
         }
         result
     }
 }
 
-/// An instance of a policy in its own store.
-struct Warm {
+/// An instance of a policy in its own store, fresh or warm.
+struct Instance {
     store: Store<Limits>,
     instance: bindings::Policy,
     /// Linear memory size right after instantiation.
     memory_size: usize,
 }
 
-impl Warm {
+impl Instance {
     /// A fresh, limited instance of `pre`; the epoch deadline starts now.
     fn instantiate(
         shared: &Shared,
         pre: &bindings::PolicyPre<Limits>,
         deadline_ticks: u64,
-    ) -> Result<Warm, HostError> {
+    ) -> Result<Instance, HostError> {
         let mut store = Store::new(
             &shared.engine,
             Limits {
@@ -573,7 +573,7 @@ impl Warm {
         store.set_epoch_deadline(deadline_ticks);
         store.epoch_deadline_trap();
         match pre.instantiate(&mut store) {
-            Ok(instance) => Ok(Warm {
+            Ok(instance) => Ok(Instance {
                 memory_size: store.data().memory_size,
                 store,
                 instance,
@@ -591,7 +591,7 @@ fn run_fresh<R>(
     call: impl FnOnce(&mut Store<Limits>, &bindings::Policy) -> wasmtime::Result<R>,
 ) -> Result<R, HostError> {
     let _running = shared.pacer.start();
-    let mut fresh = Warm::instantiate(shared, pre, deadline_ticks)?;
+    let mut fresh = Instance::instantiate(shared, pre, deadline_ticks)?;
     call(&mut fresh.store, &fresh.instance)
         .map_err(|err| classify(err, fresh.store.data(), &shared.config))
 }
