@@ -324,4 +324,19 @@ mod tests {
         assert_eq!(c.on_policy_error, OnPolicyError::Deny);
         assert_eq!(c.listen, "0.0.0.0:8443".parse().unwrap());
     }
+
+    #[test]
+    fn warm_instances_follow_the_threads_within_the_review_slots() {
+        let mut c = Config::new("east", "p.wasm", "c.pem", "k.pem");
+        c.io_threads = Some(4);
+        c.max_concurrent_reviews = 8;
+        let runtime = c.runtime_config();
+        assert_eq!(runtime.warm_instances, 4);
+        // Room for a replaced module's idle instances next to every slot.
+        assert_eq!(runtime.max_concurrent_reviews, 18);
+        c.max_concurrent_reviews = 2;
+        assert_eq!(c.runtime_config().warm_instances, 2);
+        c.warm_instances = Some(0);
+        assert_eq!(c.runtime_config().warm_instances, 0);
+    }
 }

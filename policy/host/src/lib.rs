@@ -505,9 +505,7 @@ impl Policy {
             wit::Verdict::Warn(message) => Verdict::Warn(message),
         })
     }
-}
 
-impl Policy {
     /// Runs `call` in an idle warm instance, or a fresh one, under one
     /// deadline for instantiation and call; keeps the instance for the next
     /// call only if this one returned normally and grew no memory.
