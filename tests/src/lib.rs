@@ -18,6 +18,7 @@
 //!   outlive the test (`straddle-test-support`, re-exported: the support
 //!   every crate's tests share);
 //! - [`golden`]: golden files (`STRADDLE_BLESS=1` writes them);
+//! - [`waiting`]: the reasons a lab's wait saw, for its failure message;
 //! - [`fuzzing`]: the invariants the fuzz targets in `fuzz/` check, shared
 //!   with `tests/fuzz_corpus.rs`.
 
@@ -31,5 +32,6 @@ pub mod netns;
 pub mod object_views;
 pub mod realkafka;
 pub mod stretch;
+pub mod waiting;
 
 pub use straddle_test_support::{process, root, scratch};

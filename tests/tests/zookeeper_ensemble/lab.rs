@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use straddle_tests::effective::ZkConfig;
 use straddle_tests::netns;
+use straddle_tests::waiting::Reasons;
 
 use super::*;
 
@@ -399,17 +400,25 @@ impl<'a> Lab<'a> {
         hold: Duration,
         mut check: impl FnMut(&Snapshot) -> Result<(), String>,
     ) -> Duration {
+        let mut reasons = Reasons::default();
         let reached = loop {
             let snap = self.snapshot();
             match check(&snap) {
                 Ok(()) => break since.elapsed(),
-                Err(why) if since.elapsed() > deadline => panic!(
-                    "{} / {what}: not reached within {deadline:?}: {why}\n{}{}",
-                    self.case.spec,
-                    table(self.case, &snap),
-                    self.log_tails()
-                ),
-                Err(_) => thread::sleep(POLL),
+                Err(why) if since.elapsed() > deadline => {
+                    reasons.note(since.elapsed(), why);
+                    panic!(
+                        "{spec} / {what}: not reached within {deadline:?}\n{}{}\n\
+                         {spec} / {what}: not reached within {deadline:?}; reasons seen:\n{reasons}",
+                        table(self.case, &snap),
+                        self.log_tails(),
+                        spec = self.case.spec,
+                    )
+                }
+                Err(why) => {
+                    reasons.note(since.elapsed(), why);
+                    thread::sleep(POLL);
+                }
             }
         };
         let held = Instant::now();
