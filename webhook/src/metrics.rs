@@ -77,6 +77,10 @@ pub struct Metrics {
     pub policy_load_seconds: Gauge<f64, AtomicU64>,
     /// Unix time at which the policy in use was loaded.
     pub policy_loaded_timestamp: Gauge<f64, AtomicU64>,
+    /// Instances of the policy in use started since it was loaded (set
+    /// when scraped): flat while reviews reuse warm instances, one more
+    /// after every review that retired its instance.
+    pub policy_instances_started: Gauge,
     /// Policy file changes, by result (`loaded`, `rejected`).
     pub policy_reloads: Family<ResultLabels, Counter>,
     /// Certificate/key/client-CA changes, by result (`loaded`, `rejected`).
@@ -108,6 +112,7 @@ impl Metrics {
             policy_info: Family::default(),
             policy_load_seconds: Gauge::default(),
             policy_loaded_timestamp: Gauge::default(),
+            policy_instances_started: Gauge::default(),
             policy_reloads: Family::default(),
             tls_reloads: Family::default(),
             tls_handshake_failures: Counter::default(),
@@ -158,6 +163,11 @@ impl Metrics {
             "Unix time at which the policy module in use was loaded",
             Unit::Seconds,
             m.policy_loaded_timestamp.clone(),
+        );
+        registry.register(
+            "policy_instances_started",
+            "Instances of the policy module in use started since it was loaded (reviews reuse warm instances; a review without a verdict retires its instance)",
+            m.policy_instances_started.clone(),
         );
         registry.register(
             "policy_reloads",

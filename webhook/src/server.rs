@@ -266,6 +266,10 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn metrics_text(State(app): State<Arc<App>>) -> Response {
+    if let Some(policy) = app.active.get() {
+        let started = i64::try_from(policy.instances_started()).unwrap_or(i64::MAX);
+        app.metrics.policy_instances_started.set(started);
+    }
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         app.metrics.encode(),

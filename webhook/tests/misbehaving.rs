@@ -124,6 +124,9 @@ async fn trapping_looping_and_memory_hungry_modules_get_clear_bounded_answers() 
             ),
             Some(17.0)
         );
+        // Every review without a verdict retired its instance.
+        let started = metric(&text, "straddle_webhook_policy_instances_started").unwrap_or(0.0);
+        assert!(started >= 17.0, "{started}: {text}");
         server.stop().await;
     }
 }

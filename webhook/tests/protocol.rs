@@ -390,6 +390,9 @@ async fn probes_and_metrics() {
         "{text}"
     );
     assert!(series("straddle_webhook_policy_load_duration_seconds") > 0.0);
+    // The load's canary review and these six, one after another: all in
+    // the one warm instance the canary started.
+    assert_eq!(series("straddle_webhook_policy_instances_started"), 1.0);
     assert!(series("straddle_webhook_policy_loaded_timestamp_seconds") > 1.7e9);
 
     // The plain-HTTP probe listener: probes and metrics, never /mutate.
