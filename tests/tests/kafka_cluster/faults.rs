@@ -26,8 +26,6 @@ impl KafkaLab<'_> {
     pub fn cut(&mut self, cluster: usize, keeps: bool, isolated_keeps: bool) -> String {
         let case = self.case;
         let all = self.all_clusters();
-        let before = self.side_leader(&all).map(|s| s.leader).unwrap_or(-1);
-        let survivors: Vec<usize> = all.iter().copied().filter(|c| *c != cluster).collect();
         // What follows assumes every replica is in sync when the link goes:
         // a follower that fell behind on this busy machine (and left the
         // ISR, as Kafka lets it) would leave a cut replica as the last one
@@ -43,6 +41,8 @@ impl KafkaLab<'_> {
             )
             .1
         });
+        let before = self.side_leader(&all).map(|s| s.leader).unwrap_or(-1);
+        let survivors: Vec<usize> = all.iter().copied().filter(|c| *c != cluster).collect();
         let t0 = Instant::now();
         let cut_ms = now_ms();
         let timeouts_before = self.setup_timeouts();
