@@ -31,6 +31,13 @@ impl Reasons {
         }
         self.seen.push((at, why, 1));
     }
+
+    /// A failure message: `headline`, the `context` (tables, log tails),
+    /// and the headline again with the reasons, last, where a log
+    /// shortened in the middle keeps them.
+    pub fn report(&self, headline: &str, context: &str) -> String {
+        format!("{headline}\n{context}\n{headline}; reasons seen:\n{self}")
+    }
 }
 
 impl fmt::Display for Reasons {
@@ -71,5 +78,8 @@ mod tests {
         assert!(text.contains("... 78 more changes"), "{text}");
         assert!(text.starts_with("  from    0.0s (2 polls): a\n"), "{text}");
         assert!(text.ends_with("c99\n"), "{text}");
+        let report = r.report("x: not reached", "logs");
+        assert!(report.starts_with("x: not reached\nlogs\nx: not reached; reasons seen:\n"));
+        assert!(report.ends_with("c99\n"), "{report}");
     }
 }

@@ -326,12 +326,11 @@ impl<'a> KafkaLab<'a> {
                 Ok(t) => return (t, since.elapsed()),
                 Err(why) if since.elapsed() > deadline => {
                     reasons.note(since.elapsed(), why);
-                    panic!(
-                        "{spec} / {what}: not reached within {deadline:?}\n{tails}\n\
-                         {spec} / {what}: not reached within {deadline:?}; reasons seen:\n{reasons}",
-                        spec = self.case.spec,
-                        tails = self.net.log_tails(12),
-                    )
+                    let headline = format!(
+                        "{} / {what}: not reached within {deadline:?}",
+                        self.case.spec
+                    );
+                    panic!("{}", reasons.report(&headline, &self.net.log_tails(12)))
                 }
                 Err(why) => {
                     reasons.note(since.elapsed(), why);

@@ -407,13 +407,12 @@ impl<'a> Lab<'a> {
                 Ok(()) => break since.elapsed(),
                 Err(why) if since.elapsed() > deadline => {
                     reasons.note(since.elapsed(), why);
-                    panic!(
-                        "{spec} / {what}: not reached within {deadline:?}\n{}{}\n\
-                         {spec} / {what}: not reached within {deadline:?}; reasons seen:\n{reasons}",
-                        table(self.case, &snap),
-                        self.log_tails(),
-                        spec = self.case.spec,
-                    )
+                    let headline = format!(
+                        "{} / {what}: not reached within {deadline:?}",
+                        self.case.spec
+                    );
+                    let context = format!("{}{}", table(self.case, &snap), self.log_tails());
+                    panic!("{}", reasons.report(&headline, &context))
                 }
                 Err(why) => {
                     reasons.note(since.elapsed(), why);
