@@ -29,7 +29,7 @@ impl<'a> StrMap<'a> {
     }
 
     fn read(r: &mut Reader<'a>) -> json::Result<Self> {
-        let mut pairs = Vec::new();
+        let mut pairs = Vec::with_capacity(8); // as in `Reader::vec`
         r.object(|r, key| {
             let value = r.string()?;
             pairs.push((key.clone(), value));
