@@ -70,10 +70,24 @@ impl App {
     }
 
     /// A review ran out of its inline deadline: send reviews to blocking
-    /// threads for a while.
-    pub(crate) fn pause_inline_reviews(&self) {
+    /// threads for a while. Returns the pause, for
+    /// [`resume_inline_reviews`](Self::resume_inline_reviews).
+    pub(crate) fn pause_inline_reviews(&self) -> u64 {
         let until = self.micros_since_start() + INLINE_PAUSE.as_micros() as u64;
         self.inline_paused_until.store(until, Ordering::Relaxed);
+        until
+    }
+
+    /// Ends `pause` early, unless a later slow review has renewed it: the
+    /// review that caused it ran again quickly, so the thread had been
+    /// descheduled (a loaded machine), not held by the module.
+    pub(crate) fn resume_inline_reviews(&self, pause: u64) {
+        let _ = self.inline_paused_until.compare_exchange(
+            pause,
+            0,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 
     fn micros_since_start(&self) -> u64 {
@@ -83,5 +97,38 @@ impl App {
     /// From now on `/readyz` fails, so the endpoints drop this pod.
     pub(crate) fn shut_down(&self) {
         self.shutting_down.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app() -> App {
+        App::new(&crate::config::Config::new(
+            "east", "p.wasm", "c.pem", "k.pem",
+        ))
+    }
+
+    #[test]
+    fn a_pause_ends_early_only_if_no_later_slow_review_renewed_it() {
+        let app = app();
+        assert!(app.inline_deadline().is_some());
+        let first = app.pause_inline_reviews();
+        assert_eq!(app.inline_deadline(), None);
+        app.resume_inline_reviews(first);
+        assert!(app.inline_deadline().is_some());
+
+        let first = app.pause_inline_reviews();
+        std::thread::sleep(Duration::from_millis(2));
+        let renewed = app.pause_inline_reviews();
+        app.resume_inline_reviews(first);
+        assert_eq!(
+            app.inline_deadline(),
+            None,
+            "a stale pause lifted a renewed one"
+        );
+        app.resume_inline_reviews(renewed);
+        assert!(app.inline_deadline().is_some());
     }
 }

@@ -373,11 +373,12 @@ async fn review(app: &Arc<App>, request: Request) -> Response {
     // thread. A module that does not finish in time (or did not recently)
     // runs on a blocking thread with the full deadline, so it cannot hold
     // this thread and the connections it serves for longer than that.
+    let mut paused = None;
     let inline = app.inline_deadline().map(|deadline| {
         let reply = admission::handle(&context(app, &policy, Some(deadline)), &bytes);
         if matches!(reply, Reply::Slow) {
             app.metrics.slow_reviews.inc();
-            app.pause_inline_reviews();
+            paused = Some((app.pause_inline_reviews(), deadline));
         }
         reply
     });
@@ -387,7 +388,20 @@ async fn review(app: &Arc<App>, request: Request) -> Response {
             let worker = app.clone();
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
-                admission::handle(&context(&worker, &policy, None), &bytes)
+                let started = Instant::now();
+                let reply = admission::handle(&context(&worker, &policy, None), &bytes);
+                // The same review gave a verdict in under half the inline
+                // deadline: the attempt ran out because the thread was
+                // descheduled, so reviews need not leave the connection
+                // threads (on a busy machine that happened every few
+                // seconds, and each pause cost two hand-offs per request).
+                if let Some((pause, deadline)) = paused
+                    && started.elapsed() < deadline / 2
+                    && matches!(&reply, Reply::Review { summary, .. } if summary.verdict != "error")
+                {
+                    worker.resume_inline_reviews(pause);
+                }
+                reply
             })
             .await
         }
