@@ -127,8 +127,8 @@ fn corpus() -> Vec<Case> {
         .into_bytes();
     assert_ne!(huge_number, good_text, "the fixture has replicas: 3");
     // serde_json's raw values skip over strings and numbers without
-    // decoding them; these would reach the policy, in a field it does not
-    // read, unless the webhook decodes every value.
+    // decoding them: the policy's reader must refuse these even in a field
+    // it does not read.
     let in_object = |member: &str| {
         let text = String::from_utf8(good_text.clone()).unwrap();
         let marker = r#""serviceName":"#;
@@ -315,17 +315,17 @@ fn corpus() -> Vec<Case> {
         post(
             "high surrogate alone in the object",
             in_object(r#""unread":"\udafe\/""#),
-            Expect::Denied("the object is not valid JSON (unexpected end of hex escape"),
+            Expect::Denied("cannot read the object (spec.unread: lone leading surrogate"),
         ),
         post(
             "low surrogate alone in the object",
             in_object(r#""unread":"\uDC00""#),
-            Expect::Denied("the object is not valid JSON (lone leading surrogate"),
+            Expect::Denied("cannot read the object (spec.unread: lone trailing surrogate"),
         ),
         post(
             "number out of range in the object",
             in_object(r#""unread":[-1e400]"#),
-            Expect::Denied("the object is not valid JSON (number out of range"),
+            Expect::Denied("cannot read the object (spec.unread: number out of range"),
         ),
         post(
             "surrogate pair and tiny number in the object",

@@ -5,12 +5,13 @@
 //! `string`, ...) decodes only those fields, skips the rest in one pass, and
 //! is a fraction of the code serde's derived decoders cost in the wasm guest.
 //!
-//! It accepts exactly the JSON that `serde_json::Value` accepts, except that
-//! numbers are checked for grammar only (the hosts reject out-of-range ones
-//! before the module runs): strings may not hold control characters or lone
-//! surrogate escapes, nesting stops at 127 levels, and only whitespace may
-//! follow the value. A key given twice is read twice, so the last one wins,
-//! as in Kubernetes' own decoder.
+//! It accepts exactly the JSON that `serde_json::Value` accepts (except for
+//! numbers within an ulp of `f64::MAX`, which it rounds correctly): numbers
+//! beyond `f64` are refused, strings may not hold control characters or
+//! lone surrogate escapes, nesting stops at 127 levels, and only whitespace
+//! may follow the value. It is the only check of the object's text: the
+//! webhook only finds where the object ends. A key given twice is read
+//! twice, so the last one wins, as in Kubernetes' own decoder.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -93,6 +94,49 @@ pub fn plain_len(bytes: &[u8]) -> usize {
         i += 1;
     }
     i
+}
+
+/// `2^1024 - 2^970`, halfway between `f64::MAX` and the next power of two:
+/// the smallest decimal that a correctly rounding parser makes infinite.
+const F64_OVERFLOW_DIGITS: &[u8; 309] = b"179769313486231580793728971405303415079934132710037826936173778980444968292764750946649017977587207096330286416692887910946555547851940402630657488671505820681908902000708383676273854845817711531764475730270069855571366959622842914819860834936475292719074168444365510704342711559699508093042880177904174497792";
+
+/// Whether a number of JSON grammar (its integer and fraction digits, and
+/// its exponent with its sign) is beyond `f64`: serde_json, and so the
+/// hosts' decoders, refuse such a number wherever it is, read or not.
+#[inline(never)]
+fn beyond_f64(integer: &[u8], fraction: &[u8], exponent: &[u8]) -> bool {
+    let (negative, exponent) = match exponent.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, exponent),
+    };
+    // Saturated far beyond any digit count that fits in memory.
+    let exponent = exponent
+        .iter()
+        .fold(0i64, |e, d| (e * 10 + i64::from(d - b'0')).min(1 << 40));
+    let exponent = if negative { -exponent } else { exponent };
+    let mut significant = integer
+        .iter()
+        .chain(fraction)
+        .copied()
+        .skip_while(|&d| d == b'0');
+    let leading_zeros = integer.len() + fraction.len() - significant.clone().count();
+    if significant.clone().next().is_none() {
+        return false; // zero
+    }
+    // The power of ten of the first significant digit.
+    let magnitude = integer.len() as i64 - 1 - leading_zeros as i64 + exponent;
+    if magnitude != 308 {
+        return magnitude > 308;
+    }
+    for &limit in F64_OVERFLOW_DIGITS {
+        let digit = significant.next().unwrap_or(b'0');
+        if digit != limit {
+            return digit > limit;
+        }
+    }
+    // Equal to the limit or above it (a tie rounds to even: up).
+    true
 }
 
 /// A cursor over one JSON document.
@@ -503,7 +547,8 @@ impl<'a> Reader<'a> {
         Ok(code)
     }
 
-    /// Consumes a number (JSON grammar) and returns its text.
+    /// Consumes a number (JSON grammar, and finite as an `f64`) and
+    /// returns its text.
     fn number(&mut self) -> Result<&'a str> {
         let bytes = self.bytes();
         let start = self.pos;
@@ -518,6 +563,7 @@ impl<'a> Reader<'a> {
         if bytes.get(i) == Some(&b'-') {
             i += 1;
         }
+        let integer_start = i;
         match bytes.get(i) {
             Some(b'0') => i += 1,
             Some(b'1'..=b'9') => {
@@ -528,15 +574,20 @@ impl<'a> Reader<'a> {
                 return Err(self.fail("invalid number"));
             }
         }
+        let integer_end = i;
+        let mut fraction_end = i;
         if bytes.get(i) == Some(&b'.') {
             i += 1;
             if !digits(&mut i) {
                 self.pos = i;
                 return Err(self.fail("invalid number"));
             }
+            fraction_end = i;
         }
+        let mut exponent = None;
         if matches!(bytes.get(i), Some(b'e' | b'E')) {
             i += 1;
+            let sign = i;
             if matches!(bytes.get(i), Some(b'+' | b'-')) {
                 i += 1;
             }
@@ -544,6 +595,18 @@ impl<'a> Reader<'a> {
                 self.pos = i;
                 return Err(self.fail("invalid number"));
             }
+            exponent = Some(&bytes[sign..i]);
+        }
+        // Only an exponent or hundreds of digits can leave f64's range.
+        if (exponent.is_some() || integer_end - integer_start > 300)
+            && beyond_f64(
+                &bytes[integer_start..integer_end],
+                bytes.get(integer_end + 1..fraction_end).unwrap_or_default(),
+                exponent.unwrap_or_default(),
+            )
+        {
+            self.pos = start;
+            return Err(self.fail("number out of range"));
         }
         self.pos = i;
         Ok(&self.src[start..i])
@@ -668,6 +731,13 @@ mod tests {
             "{} {}",
             "{'a':1}",
             &"[".repeat(128),
+            "1e400",
+            "[-1E400]",
+            "0.0001e313",
+            "1.7976931348623159e308",
+            "2e308",
+            &"9".repeat(400),
+            "1e99999999999999999999999999",
         ] {
             assert!(read_all(src).is_err(), "{src:?} was accepted");
             assert!(
@@ -678,6 +748,41 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(127), "]".repeat(127));
         read_all(&deep).unwrap();
         serde_json::from_str::<serde_json::Value>(&deep).unwrap();
+    }
+
+    #[test]
+    fn numbers_are_refused_only_beyond_f64() {
+        let max = "179769313486231570814527423731704356798070567525844996598917476803157260780028538760589558632766878171540458953514382464234321326889464182768467546703537516986049910576551282076245490090389328944075868508455133942304583236903222948165808559332123348274797826204144723168738177180919299881250404026184124858368";
+        // The limit less one: rounds to f64::MAX.
+        let below_limit = format!(
+            "{}1",
+            std::str::from_utf8(&F64_OVERFLOW_DIGITS[..308]).unwrap()
+        );
+        for (src, finite) in [
+            ("1.7976931348623157e308", true),
+            ("-1.7976931348623158e308", true),
+            (max, true),
+            (&below_limit, true),
+            ("1e308", true),
+            ("0.000e999", true),
+            ("0e99999999999999999999999999", true),
+            ("1e-400", true),
+            ("223456e303", false),
+            ("0.17976931348623159e309", false),
+        ] {
+            assert_eq!(read_all(src).is_ok(), finite, "{src}");
+            assert_eq!(src.parse::<f64>().unwrap().is_finite(), finite, "{src}");
+        }
+        let limit = std::str::from_utf8(F64_OVERFLOW_DIGITS).unwrap();
+        assert!(read_all(limit).is_err());
+        assert!(limit.parse::<f64>().unwrap().is_infinite());
+        let error = Reader::document(r#"{"a":[1,2e400]}"#, |r| r.skip()).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("number out of range at line 1 column 9"),
+            "{error}"
+        );
     }
 
     #[test]
