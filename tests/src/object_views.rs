@@ -23,6 +23,8 @@ pub fn assert_agree(object: &str) {
         // serde_json's default parser may not: either may refuse alone.
         Ok(value) if holds_number_near_f64_max(&value) => return,
         Ok(value) => Some(value),
+        // Beyond f64 for serde_json: the reader refuses it too, unless it
+        // is within serde_json's rounding error of the limit.
         Err(e) if e.to_string().contains("number out of range") => return,
         Err(_) => None,
     };
@@ -92,7 +94,7 @@ fn view<T>(read: Result<T, straddle_policy::json::Error>, to_view: impl Fn(&T) -
     read.map(|t| to_view(&t)).map_err(|e| e.to_string())
 }
 
-/// Whether any object in the JSON text has a key twice.
+/// Whether the value holds a number of at least 1e308 in magnitude.
 fn holds_number_near_f64_max(value: &Value) -> bool {
     match value {
         Value::Number(n) => n.as_f64().is_some_and(|x| x.abs() >= 1e308),
@@ -102,6 +104,7 @@ fn holds_number_near_f64_max(value: &Value) -> bool {
     }
 }
 
+/// Whether any object in the JSON text has a key twice.
 fn has_duplicate_keys(text: &str) -> bool {
     use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
     struct Walk(bool);

@@ -101,8 +101,9 @@ pub fn plain_len(bytes: &[u8]) -> usize {
 const F64_OVERFLOW_DIGITS: &[u8; 309] = b"179769313486231580793728971405303415079934132710037826936173778980444968292764750946649017977587207096330286416692887910946555547851940402630657488671505820681908902000708383676273854845817711531764475730270069855571366959622842914819860834936475292719074168444365510704342711559699508093042880177904174497792";
 
 /// Whether a number of JSON grammar (its integer and fraction digits, and
-/// its exponent with its sign) is beyond `f64`: serde_json, and so the
-/// hosts' decoders, refuse such a number wherever it is, read or not.
+/// its exponent with its sign) is beyond `f64`. serde_json refuses such a
+/// number wherever it is; so does the reader, read or skipped, as it is the
+/// only check of an object's values before a patch is made from it.
 #[inline(never)]
 fn beyond_f64(integer: &[u8], fraction: &[u8], exponent: &[u8]) -> bool {
     let (negative, exponent) = match exponent.split_first() {
