@@ -116,15 +116,11 @@ fn beyond_f64(integer: &[u8], fraction: &[u8], exponent: &[u8]) -> bool {
         .iter()
         .fold(0i64, |e, d| (e * 10 + i64::from(d - b'0')).min(1 << 40));
     let exponent = if negative { -exponent } else { exponent };
-    let mut significant = integer
-        .iter()
-        .chain(fraction)
-        .copied()
-        .skip_while(|&d| d == b'0');
-    let leading_zeros = integer.len() + fraction.len() - significant.clone().count();
-    if significant.clone().next().is_none() {
+    let digits = integer.iter().chain(fraction).copied();
+    let Some(leading_zeros) = digits.clone().position(|d| d != b'0') else {
         return false; // zero
-    }
+    };
+    let mut significant = digits.skip(leading_zeros);
     // The power of ten of the first significant digit.
     let magnitude = integer.len() as i64 - 1 - leading_zeros as i64 + exponent;
     if magnitude != 308 {
