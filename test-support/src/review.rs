@@ -43,6 +43,68 @@ pub fn review_for(object: &Value, namespace: &str, operation: &str, uid: &str) -
     })
 }
 
+/// The order of a request's keys in [`review_text`].
+#[derive(Clone, Copy, Debug)]
+pub enum KeyOrder {
+    /// As the API server writes them (Go's struct order): `uid`, `kind`,
+    /// ... `name`, `namespace`, `operation`, `userInfo`, `object`, ...
+    ApiServer,
+    /// Sorted: `operation`, `resource` and `uid` come after `object`.
+    Sorted,
+}
+
+/// [`review_for`] as body text, with the request's keys in `order`.
+pub fn review_text(
+    object: &Value,
+    namespace: &str,
+    operation: &str,
+    uid: &str,
+    order: KeyOrder,
+) -> String {
+    let review = review_for(object, namespace, operation, uid);
+    let request = review["request"].as_object().expect("a request");
+    let keys: &[&str] = match order {
+        KeyOrder::ApiServer => &[
+            "uid",
+            "kind",
+            "resource",
+            "requestKind",
+            "requestResource",
+            "name",
+            "namespace",
+            "operation",
+            "userInfo",
+            "object",
+            "oldObject",
+            "dryRun",
+            "options",
+        ],
+        KeyOrder::Sorted => &[
+            "dryRun",
+            "kind",
+            "name",
+            "namespace",
+            "object",
+            "oldObject",
+            "operation",
+            "options",
+            "requestKind",
+            "requestResource",
+            "resource",
+            "uid",
+            "userInfo",
+        ],
+    };
+    let fields: Vec<String> = keys
+        .iter()
+        .map(|key| format!("{}:{}", Value::from(*key), request[*key]))
+        .collect();
+    format!(
+        "{{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{{{}}}}}",
+        fields.join(",")
+    )
+}
+
 /// Decodes a response's base64 JSON Patch, if any.
 pub fn patch_of(response: &Value) -> Option<json_patch::Patch> {
     use base64::Engine as _;

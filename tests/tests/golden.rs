@@ -13,8 +13,10 @@ use std::path::Path;
 
 use serde_json::Value;
 use straddle_compiler::{check, compile, explain, manifest, preview, render};
+use straddle_policy::admission::{Admission, Reviewed, in_scope, review_admission};
 use straddle_policy::{Operation, Verdict};
 use straddle_policy_host::{Policy, Runtime, RuntimeConfig};
+use straddle_test_support::review::{KeyOrder, review_text};
 
 use straddle_tests::golden::{CORPUS as CASES, check as golden};
 use straddle_tests::root;
@@ -165,6 +167,7 @@ fn fixtures_through_the_wasm_module() {
                     assert_eq!(o.verdict, update[i].verdict, "CREATE != UPDATE: {what}");
                     assert!(o.denial().is_none(), "denied: {what}: {:?}", o.verdict);
                     assert_eq!(again[i].verdict, Verdict::Allow, "not idempotent: {what}");
+                    read_once_agrees(&c.plan, cluster, &o.before, &o.namespace, &o.verdict, &what);
                     patched += matches!(o.verdict, Verdict::Patch(_)) as usize;
                 }
                 assert!(
@@ -205,6 +208,44 @@ fn fixtures_through_the_wasm_module() {
                     "{spec} {variant}: {cluster} disagrees with {first_cluster} on a shared list"
                 );
             }
+        }
+    }
+}
+
+/// The whole AdmissionReview read once ([`review_admission`]) answers as the
+/// webhook's own path does (the object's verdict, or no review out of
+/// scope), whichever order the request's keys come in.
+fn read_once_agrees(
+    plan: &[u8],
+    cluster: &str,
+    object: &Value,
+    namespace: &str,
+    verdict: &Verdict,
+    what: &str,
+) {
+    let plan = straddle_policy::Plan::parse(plan).unwrap();
+    let api_version = object["apiVersion"].as_str().unwrap_or("");
+    let kind = object["kind"].as_str().unwrap_or("");
+    let group = api_version.split_once('/').map_or("", |(g, _)| g);
+    let plural = format!("{}s", kind.to_ascii_lowercase());
+    let reviewed = in_scope(group, kind, group, &plural);
+    for order in [KeyOrder::ApiServer, KeyOrder::Sorted] {
+        for (operation, op) in [("CREATE", Operation::Create), ("UPDATE", Operation::Update)] {
+            let body = review_text(object, namespace, operation, "u-1", order);
+            let expected = Admission::Reviewed(Reviewed {
+                uid: "u-1".into(),
+                kind: kind.into(),
+                namespace: namespace.into(),
+                name: object["metadata"]["name"].as_str().unwrap().into(),
+                operation: op,
+                dry_run: false,
+                verdict: reviewed.then(|| verdict.clone()),
+            });
+            assert_eq!(
+                review_admission(&plan, cluster, &body),
+                expected,
+                "read once ({order:?}, {operation}): {what}"
+            );
         }
     }
 }

@@ -297,19 +297,12 @@ fn decide(ctx: &Context<'_>, req: &AdmissionRequest<RawObject>) -> Reply {
     };
     let mut response = AdmissionResponse::from(req);
 
-    // The policy speaks about core and apps objects, NetworkPolicies (and
-    // the scale subresource of StatefulSets); same-named kinds of other API
-    // groups pass untouched without a review.
-    let in_scope = match req.kind.group.as_str() {
-        "" | "apps" => true,
-        "networking.k8s.io" => req.kind.kind == "NetworkPolicy",
-        "autoscaling" => {
-            req.kind.kind == "Scale"
-                && req.resource.group == "apps"
-                && req.resource.resource == "statefulsets"
-        }
-        _ => false,
-    };
+    let in_scope = straddle_policy::admission::in_scope(
+        &req.kind.group,
+        &req.kind.kind,
+        &req.resource.group,
+        &req.resource.resource,
+    );
     let object = match (&req.object, operation) {
         _ if !in_scope => None,
         (Some(object), _) => Some(object.json()),

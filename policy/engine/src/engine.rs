@@ -7,7 +7,9 @@
 //! consulted).
 
 use std::borrow::Cow;
+use std::cell::Cell;
 
+use crate::json::{self, Reader};
 use crate::k8s;
 use crate::patch::{PatchWriter, escape_token, json_string, push_json_string};
 use crate::plan::{BundleInfo, Check, EnvValue, EnvVar, ObjectKind, ObjectRule, Op, Plan};
@@ -53,6 +55,59 @@ pub fn review(plan: &[u8], req: &Request<'_>) -> Verdict {
 
 /// Reviews one request against a parsed plan.
 pub fn review_plan(plan: &Plan<'_>, req: &Request<'_>) -> Verdict {
+    review_object(plan, req, &ObjectText::whole(req.object))
+}
+
+/// The object under review: its whole text (`req.object`), or the start of
+/// it inside an AdmissionReview body, where the body goes on after it
+/// ([`crate::admission`]). Each review reads it at most once.
+pub(crate) struct ObjectText<'a> {
+    text: &'a str,
+    /// `Some(levels)`: read in place, nesting at most `levels` deep.
+    in_place: Option<u32>,
+    /// In place: where the object ended, once it was read.
+    end: Cell<Option<usize>>,
+}
+
+impl<'a> ObjectText<'a> {
+    fn whole(text: &'a str) -> Self {
+        ObjectText {
+            text,
+            in_place: None,
+            end: Cell::new(None),
+        }
+    }
+
+    pub(crate) fn in_place(text: &'a str, levels: u32) -> Self {
+        ObjectText {
+            text,
+            in_place: Some(levels),
+            end: Cell::new(None),
+        }
+    }
+
+    /// In place: the object's length, if the review read all of it.
+    pub(crate) fn end(&self) -> Option<usize> {
+        self.end.get()
+    }
+
+    fn read<T>(&self, read: impl FnOnce(&mut Reader<'a>) -> json::Result<T>) -> json::Result<T> {
+        let Some(levels) = self.in_place else {
+            return Reader::document(self.text, read);
+        };
+        let mut r = Reader::nested(self.text, levels);
+        let value = read(&mut r)?;
+        self.end.set(Some(r.position()));
+        Ok(value)
+    }
+}
+
+/// [`review_plan`] with the object given as [`ObjectText`].
+pub(crate) fn review_object(
+    plan: &Plan<'_>,
+    req: &Request<'_>,
+    object: &ObjectText<'_>,
+) -> Verdict {
     if matches!(req.operation, Operation::Delete | Operation::Connect) {
         return Verdict::Allow;
     }
@@ -79,7 +134,7 @@ pub fn review_plan(plan: &Plan<'_>, req: &Request<'_>) -> Verdict {
     };
     let (rule, index) = match found {
         Ok(Some(found)) => found,
-        Ok(None) => return unnamed_object(plan, req, kind),
+        Ok(None) => return unnamed_object(plan, req, object, kind),
         Err(e) => return Verdict::Deny(format!("policy module has no valid plan: {e}")),
     };
     for check in &rule.checks {
@@ -87,13 +142,13 @@ pub fn review_plan(plan: &Plan<'_>, req: &Request<'_>) -> Verdict {
             && i >= *count
         {
             if beyond.is_empty() {
-                return unnamed_object(plan, req, kind);
+                return unnamed_object(plan, req, object, kind);
             }
             return Verdict::Deny(format!("{target}: index {i} is beyond {count}: {beyond}"));
         }
     }
     if is_scale {
-        return scale(&target, &rule, req.object);
+        return scale(&target, &rule, object);
     }
     for check in &rule.checks {
         if let Check::Refuse { message } = check {
@@ -101,9 +156,9 @@ pub fn review_plan(plan: &Plan<'_>, req: &Request<'_>) -> Verdict {
         }
     }
     let result = match kind {
-        ObjectKind::StatefulSet => statefulset(&target, &rule, req.object),
-        ObjectKind::Service => service(&target, &rule, req.object, index),
-        ObjectKind::ConfigMap => configmap(&target, &rule, req.object),
+        ObjectKind::StatefulSet => statefulset(&target, &rule, object),
+        ObjectKind::Service => service(&target, &rule, object, index),
+        ObjectKind::ConfigMap => configmap(&target, &rule, object),
         // Only refused (above) or left alone.
         ObjectKind::NetworkPolicy => Ok(PatchWriter::new()),
     };
@@ -130,11 +185,16 @@ fn per_index<'p>(
 /// cluster: a host configured with a cluster the bundle does not know must
 /// not admit anything, or it would run chart objects unmutated. One that
 /// looks like part of a chart the spec stretches gets a warning.
-fn unnamed_object(plan: &Plan<'_>, req: &Request<'_>, kind: ObjectKind) -> Verdict {
+fn unnamed_object(
+    plan: &Plan<'_>,
+    req: &Request<'_>,
+    object: &ObjectText<'_>,
+    kind: ObjectKind,
+) -> Verdict {
     let cluster = req.cluster;
     match plan.bundle() {
         Ok(b) if b.clusters.iter().any(|c| c == cluster) => {
-            watched(&b, req, kind).map_or(Verdict::Allow, Verdict::Warn)
+            watched(&b, req, object, kind).map_or(Verdict::Allow, Verdict::Warn)
         }
         Ok(b) => {
             let known: Vec<&str> = b.clusters.iter().map(|c| c.as_ref()).collect();
@@ -152,11 +212,16 @@ fn unnamed_object(plan: &Plan<'_>, req: &Request<'_>, kind: ObjectKind) -> Verdi
 
 /// The warning for an unnamed object that carries the labels of a chart the
 /// spec stretches (see [`Watch`]).
-fn watched(bundle: &BundleInfo<'_>, req: &Request<'_>, kind: ObjectKind) -> Option<String> {
+fn watched(
+    bundle: &BundleInfo<'_>,
+    req: &Request<'_>,
+    object: &ObjectText<'_>,
+    kind: ObjectKind,
+) -> Option<String> {
     if bundle.watches.is_empty() || req.kind == "Scale" {
         return None;
     }
-    let object = k8s::Object::from_json(req.object).ok()?;
+    let object = object.read(k8s::Object::read).ok()?;
     let labels = object.metadata.labels?;
     let watch = bundle
         .watches
@@ -208,8 +273,13 @@ impl std::fmt::Display for Target<'_> {
 
 type Annotations<'a> = Option<k8s::StrMap<'a>>;
 
-fn statefulset(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<PatchWriter, String> {
-    let sts = k8s::StatefulSet::from_json(object)
+fn statefulset(
+    t: &Target<'_>,
+    rule: &ObjectRule<'_>,
+    object: &ObjectText<'_>,
+) -> Result<PatchWriter, String> {
+    let sts = object
+        .read(k8s::StatefulSet::read)
         .map_err(|e| format!("{t}: cannot read the object ({e})"))?;
     let spec = sts
         .spec
@@ -517,8 +587,8 @@ fn uses_secret(t: &Target<'_>, pod: Option<&k8s::PodSpec<'_>>, name: &str) -> Re
     Ok(false)
 }
 
-fn scale(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Verdict {
-    let scale = match k8s::Scale::from_json(object) {
+fn scale(t: &Target<'_>, rule: &ObjectRule<'_>, object: &ObjectText<'_>) -> Verdict {
+    let scale = match object.read(k8s::Scale::read) {
         Ok(s) => s,
         Err(e) => return Verdict::Deny(format!("Scale of {t}: cannot read the object ({e})")),
     };
@@ -553,10 +623,11 @@ fn scale(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Verdict {
 fn service(
     t: &Target<'_>,
     rule: &ObjectRule<'_>,
-    object: &str,
+    object: &ObjectText<'_>,
     index: Option<u32>,
 ) -> Result<PatchWriter, String> {
-    let svc = k8s::Service::from_json(object)
+    let svc = object
+        .read(k8s::Service::read)
         .map_err(|e| format!("{t}: cannot read the object ({e})"))?;
     let mut patch = PatchWriter::new();
     annotations(&mut patch, &svc.metadata.annotations, &rule.ops);
@@ -664,8 +735,13 @@ fn missing_ports(spec: &k8s::ServiceSpec, ops: &[Op<'_>]) -> Vec<String> {
         .collect()
 }
 
-fn configmap(t: &Target<'_>, rule: &ObjectRule<'_>, object: &str) -> Result<PatchWriter, String> {
-    let cm = k8s::ConfigMap::from_json(object)
+fn configmap(
+    t: &Target<'_>,
+    rule: &ObjectRule<'_>,
+    object: &ObjectText<'_>,
+) -> Result<PatchWriter, String> {
+    let cm = object
+        .read(k8s::ConfigMap::read)
         .map_err(|e| format!("{t}: cannot read the object ({e})"))?;
     let mut patch = PatchWriter::new();
     annotations(&mut patch, &cm.metadata.annotations, &rule.ops);
@@ -955,4 +1031,4 @@ fn render_env(out: &mut String, var: &EnvVar<'_>) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -162,6 +162,36 @@ impl<'a> Reader<'a> {
         Ok(value)
     }
 
+    /// A reader of `src` that may nest only `depth` more levels: for a value
+    /// inside a larger document, read on its own (its errors' places count
+    /// from its first byte) but held to the document's nesting limit.
+    pub(crate) fn nested(src: &'a str, depth: u32) -> Self {
+        Reader { src, pos: 0, depth }
+    }
+
+    /// How far the reader has read.
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Nesting levels left at the cursor (see [`nested`](Self::nested)).
+    pub(crate) fn depth_left(&self) -> u32 {
+        self.depth
+    }
+
+    /// The input from the next value on.
+    pub(crate) fn rest(&mut self) -> &'a str {
+        self.peek();
+        &self.src[self.pos..]
+    }
+
+    /// Moves past `len` bytes of [`rest`](Self::rest) that another reader
+    /// read as one whole value.
+    pub(crate) fn advance(&mut self, len: usize) {
+        self.peek();
+        self.pos += len;
+    }
+
     fn bytes(&self) -> &'a [u8] {
         self.src.as_bytes()
     }

@@ -68,14 +68,16 @@ pub struct Object<'a> {
 
 impl<'a> Object<'a> {
     pub fn from_json(src: &'a str) -> json::Result<Self> {
-        Reader::document(src, |r| {
-            let mut metadata = Metadata::default();
-            r.object(|r, key| match key.as_ref() {
-                "metadata" => Metadata::read(r).map(|m| metadata = m),
-                _ => r.skip(),
-            })?;
-            Ok(Object { metadata })
-        })
+        Reader::document(src, Self::read)
+    }
+
+    pub fn read(r: &mut Reader<'a>) -> json::Result<Self> {
+        let mut metadata = Metadata::default();
+        r.object(|r, key| match key.as_ref() {
+            "metadata" => Metadata::read(r).map(|m| metadata = m),
+            _ => r.skip(),
+        })?;
+        Ok(Object { metadata })
     }
 }
 
@@ -87,21 +89,23 @@ pub struct StatefulSet<'a> {
 
 impl<'a> StatefulSet<'a> {
     pub fn from_json(src: &'a str) -> json::Result<Self> {
-        Reader::document(src, |r| {
-            let mut sts = StatefulSet {
-                metadata: Metadata::default(),
-                spec: None,
-            };
-            r.object(|r, key| {
-                match key.as_ref() {
-                    "metadata" => sts.metadata = Metadata::read(r)?,
-                    "spec" => sts.spec = r.optional(StatefulSetSpec::read)?,
-                    _ => r.skip()?,
-                }
-                Ok(())
-            })?;
-            Ok(sts)
-        })
+        Reader::document(src, Self::read)
+    }
+
+    pub fn read(r: &mut Reader<'a>) -> json::Result<Self> {
+        let mut sts = StatefulSet {
+            metadata: Metadata::default(),
+            spec: None,
+        };
+        r.object(|r, key| {
+            match key.as_ref() {
+                "metadata" => sts.metadata = Metadata::read(r)?,
+                "spec" => sts.spec = r.optional(StatefulSetSpec::read)?,
+                _ => r.skip()?,
+            }
+            Ok(())
+        })?;
+        Ok(sts)
     }
 }
 
@@ -439,21 +443,23 @@ pub struct Service<'a> {
 
 impl<'a> Service<'a> {
     pub fn from_json(src: &'a str) -> json::Result<Self> {
-        Reader::document(src, |r| {
-            let mut svc = Service {
-                metadata: Metadata::default(),
-                spec: None,
-            };
-            r.object(|r, key| {
-                match key.as_ref() {
-                    "metadata" => svc.metadata = Metadata::read(r)?,
-                    "spec" => svc.spec = r.optional(ServiceSpec::read)?,
-                    _ => r.skip()?,
-                }
-                Ok(())
-            })?;
-            Ok(svc)
-        })
+        Reader::document(src, Self::read)
+    }
+
+    pub fn read(r: &mut Reader<'a>) -> json::Result<Self> {
+        let mut svc = Service {
+            metadata: Metadata::default(),
+            spec: None,
+        };
+        r.object(|r, key| {
+            match key.as_ref() {
+                "metadata" => svc.metadata = Metadata::read(r)?,
+                "spec" => svc.spec = r.optional(ServiceSpec::read)?,
+                _ => r.skip()?,
+            }
+            Ok(())
+        })?;
+        Ok(svc)
     }
 }
 
@@ -516,21 +522,23 @@ pub struct ConfigMap<'a> {
 
 impl<'a> ConfigMap<'a> {
     pub fn from_json(src: &'a str) -> json::Result<Self> {
-        Reader::document(src, |r| {
-            let mut cm = ConfigMap {
-                metadata: Metadata::default(),
-                data: None,
-            };
-            r.object(|r, key| {
-                match key.as_ref() {
-                    "metadata" => cm.metadata = Metadata::read(r)?,
-                    "data" => cm.data = r.optional(StrMap::read)?,
-                    _ => r.skip()?,
-                }
-                Ok(())
-            })?;
-            Ok(cm)
-        })
+        Reader::document(src, Self::read)
+    }
+
+    pub fn read(r: &mut Reader<'a>) -> json::Result<Self> {
+        let mut cm = ConfigMap {
+            metadata: Metadata::default(),
+            data: None,
+        };
+        r.object(|r, key| {
+            match key.as_ref() {
+                "metadata" => cm.metadata = Metadata::read(r)?,
+                "data" => cm.data = r.optional(StrMap::read)?,
+                _ => r.skip()?,
+            }
+            Ok(())
+        })?;
+        Ok(cm)
     }
 }
 
@@ -543,20 +551,22 @@ pub struct Scale {
 
 impl Scale {
     pub fn from_json(src: &str) -> json::Result<Self> {
-        Reader::document(src, |r| {
-            let mut replicas = None;
-            r.object(|r, key| match key.as_ref() {
-                "spec" => r
-                    .optional(|r| {
-                        r.object(|r, key| match key.as_ref() {
-                            "replicas" => r.optional(Reader::integer).map(|n| replicas = n),
-                            _ => r.skip(),
-                        })
+        Reader::document(src, Self::read)
+    }
+
+    pub fn read(r: &mut Reader<'_>) -> json::Result<Self> {
+        let mut replicas = None;
+        r.object(|r, key| match key.as_ref() {
+            "spec" => r
+                .optional(|r| {
+                    r.object(|r, key| match key.as_ref() {
+                        "replicas" => r.optional(Reader::integer).map(|n| replicas = n),
+                        _ => r.skip(),
                     })
-                    .map(drop),
-                _ => r.skip(),
-            })?;
-            Ok(Scale { replicas })
-        })
+                })
+                .map(drop),
+            _ => r.skip(),
+        })?;
+        Ok(Scale { replicas })
     }
 }

@@ -10,6 +10,7 @@
 //! operations where the object differs from those values, so reviewing an
 //! already-mutated object yields no patch, and CREATE and UPDATE agree.
 
+pub mod admission;
 #[cfg(feature = "digest")]
 pub mod digest;
 pub mod engine;

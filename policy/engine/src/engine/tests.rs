@@ -1,7 +1,7 @@
 use super::*;
 use crate::plan::{BundleInfo, PlanBuilder, PropEdit};
 
-fn plan() -> Vec<u8> {
+pub(crate) fn plan() -> Vec<u8> {
     let mut b = PlanBuilder::new();
     let sts = ObjectRule {
         field: "spec.kafka.brokers".into(),
