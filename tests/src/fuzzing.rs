@@ -10,9 +10,10 @@
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
-use kube::core::admission::{AdmissionRequest, AdmissionResponse};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation as KubeOperation};
 use serde_json::Value;
 use straddle_compiler::{check, compile, explain, render};
+use straddle_policy::admission::{Admission, in_scope, review_admission};
 use straddle_policy::{Operation, Request, Verdict};
 use straddle_webhook::admission::{self, Decoded};
 
@@ -264,9 +265,14 @@ pub fn policy_review(data: &[u8]) {
 
 // ---------------------------------------------------------------- webhook
 
-/// The webhook's AdmissionReview decoder on an arbitrary body.
+/// The webhook's AdmissionReview decoder on an arbitrary body, and the
+/// module's one-pass read of it.
 ///
 /// * never panics;
+/// * the one-pass read (`straddle_policy::admission`, native, on a real
+///   plan) answers only bodies the decoder reads as requests, with the
+///   request's uid, kind, names, operation and dry-run, and the verdict the
+///   webhook's own path gets from the same plan;
 /// * a body is a request (with a uid and JSON objects), an unreadable review
 ///   with its uid (answered with a denial carrying that uid), or HTTP 400
 ///   with a reason;
@@ -274,6 +280,7 @@ pub fn policy_review(data: &[u8]) {
 /// * a request written back as an AdmissionReview decodes to the same
 ///   request (nothing is lost or reinterpreted on the way in).
 pub fn admission_decode(data: &[u8]) {
+    read_once_agrees(data);
     match admission::decode(data) {
         Decoded::Review(request) => {
             assert!(!request.uid.is_empty(), "a request without a uid");
@@ -330,6 +337,61 @@ pub fn admission_decode(data: &[u8]) {
             assert!(!message.is_empty(), "{reason}: a refusal without a message");
         }
     }
+}
+
+/// [`admission_decode`]'s check of the one-pass read against the decoder and
+/// the webhook's own path (`decide` in the webhook's `admission` module).
+fn read_once_agrees(data: &[u8]) {
+    let Ok(body) = std::str::from_utf8(data) else {
+        return; // the webhook never hands the module a body that is not UTF-8
+    };
+    let target = &targets()[0];
+    let cluster = target.clusters[0].as_str();
+    let plan = straddle_policy::Plan::parse(&target.plan).expect("a compiled plan");
+    let Admission::Reviewed(read) = review_admission(&plan, cluster, body) else {
+        return;
+    };
+    let Decoded::Review(request) = admission::decode(data) else {
+        panic!("read in one pass, but the webhook does not read a request: {body}");
+    };
+    assert_eq!(read.uid, request.uid, "{body}");
+    assert_eq!(read.kind, request.kind.kind, "{body}");
+    assert_eq!(read.name, request.name, "{body}");
+    assert_eq!(Some(&read.namespace), request.namespace.as_ref(), "{body}");
+    assert_eq!(read.dry_run, request.dry_run, "{body}");
+    let operation = match request.operation {
+        KubeOperation::Create => Operation::Create,
+        KubeOperation::Update => Operation::Update,
+        KubeOperation::Delete => Operation::Delete,
+        KubeOperation::Connect => Operation::Connect,
+    };
+    assert_eq!(read.operation, operation, "{body}");
+    let reviewed = in_scope(
+        &request.kind.group,
+        &request.kind.kind,
+        &request.resource.group,
+        &request.resource.resource,
+    );
+    let expected = match (&request.object, operation) {
+        _ if !reviewed => None,
+        (None, Operation::Create | Operation::Update) => {
+            panic!("read in one pass, but the webhook denies a missing object: {body}")
+        }
+        (None, _) => None,
+        (Some(object), _) => Some(straddle_policy::review(
+            &target.plan,
+            &Request {
+                cluster,
+                operation,
+                kind: &request.kind.kind,
+                namespace: &read.namespace,
+                name: &read.name,
+                object: object.json(),
+                old_object: None,
+            },
+        )),
+    };
+    assert_eq!(read.verdict, expected, "{body}");
 }
 
 /// The encoded answer is a v1 AdmissionReview for `uid`.

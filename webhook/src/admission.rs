@@ -230,8 +230,12 @@ pub fn decode(body: &[u8]) -> Decoded {
 
 /// Decides one request body.
 pub fn handle(ctx: &Context<'_>, body: &[u8]) -> Reply {
+    let failed = match read_once(ctx, body) {
+        Ok(reply) => return reply,
+        Err(failed) => failed,
+    };
     match decode(body) {
-        Decoded::Review(request) => decide(ctx, &request),
+        Decoded::Review(request) => decide(ctx, &request, failed),
         Decoded::Unreadable { uid, message } => {
             ctx.metrics.rejected("unreadable_review");
             Reply::Review {
@@ -264,13 +268,76 @@ pub fn unreadable_response(uid: &str, message: &str) -> AdmissionResponse {
     response
 }
 
-fn decide(ctx: &Context<'_>, req: &AdmissionRequest<RawObject>) -> Reply {
-    let (operation, op_label) = match req.operation {
-        KubeOperation::Create => (Operation::Create, "CREATE"),
-        KubeOperation::Update => (Operation::Update, "UPDATE"),
-        KubeOperation::Delete => (Operation::Delete, "DELETE"),
-        KubeOperation::Connect => (Operation::Connect, "CONNECT"),
+/// The request reviewed by a module that reads the whole body once
+/// (`straddle_policy::admission`): no AdmissionReview parsing here, and the
+/// object is read once instead of twice. `Err` is for [`decode`] and
+/// [`decide`]: the module left the body to the host (`None`), or failed
+/// (`Some`: the error to answer with, so that a failing module does not run
+/// twice).
+fn read_once(ctx: &Context<'_>, body: &[u8]) -> Result<Reply, Option<HostError>> {
+    let body = simdutf8::basic::from_utf8(body).map_err(|_| None)?;
+    let started = Instant::now();
+    let read = match ctx.inline_deadline {
+        Some(deadline) => ctx
+            .policy
+            .review_admission_within(ctx.cluster, body, deadline),
+        None => ctx.policy.review_admission(ctx.cluster, body),
     };
+    let reviewed = match read {
+        Ok(Some(reviewed)) => reviewed,
+        Ok(None) => return Err(None),
+        Err(HostError::Timeout { .. }) if ctx.inline_deadline.is_some() => return Ok(Reply::Slow),
+        Err(error) => return Err(Some(error)),
+    };
+    let summary = Summary {
+        uid: reviewed.uid,
+        kind: reviewed.kind,
+        namespace: reviewed.namespace,
+        name: reviewed.name,
+        operation: operation_label(reviewed.operation),
+        dry_run: reviewed.dry_run,
+        verdict: "allow",
+        message: None,
+    };
+    // What kube's `AdmissionResponse::from(&request)` makes.
+    let mut response = AdmissionResponse::invalid("");
+    response.uid.clone_from(&summary.uid);
+    response.allowed = true;
+    response.result = Default::default();
+    Ok(match reviewed.verdict {
+        None => finish(ctx, response, summary, "allow"),
+        Some(verdict) => {
+            ctx.metrics
+                .review_duration
+                .observe(started.elapsed().as_secs_f64());
+            conclude(ctx, response, summary, Ok(verdict))
+        }
+    })
+}
+
+fn operation_label(operation: Operation) -> &'static str {
+    match operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
+/// Decides a request read here. `failed`: the module already failed on this
+/// body ([`read_once`]); answer with that error instead of running it again.
+fn decide(
+    ctx: &Context<'_>,
+    req: &AdmissionRequest<RawObject>,
+    failed: Option<HostError>,
+) -> Reply {
+    let operation = match req.operation {
+        KubeOperation::Create => Operation::Create,
+        KubeOperation::Update => Operation::Update,
+        KubeOperation::Delete => Operation::Delete,
+        KubeOperation::Connect => Operation::Connect,
+    };
+    let op_label = operation_label(operation);
     // Only a request that leaves out the name or namespace costs a second
     // read of the object.
     let object_names = match (&req.object, req.name.is_empty() || req.namespace.is_none()) {
@@ -295,7 +362,7 @@ fn decide(ctx: &Context<'_>, req: &AdmissionRequest<RawObject>) -> Reply {
         verdict: "allow",
         message: None,
     };
-    let mut response = AdmissionResponse::from(req);
+    let response = AdmissionResponse::from(req);
 
     let in_scope = straddle_policy::admission::in_scope(
         &req.kind.group,
@@ -332,17 +399,27 @@ fn decide(ctx: &Context<'_>, req: &AdmissionRequest<RawObject>) -> Reply {
         // instance.
         old_object: None,
     };
-    let verdict = match ctx.inline_deadline {
-        Some(deadline) => match ctx.policy.review_within(&request, deadline) {
+    let verdict = match (failed, ctx.inline_deadline) {
+        (Some(error), _) => return conclude(ctx, response, summary, Err(error)),
+        (None, Some(deadline)) => match ctx.policy.review_within(&request, deadline) {
             Err(HostError::Timeout { .. }) => return Reply::Slow,
             verdict => verdict,
         },
-        None => ctx.policy.review(&request),
+        (None, None) => ctx.policy.review(&request),
     };
     ctx.metrics
         .review_duration
         .observe(started.elapsed().as_secs_f64());
+    conclude(ctx, response, summary, verdict)
+}
 
+/// The answer for a policy's verdict, or for its failure.
+fn conclude(
+    ctx: &Context<'_>,
+    mut response: AdmissionResponse,
+    mut summary: Summary,
+    verdict: Result<Verdict, HostError>,
+) -> Reply {
     let label = match verdict {
         Ok(Verdict::Allow) => "allow",
         Ok(Verdict::Patch(patch)) => {

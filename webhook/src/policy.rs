@@ -97,6 +97,14 @@ pub fn validate(policy: &Policy, cluster: &str) -> Result<()> {
     policy
         .review(&canary)
         .context("the module fails a test review of a plain ConfigMap")?;
+    // The same through the path that reads whole bodies (modules that have it).
+    let body = format!(
+        r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"straddle-webhook-canary","kind":{{"group":"","version":"v1","kind":"ConfigMap"}},"resource":{{"group":"","version":"v1","resource":"configmaps"}},"name":"straddle-webhook-canary","namespace":"straddle-webhook-canary","operation":"CREATE","userInfo":{{}},"object":{}}}}}"#,
+        canary.object
+    );
+    policy
+        .review_admission(cluster, &body)
+        .context("the module fails a test review of an AdmissionReview of a plain ConfigMap")?;
     Ok(())
 }
 

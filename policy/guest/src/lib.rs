@@ -23,7 +23,9 @@ wit_bindgen::generate!({
     world: "policy",
 });
 
+use exports::straddle::policy::admission;
 use exports::straddle::policy::review::{Bundle, Guest, Operation, Request, Verdict};
+use straddle_policy::admission::{Admission::Reviewed, review_admission};
 
 /// The plan descriptor: `MAGIC[16] | ptr: u32 | len: u32`.
 #[repr(C, align(4))]
@@ -268,12 +270,7 @@ impl Guest for Component {
             object: &req.object,
             old_object: req.old_object.as_deref(),
         };
-        match straddle_policy::engine::review_plan(&plan, &request) {
-            straddle_policy::Verdict::Allow => Verdict::Allow,
-            straddle_policy::Verdict::Patch(patch) => Verdict::Patch(patch),
-            straddle_policy::Verdict::Deny(message) => Verdict::Deny(message),
-            straddle_policy::Verdict::Warn(message) => Verdict::Warn(message),
-        }
+        wit_verdict(straddle_policy::engine::review_plan(&plan, &request))
     }
 
     fn describe() -> Bundle {
@@ -298,6 +295,39 @@ impl Guest for Component {
                 compiler_version: String::new(),
             },
         }
+    }
+}
+
+impl admission::Guest for Component {
+    fn review_admission(cluster: String, body: String) -> Option<admission::Admission> {
+        // Without a plan, `review` gives the denial that says so.
+        let plan = valid_plan().ok()?;
+        let Reviewed(reviewed) = review_admission(&plan, &cluster, &body) else {
+            return None;
+        };
+        Some(admission::Admission {
+            uid: reviewed.uid,
+            kind: reviewed.kind,
+            namespace: reviewed.namespace,
+            name: reviewed.name,
+            operation: match reviewed.operation {
+                straddle_policy::Operation::Create => Operation::Create,
+                straddle_policy::Operation::Update => Operation::Update,
+                straddle_policy::Operation::Delete => Operation::Delete,
+                straddle_policy::Operation::Connect => Operation::Connect,
+            },
+            dry_run: reviewed.dry_run,
+            verdict: reviewed.verdict.map(wit_verdict),
+        })
+    }
+}
+
+fn wit_verdict(verdict: straddle_policy::Verdict) -> Verdict {
+    match verdict {
+        straddle_policy::Verdict::Allow => Verdict::Allow,
+        straddle_policy::Verdict::Patch(patch) => Verdict::Patch(patch),
+        straddle_policy::Verdict::Deny(message) => Verdict::Deny(message),
+        straddle_policy::Verdict::Warn(message) => Verdict::Warn(message),
     }
 }
 

@@ -55,18 +55,23 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{
+    Component, ComponentExportIndex, ComponentType, Func, Lift, Linker, TypedFunc,
+};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError,
     PoolingAllocationConfig, ResourceLimiter, Store, Trap,
 };
 
+pub use straddle_policy::admission::Reviewed;
 pub use straddle_policy::{BundleInfo, Operation, Request, Verdict};
 
 mod bindings {
+    // `reviewer`: what every module exports. The `admission` export of newer
+    // modules is looked up by name (see [`super::Bound`]).
     wasmtime::component::bindgen!({
         path: "../../wit",
-        world: "policy",
+        world: "reviewer",
         // The request's strings are lent to the call, not copied first.
         ownership: Borrowing {
             duplicate_if_necessary: false
@@ -75,6 +80,28 @@ mod bindings {
 }
 
 use bindings::exports::straddle::policy::review as wit;
+
+/// `straddle:policy/admission`'s record.
+#[derive(ComponentType, Lift)]
+#[component(record)]
+struct WitAdmission {
+    uid: String,
+    kind: String,
+    namespace: String,
+    name: String,
+    operation: wit::Operation,
+    #[component(name = "dry-run")]
+    dry_run: bool,
+    verdict: Option<wit::Verdict>,
+}
+
+/// `review-admission`'s parameters and results.
+type AdmissionParams<'a> = (&'a str, &'a str);
+type AdmissionResults = (Option<WitAdmission>,);
+
+/// Where `review-admission` is among a component's exports.
+const ADMISSION_INTERFACE: &str = "straddle:policy/admission@0.1.0";
+const REVIEW_ADMISSION: &str = "review-admission";
 
 /// Settings of a [`Runtime`]. Every policy loaded from it uses them.
 #[derive(Clone, Debug)]
@@ -377,8 +404,11 @@ impl Runtime {
         let linker = Linker::<Limits>::new(&self.shared.engine);
         let pre = anyhow_result(linker.instantiate_pre(&component))
             .context("the module imports something; a policy module must import nothing")?;
-        let pre = anyhow_result(bindings::PolicyPre::new(pre))
+        let pre = anyhow_result(bindings::ReviewerPre::new(pre))
             .context("the module does not export `straddle:policy/review@0.1.0`")?;
+        let admission = component
+            .get_export_index(None, ADMISSION_INTERFACE)
+            .and_then(|interface| component.get_export_index(Some(&interface), REVIEW_ADMISSION));
         // Loading is not on a request's path, and its first instance in a
         // fresh pool slot is slower than a review: give `describe()` at
         // least a second, so a tight review deadline cannot refuse a module.
@@ -386,14 +416,28 @@ impl Runtime {
             .shared
             .deadline_ticks
             .max(ticks(Duration::from_secs(1), self.shared.config.epoch_tick));
-        let bundle = run_fresh(&self.shared, &pre, describe_ticks, |store, instance| {
-            instance.straddle_policy_review().call_describe(store)
-        })
+        let bundle = run_fresh(
+            &self.shared,
+            &pre,
+            admission.as_ref(),
+            describe_ticks,
+            |store, bound| {
+                if let Some(func) = bound.admission {
+                    // Once here, so that each call can skip the type check.
+                    wasmtime::error::Context::context(
+                        func.typed::<AdmissionParams<'_>, AdmissionResults>(&*store),
+                        "the module's review-admission has another type",
+                    )?;
+                }
+                bound.policy.straddle_policy_review().call_describe(store)
+            },
+        )
         .context("calling describe() on the policy module")?;
         Ok(Policy {
             inner: Arc::new(PolicyInner {
                 shared: self.shared.clone(),
                 pre,
+                admission,
                 warm: Mutex::new(Vec::new()),
                 started: AtomicU64::new(0),
                 bundle: BundleInfo {
@@ -418,7 +462,9 @@ pub struct Policy {
 
 struct PolicyInner {
     shared: Arc<Shared>,
-    pre: bindings::PolicyPre<Limits>,
+    pre: bindings::ReviewerPre<Limits>,
+    /// `review-admission`, if the module has it (and it has the right type).
+    admission: Option<ComponentExportIndex>,
     /// Idle (warm) instances that ended their last review cleanly.
     warm: Mutex<Vec<Instance>>,
     /// Instances created for reviews (not counting `describe()` at load).
@@ -492,18 +538,78 @@ impl Policy {
         let verdict = self
             .run(
                 ticks(deadline, shared.config.epoch_tick),
-                move |store, instance| instance.straddle_policy_review().call_review(store, req),
+                move |store, bound| {
+                    bound
+                        .policy
+                        .straddle_policy_review()
+                        .call_review(store, req)
+                },
             )
             .map_err(|error| match error {
                 HostError::Timeout { .. } => HostError::Timeout { deadline },
                 other => other,
             })?;
-        Ok(match verdict {
-            wit::Verdict::Allow => Verdict::Allow,
-            wit::Verdict::Patch(patch) => Verdict::Patch(patch),
-            wit::Verdict::Deny(message) => Verdict::Deny(message),
-            wit::Verdict::Warn(message) => Verdict::Warn(message),
-        })
+        Ok(verdict_of(verdict))
+    }
+
+    /// [`review_admission_within`](Self::review_admission_within) within
+    /// [`RuntimeConfig::deadline`].
+    pub fn review_admission(
+        &self,
+        cluster: &str,
+        body: &str,
+    ) -> Result<Option<Reviewed>, HostError> {
+        self.review_admission_within(cluster, body, self.inner.shared.config.deadline)
+    }
+
+    /// Reviews the request of a whole AdmissionReview body, read once by the
+    /// module (`straddle_policy::admission`), within `deadline` as
+    /// [`review_within`](Self::review_within). `Ok(None)`: the host reads
+    /// the body itself and calls [`review`](Self::review), because the
+    /// module leaves this body to it, or was built before modules could
+    /// read bodies.
+    pub fn review_admission_within(
+        &self,
+        cluster: &str,
+        body: &str,
+        deadline: Duration,
+    ) -> Result<Option<Reviewed>, HostError> {
+        if self.inner.admission.is_none() {
+            return Ok(None);
+        }
+        let shared = &self.inner.shared;
+        let (admission,) = self
+            .run(
+                ticks(deadline, shared.config.epoch_tick),
+                move |store, bound| {
+                    let Some(func) = bound.admission else {
+                        return Ok((None,));
+                    };
+                    // SAFETY: `prepare` checked these types against the module.
+                    let func = unsafe {
+                        TypedFunc::<AdmissionParams<'_>, AdmissionResults>::new_unchecked(func)
+                    };
+                    func.call(store, (cluster, body))
+                },
+            )
+            .map_err(|error| match error {
+                HostError::Timeout { .. } => HostError::Timeout { deadline },
+                other => other,
+            })?;
+        Ok(admission.map(|a| Reviewed {
+            uid: a.uid,
+            kind: a.kind,
+            namespace: a.namespace,
+            name: a.name,
+            operation: match a.operation {
+                wit::Operation::Create => Operation::Create,
+                wit::Operation::Update => Operation::Update,
+                wit::Operation::Delete => Operation::Delete,
+                wit::Operation::Connect => Operation::Connect,
+            },
+            dry_run: a.dry_run,
+            verdict: a.verdict.map(verdict_of),
+        }))
     }
 
     /// Runs `call` in an idle warm instance, or a fresh one, under one
@@ -512,7 +618,7 @@ impl Policy {
     fn run<R>(
         &self,
         deadline_ticks: u64,
-        call: impl FnOnce(&mut Store<Limits>, &bindings::Policy) -> wasmtime::Result<R>,
+        call: impl FnOnce(&mut Store<Limits>, &Bound) -> wasmtime::Result<R>,
     ) -> Result<R, HostError> {
         let inner = &*self.inner;
         let config = &inner.shared.config;
@@ -529,10 +635,15 @@ impl Policy {
             }
             None => {
                 inner.started.fetch_add(1, SeqCst);
-                Instance::instantiate(&inner.shared, &inner.pre, deadline_ticks)?
+                Instance::instantiate(
+                    &inner.shared,
+                    &inner.pre,
+                    inner.admission.as_ref(),
+                    deadline_ticks,
+                )?
             }
         };
-        let result = call(&mut instance.store, &instance.instance)
+        let result = call(&mut instance.store, &instance.bound)
             .map_err(|err| classify(err, instance.store.data(), config));
         if result.is_ok() && instance.store.data().memory_size == instance.memory_size {
             let mut idle = inner.warm.lock().unwrap_or_else(PoisonError::into_inner);
@@ -544,10 +655,16 @@ impl Policy {
     }
 }
 
+/// A policy's exports in one instance.
+struct Bound {
+    policy: bindings::Reviewer,
+    admission: Option<Func>,
+}
+
 /// An instance of a policy in its own store, fresh or warm.
 struct Instance {
     store: Store<Limits>,
-    instance: bindings::Policy,
+    bound: Bound,
     /// Linear memory size right after instantiation.
     memory_size: usize,
 }
@@ -556,7 +673,8 @@ impl Instance {
     /// A fresh, limited instance of `pre`; the epoch deadline starts now.
     fn instantiate(
         shared: &Shared,
-        pre: &bindings::PolicyPre<Limits>,
+        pre: &bindings::ReviewerPre<Limits>,
+        admission: Option<&ComponentExportIndex>,
         deadline_ticks: u64,
     ) -> Result<Instance, HostError> {
         let mut store = Store::new(
@@ -570,27 +688,46 @@ impl Instance {
         store.limiter(|limits| limits as &mut dyn ResourceLimiter);
         store.set_epoch_deadline(deadline_ticks);
         store.epoch_deadline_trap();
-        match pre.instantiate(&mut store) {
-            Ok(instance) => Ok(Instance {
+        let bound = pre
+            .instance_pre()
+            .instantiate(&mut store)
+            .and_then(|instance| {
+                Ok(Bound {
+                    policy: bindings::Reviewer::new(&mut store, &instance)?,
+                    admission: admission.and_then(|index| instance.get_func(&mut store, index)),
+                })
+            });
+        match bound {
+            Ok(bound) => Ok(Instance {
                 memory_size: store.data().memory_size,
                 store,
-                instance,
+                bound,
             }),
             Err(err) => Err(classify(err, store.data(), &shared.config)),
         }
     }
 }
 
+fn verdict_of(verdict: wit::Verdict) -> Verdict {
+    match verdict {
+        wit::Verdict::Allow => Verdict::Allow,
+        wit::Verdict::Patch(patch) => Verdict::Patch(patch),
+        wit::Verdict::Deny(message) => Verdict::Deny(message),
+        wit::Verdict::Warn(message) => Verdict::Warn(message),
+    }
+}
+
 /// Runs `call` on a fresh, limited instance of `pre` and drops it.
 fn run_fresh<R>(
     shared: &Shared,
-    pre: &bindings::PolicyPre<Limits>,
+    pre: &bindings::ReviewerPre<Limits>,
+    admission: Option<&ComponentExportIndex>,
     deadline_ticks: u64,
-    call: impl FnOnce(&mut Store<Limits>, &bindings::Policy) -> wasmtime::Result<R>,
+    call: impl FnOnce(&mut Store<Limits>, &Bound) -> wasmtime::Result<R>,
 ) -> Result<R, HostError> {
     let _running = shared.pacer.start();
-    let mut fresh = Instance::instantiate(shared, pre, deadline_ticks)?;
-    call(&mut fresh.store, &fresh.instance)
+    let mut fresh = Instance::instantiate(shared, pre, admission, deadline_ticks)?;
+    call(&mut fresh.store, &fresh.bound)
         .map_err(|err| classify(err, fresh.store.data(), &shared.config))
 }
 

@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
+use straddle_policy::admission::{Admission, review_admission};
 use straddle_policy::{Operation, Plan, Request, Verdict};
 use straddle_policy_host::{HostError, Runtime, RuntimeConfig};
 use straddle_test_support::host_plan::{self, CLUSTER, ZOOKEEPER, request};
+use straddle_test_support::review::{KeyOrder, review_text};
 
 fn runtime() -> Runtime {
     Runtime::new(RuntimeConfig::default()).unwrap()
@@ -104,6 +106,61 @@ fn without_warm_instances_every_review_is_fresh() {
 }
 
 #[test]
+fn a_whole_body_agrees_with_the_native_engine() {
+    let plan = host_plan::plan();
+    let parsed = Plan::parse(&plan).unwrap();
+    let policy = runtime().load(&host_plan::module(&plan)).unwrap();
+    let sts: serde_json::Value = serde_json::from_str(&host_plan::statefulset(3, "hello")).unwrap();
+    let mut bodies = Vec::new();
+    for order in [KeyOrder::ApiServer, KeyOrder::Sorted] {
+        for operation in ["CREATE", "UPDATE", "DELETE"] {
+            bodies.push(review_text(
+                &sts,
+                host_plan::NAMESPACE,
+                operation,
+                "u-1",
+                order,
+            ));
+        }
+    }
+    // Left to the host: not an AdmissionReview.
+    bodies.push("{}".into());
+    for _ in 0..3 {
+        for cluster in [CLUSTER, "west", "north"] {
+            for body in &bodies {
+                let native = match review_admission(&parsed, cluster, body) {
+                    Admission::Reviewed(reviewed) => Some(reviewed),
+                    Admission::Fallback => None,
+                };
+                let hosted = policy
+                    .review_admission_within(cluster, body, Duration::from_secs(5))
+                    .unwrap();
+                assert_eq!(hosted, native, "{cluster}: {body}");
+            }
+        }
+    }
+    assert_eq!(policy.instances_started(), 1);
+}
+
+/// A module compiled before modules could read whole bodies
+/// (`examples/cp-two-clusters.yaml`, straddle 0.1.0 at `a3e57c6`): it still
+/// loads and reviews, and leaves every body to the host.
+#[test]
+fn older_modules_leave_whole_bodies_to_the_host() {
+    let module = include_bytes!("data/cp-two-clusters-before-review-admission.wasm");
+    let policy = runtime().load(module).unwrap();
+    assert_eq!(policy.bundle().clusters, ["cluster-0", "cluster-1"]);
+    let sts: serde_json::Value = serde_json::from_str(&host_plan::statefulset(3, "hello")).unwrap();
+    let body = review_text(&sts, "confluent", "CREATE", "u-1", KeyOrder::ApiServer);
+    assert_eq!(policy.review_admission("cluster-1", &body), Ok(None));
+    let object = sts.to_string();
+    let verdict = policy
+        .review(&request("cluster-1", ZOOKEEPER, &object))
+        .unwrap();
+    assert!(matches!(verdict, Verdict::Patch(_)), "{verdict:?}");
+}
+
+#[test]
 fn bare_template_loads_and_denies_everything() {
     let policy = runtime()
         .load(straddle_policy_artifact::POLICY_TEMPLATE)
@@ -124,6 +181,16 @@ fn bare_template_loads_and_denies_everything() {
         }
         other => panic!("expected a denial, got {other:?}"),
     }
+    // Its body path leaves everything to `review`, which says why.
+    let sts: serde_json::Value = serde_json::from_str(&object).unwrap();
+    let body = review_text(
+        &sts,
+        host_plan::NAMESPACE,
+        "CREATE",
+        "u-1",
+        KeyOrder::ApiServer,
+    );
+    assert_eq!(policy.review_admission(CLUSTER, &body), Ok(None));
 }
 
 #[test]

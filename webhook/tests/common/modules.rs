@@ -1,18 +1,23 @@
 //! Misbehaving policy modules, made from a real one: the component compiled
-//! from an example spec, with the body of its core `review` export replaced.
-//! `describe()` is untouched, so the module loads and knows its clusters.
+//! from an example spec, with the bodies of its core `review` and
+//! `review-admission` exports replaced. `describe()` is untouched, so the
+//! module loads and knows its clusters.
 //!
-//! Replacements (the function keeps its canonical-ABI signature: fourteen
-//! `i32` parameters, the request flattened, and an `i32` pointer to the
-//! verdict):
+//! Replacements (each function keeps its canonical-ABI signature: for
+//! `review`, fourteen `i32` parameters, the request flattened, and an `i32`
+//! pointer to the verdict; for `review-admission`, the cluster's and the
+//! body's pointer and length, and a pointer to the optional answer):
 //! * `Trap`: `unreachable`.
 //! * `Loop`: a loop that never exits (stopped by the epoch deadline).
 //! * `Grow`: grows memory by 1 MiB until refused (stopped by the memory
 //!   limit).
 //!
-//! With `only_statefulsets`, requests whose `kind` is not 11 bytes long
-//! ("StatefulSet") get `allow` instead, so the module passes the webhook's
-//! canary review (a ConfigMap) and misbehaves on real chart objects.
+//! With `only_statefulsets`, `review` gives `allow` to requests whose `kind`
+//! is not 11 bytes long ("StatefulSet"), and `review-admission` leaves bodies
+//! under 3,000 bytes to the host (`none`; the StatefulSet fixtures are
+//! larger, the canary and the Service fixtures smaller), so the module
+//! passes the webhook's canary reviews (a ConfigMap) and misbehaves on real
+//! chart objects.
 
 use std::convert::Infallible;
 
@@ -21,6 +26,9 @@ use wasm_encoder::{BlockType, CodeSection, Function, Instruction, MemArg};
 use wasmparser::{ExternalKind, Parser, Payload, TypeRef, ValType};
 
 const REVIEW_EXPORT: &str = "straddle:policy/review@0.1.0#review";
+const REVIEW_ADMISSION_EXPORT: &str = "straddle:policy/admission@0.1.0#review-admission";
+/// `review-admission` misbehaves on bodies at least this long.
+const LARGE_BODY: i32 = 3_000;
 /// A component's core-module section id.
 const CORE_MODULE_SECTION: u8 = 1;
 
@@ -44,11 +52,11 @@ pub fn misbehaving(component: &[u8], what: Misbehaviour, only_statefulsets: bool
         let end = start + size as usize;
         let contents = &component[start..end];
         match (id == CORE_MODULE_SECTION)
-            .then(|| review_index(contents))
+            .then(|| review_indices(contents))
             .flatten()
         {
-            Some(index) => {
-                let module = rewrite(contents, index, what, only_statefulsets);
+            Some(targets) => {
+                let module = rewrite(contents, targets, what, only_statefulsets);
                 out.push(CORE_MODULE_SECTION);
                 write_leb(&mut out, module.len() as u32);
                 out.extend_from_slice(&module);
@@ -68,12 +76,13 @@ pub fn misbehaving(component: &[u8], what: Misbehaviour, only_statefulsets: bool
     out
 }
 
-/// The function index of the `review` export, checking its signature.
-fn review_index(module: &[u8]) -> Option<u32> {
+/// The indices of the `review` and `review-admission` exports among the
+/// module's defined functions, checking their signatures.
+fn review_indices(module: &[u8]) -> Option<Targets> {
     let mut imported_funcs = 0;
     let mut func_types: Vec<u32> = Vec::new();
     let mut types: Vec<(usize, Vec<ValType>)> = Vec::new();
-    let mut index = None;
+    let (mut index, mut admission) = (None, None);
     for payload in Parser::new(0).parse_all(module) {
         match payload.ok()? {
             Payload::ImportSection(reader) => {
@@ -97,27 +106,47 @@ fn review_index(module: &[u8]) -> Option<u32> {
             Payload::ExportSection(reader) => {
                 for export in reader {
                     let export = export.ok()?;
-                    if export.name == REVIEW_EXPORT && export.kind == ExternalKind::Func {
-                        index = Some(export.index);
+                    if export.kind != ExternalKind::Func {
+                        continue;
+                    }
+                    match export.name {
+                        REVIEW_EXPORT => index = Some(export.index),
+                        REVIEW_ADMISSION_EXPORT => admission = Some(export.index),
+                        _ => {}
                     }
                 }
             }
             _ => {}
         }
     }
-    let index = index?;
-    let ty = func_types[(index - imported_funcs) as usize];
+    let signature = |index: u32| &types[func_types[(index - imported_funcs) as usize] as usize];
+    let review = index?;
     assert_eq!(
-        types[ty as usize],
-        (14, vec![ValType::I32]),
+        signature(review),
+        &(14, vec![ValType::I32]),
         "review(request) -> verdict flattens to 14 i32 parameters and a return pointer"
     );
-    Some(index - imported_funcs)
+    let admission = admission.expect("the module exports review-admission");
+    assert_eq!(
+        signature(admission),
+        &(4, vec![ValType::I32]),
+        "review-admission(cluster, body) flattens to 4 i32 parameters and a return pointer"
+    );
+    Some(Targets {
+        review: review - imported_funcs,
+        admission: admission - imported_funcs,
+    })
+}
+
+/// Indices among a module's defined functions.
+#[derive(Clone, Copy)]
+struct Targets {
+    review: u32,
+    admission: u32,
 }
 
 struct Patch {
-    /// Index of `review` among the module's defined functions.
-    target: u32,
+    targets: Targets,
     next: u32,
     what: Misbehaviour,
     only_statefulsets: bool,
@@ -133,11 +162,29 @@ impl Reencode for Patch {
     ) -> Result<(), reencode::Error<Infallible>> {
         let index = self.next;
         self.next += 1;
-        if index != self.target {
+        let review = index == self.targets.review;
+        if !review && index != self.targets.admission {
             return reencode::utils::parse_function_body(self, code, func);
         }
         let mut f = Function::new(Vec::<(u32, wasm_encoder::ValType)>::new());
-        if self.only_statefulsets {
+        if self.only_statefulsets && !review {
+            // if body.len < LARGE_BODY { memory[8] = 0 (option::none); return 8 }
+            f.instruction(&Instruction::LocalGet(3));
+            f.instruction(&Instruction::I32Const(LARGE_BODY));
+            f.instruction(&Instruction::I32LtU);
+            f.instruction(&Instruction::If(BlockType::Empty));
+            f.instruction(&Instruction::I32Const(8));
+            f.instruction(&Instruction::I32Const(0));
+            f.instruction(&Instruction::I32Store8(MemArg {
+                offset: 0,
+                align: 0,
+                memory_index: 0,
+            }));
+            f.instruction(&Instruction::I32Const(8));
+            f.instruction(&Instruction::Return);
+            f.instruction(&Instruction::End);
+        }
+        if self.only_statefulsets && review {
             // if kind.len != 11 { memory[8] = 0 (verdict::allow); return 8 }
             f.instruction(&Instruction::LocalGet(4));
             f.instruction(&Instruction::I32Const(11));
@@ -178,9 +225,14 @@ impl Reencode for Patch {
     }
 }
 
-fn rewrite(module: &[u8], target: u32, what: Misbehaviour, only_statefulsets: bool) -> Vec<u8> {
+fn rewrite(
+    module: &[u8],
+    targets: Targets,
+    what: Misbehaviour,
+    only_statefulsets: bool,
+) -> Vec<u8> {
     let mut patch = Patch {
-        target,
+        targets,
         next: 0,
         what,
         only_statefulsets,
