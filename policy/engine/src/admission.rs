@@ -66,6 +66,7 @@ pub fn review_admission(plan: &Plan<'_>, cluster: &str, body: &str) -> Admission
 }
 
 /// The top level: `apiVersion`, `kind`, `request`.
+#[inline(never)]
 fn read_review<'a>(
     r: &mut Reader<'a>,
     plan: &Plan<'_>,
@@ -123,6 +124,7 @@ fn group_and_name<'a>(
 }
 
 /// `userInfo`, checked as kube's type reads it.
+#[inline(never)]
 fn user_info(r: &mut Reader<'_>) -> json::Result<()> {
     let strings = |r: &mut Reader<'_>| r.array(|r| r.string().map(drop));
     r.object(|r, key| match key.as_ref() {
@@ -162,6 +164,7 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    #[inline(never)]
     fn read(r: &mut Reader<'a>, plan: &Plan<'_>, cluster: &str) -> json::Result<Fields<'a>> {
         let mut f = Fields::default();
         r.object(|r, key| match key.as_ref() {
@@ -222,6 +225,7 @@ impl<'a> Fields<'a> {
 
     /// The object: reviewed in place if the kind, name and namespace came
     /// before it (as the API server writes them), else kept as text.
+    #[inline(never)]
     fn object(
         &self,
         r: &mut Reader<'a>,
@@ -260,6 +264,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The answer the webhook's own path gives, if this path may give it.
+    #[inline(never)]
     fn answer(self, plan: &Plan<'_>, cluster: &str) -> Option<Reviewed> {
         let uid = self.uid.filter(|uid| !uid.is_empty())?;
         let (group, kind) = self.kind?;
