@@ -11,6 +11,8 @@
 //! case (wasm, or native with `STRADDLE_LATENCY_PROFILE_NATIVE=1`) and exits,
 //! for `perf record -e cpu-clock`; `STRADDLE_LATENCY_CASE=I` picks case I
 //! (0-based) instead, and sends its object compact, as the API server does.
+//! `STRADDLE_LATENCY_BODY=1` reviews the whole AdmissionReview instead, read
+//! once by the module, as the webhook sends it.
 //! `tests/tools/review-instructions.sh` runs that under callgrind: instructions
 //! per review are stable on a shared VM, where wall time is not.
 
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 use straddle_compiler::{check, compile};
 use straddle_policy::{Operation, Request, Verdict};
 use straddle_policy_host::{Runtime, RuntimeConfig};
+use straddle_test_support::review::{KeyOrder, review_text};
 use straddle_tests::root;
 
 struct Case {
@@ -149,8 +152,18 @@ fn main() {
         if let Ok(n) = std::env::var("STRADDLE_LATENCY_PROFILE_ROUNDS") {
             // A wasm-only loop on the first case, for `perf record`.
             let native = std::env::var_os("STRADDLE_LATENCY_PROFILE_NATIVE").is_some();
+            // The webhook's path: the whole AdmissionReview, read once.
+            let body = std::env::var_os("STRADDLE_LATENCY_BODY")
+                .map(|_| review_text(&doc, case.namespace, "CREATE", "uid-1", KeyOrder::ApiServer));
+            if let Some(body) = &body {
+                let reviewed = policy.review_admission(case.cluster, body).unwrap();
+                let verdict = reviewed.and_then(|r| r.verdict);
+                assert_eq!(verdict.as_ref(), Some(&expected), "{}", case.name);
+            }
             for _ in 0..n.parse::<usize>().unwrap() {
-                if native {
+                if let Some(body) = &body {
+                    std::hint::black_box(policy.review_admission(case.cluster, body).unwrap());
+                } else if native {
                     std::hint::black_box(straddle_policy::review(&plan, &req));
                 } else {
                     std::hint::black_box(policy.review(&req).unwrap());
