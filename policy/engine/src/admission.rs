@@ -72,53 +72,74 @@ fn read_review<'a>(
     plan: &Plan<'_>,
     cluster: &str,
 ) -> json::Result<Option<Reviewed>> {
-    let (mut api_version, mut kind) = (None, None);
-    let mut request = None;
-    r.object(|r, key| match key.as_ref() {
-        "apiVersion" => once(r, &mut api_version, Reader::string),
-        "kind" => once(r, &mut kind, Reader::string),
-        "request" => once(r, &mut request, |r| {
-            r.optional(|r| Fields::read(r, plan, cluster))
-        }),
-        _ => r.skip(),
+    let (mut api_version, mut kind, mut request) = (None, None, None);
+    let mut seen = Seen::default();
+    r.object(|r, key| {
+        let index = match key.as_ref() {
+            "apiVersion" => 0,
+            "kind" => 1,
+            "request" => 2,
+            _ => return r.skip(),
+        };
+        match seen.first(r, index)? {
+            0 => api_version = Some(r.string()?),
+            1 => kind = Some(r.string()?),
+            _ => request = r.optional(|r| Fields::read(r, plan, cluster))?,
+        }
+        Ok(())
     })?;
     let v1 = api_version.as_deref() == Some("admission.k8s.io/v1")
         && kind.as_deref() == Some("AdmissionReview");
     Ok(request
-        .flatten()
         .filter(|_| v1)
         .and_then(|fields| fields.answer(plan, cluster)))
 }
 
-/// Reads a field that must not be given twice (serde's derived decoders
-/// refuse that).
-fn once<'a, T>(
-    r: &mut Reader<'a>,
-    slot: &mut Option<T>,
-    read: impl FnOnce(&mut Reader<'a>) -> json::Result<T>,
-) -> json::Result<()> {
-    if slot.is_some() {
-        return Err(r.missing("a field given only once"));
+/// Which of an object's known keys were given: serde's derived decoders
+/// refuse a field given twice.
+#[derive(Default)]
+struct Seen(u32);
+
+impl Seen {
+    /// Key `i`, which must not have been given before.
+    fn first(&mut self, r: &Reader<'_>, i: usize) -> json::Result<usize> {
+        if self.has(i) {
+            return Err(r.missing("a field given only once"));
+        }
+        self.0 |= 1 << i;
+        Ok(i)
     }
-    *slot = Some(read(r)?);
-    Ok(())
+
+    fn has(&self, i: usize) -> bool {
+        self.0 & 1 << i != 0
+    }
 }
 
 /// `group` and the `kind` or `resource` of a GroupVersionKind or
 /// GroupVersionResource (all three strings required).
+#[inline(never)]
 fn group_and_name<'a>(
     r: &mut Reader<'a>,
     name: &str,
 ) -> json::Result<(Cow<'a, str>, Cow<'a, str>)> {
-    let (mut group, mut version, mut named) = (None, None, None);
-    r.object(|r, key| match key.as_ref() {
-        "group" => once(r, &mut group, Reader::string),
-        "version" => once(r, &mut version, Reader::string),
-        k if k == name => once(r, &mut named, Reader::string),
-        _ => r.skip(),
+    let (mut group, mut named) = (None, None);
+    let mut seen = Seen::default();
+    r.object(|r, key| {
+        let index = match key.as_ref() {
+            "group" => 0,
+            "version" => 1,
+            key if key == name => 2,
+            _ => return r.skip(),
+        };
+        match seen.first(r, index)? {
+            0 => group = Some(r.string()?),
+            1 => drop(r.string()?),
+            _ => named = Some(r.string()?),
+        }
+        Ok(())
     })?;
-    match (group, version, named) {
-        (Some(group), Some(_), Some(named)) => Ok((group, named)),
+    match (group, seen.has(1), named) {
+        (Some(group), true, Some(named)) => Ok((group, named)),
         _ => Err(r.missing(name)),
     }
 }
@@ -126,13 +147,38 @@ fn group_and_name<'a>(
 /// `userInfo`, checked as kube's type reads it.
 #[inline(never)]
 fn user_info(r: &mut Reader<'_>) -> json::Result<()> {
-    let strings = |r: &mut Reader<'_>| r.array(|r| r.string().map(drop));
-    r.object(|r, key| match key.as_ref() {
-        "username" | "uid" => r.optional(Reader::string).map(drop),
-        "groups" => r.optional(strings).map(drop),
-        "extra" => r.optional(|r| r.object(|r, _| strings(r))).map(drop),
-        _ => r.skip(),
+    fn strings(r: &mut Reader<'_>) -> json::Result<()> {
+        r.array(|r| r.string().map(drop))
+    }
+    r.object(|r, key| {
+        match key.as_ref() {
+            "username" | "uid" => drop(r.optional(Reader::string)?),
+            "groups" => drop(r.optional(strings)?),
+            "extra" => drop(r.optional(|r| r.object(|r, _| strings(r)))?),
+            _ => r.skip()?,
+        }
+        Ok(())
     })
+}
+
+/// `operation`, as kube's enum names them.
+fn operation(r: &mut Reader<'_>) -> json::Result<Operation> {
+    match r.string()?.as_ref() {
+        "CREATE" => Ok(Operation::Create),
+        "UPDATE" => Ok(Operation::Update),
+        "DELETE" => Ok(Operation::Delete),
+        "CONNECT" => Ok(Operation::Connect),
+        _ => Err(r.missing("operation")),
+    }
+}
+
+/// An object is next (the webhook keeps `object` and `oldObject` raw, and
+/// refuses anything but a JSON object).
+fn json_object(r: &mut Reader<'_>) -> json::Result<()> {
+    match r.next_byte() {
+        Some(b'{') => Ok(()),
+        _ => Err(r.missing("an object")),
+    }
 }
 
 /// The object, as far as the request's fields before it allow.
@@ -147,80 +193,79 @@ enum Object<'a> {
     Text(&'a str),
 }
 
+/// The index of a key of `request` that is read or checked, as kube's type
+/// names them (a `match`: a length switch, not a string compare per key).
+fn request_key(key: &str) -> Option<usize> {
+    Some(match key {
+        "uid" => UID,
+        "kind" => 1,
+        "resource" => 2,
+        "subResource" => 3,
+        "requestKind" => 4,
+        "requestResource" => 5,
+        "requestSubResource" => 6,
+        "name" => 7,
+        "namespace" => 8,
+        "operation" => 9,
+        "userInfo" => USER_INFO,
+        "object" => 11,
+        "oldObject" => 12,
+        "dryRun" => 13,
+        "options" => 14,
+        _ => return None,
+    })
+}
+/// Indices of fields kube's type requires (see [`request_key`]).
+const UID: usize = 0;
+const USER_INFO: usize = 10;
+
 /// The fields of `request` the answer depends on.
 #[derive(Default)]
 struct Fields<'a> {
+    seen: Seen,
     uid: Option<Cow<'a, str>>,
     kind: Option<(Cow<'a, str>, Cow<'a, str>)>,
     resource: Option<(Cow<'a, str>, Cow<'a, str>)>,
     name: Option<Cow<'a, str>>,
-    namespace: Option<Option<Cow<'a, str>>>,
+    namespace: Option<Cow<'a, str>>,
     operation: Option<Operation>,
-    user_info: Option<()>,
     object: Option<Object<'a>>,
-    dry_run: Option<bool>,
-    /// Fields that are only checked.
-    others: Vec<&'static str>,
+    dry_run: bool,
 }
 
 impl<'a> Fields<'a> {
     #[inline(never)]
     fn read(r: &mut Reader<'a>, plan: &Plan<'_>, cluster: &str) -> json::Result<Fields<'a>> {
         let mut f = Fields::default();
-        r.object(|r, key| match key.as_ref() {
-            "uid" => once(r, &mut f.uid, Reader::string),
-            "kind" => once(r, &mut f.kind, |r| group_and_name(r, "kind")),
-            "resource" => once(r, &mut f.resource, |r| group_and_name(r, "resource")),
-            "name" => once(r, &mut f.name, Reader::string),
-            "namespace" => once(r, &mut f.namespace, |r| r.optional(Reader::string)),
-            "operation" => once(r, &mut f.operation, |r| match r.string()?.as_ref() {
-                "CREATE" => Ok(Operation::Create),
-                "UPDATE" => Ok(Operation::Update),
-                "DELETE" => Ok(Operation::Delete),
-                "CONNECT" => Ok(Operation::Connect),
-                _ => Err(r.missing("operation")),
-            }),
-            "userInfo" => once(r, &mut f.user_info, user_info),
-            "object" => {
-                let object = f.object(r, plan, cluster)?;
-                once(r, &mut f.object, |_| Ok(object))
+        r.object(|r, key| {
+            let Some(index) = request_key(key) else {
+                return r.skip();
+            };
+            match f.seen.first(r, index)? {
+                UID => f.uid = Some(r.string()?),
+                1 => f.kind = Some(group_and_name(r, "kind")?),
+                2 => f.resource = Some(group_and_name(r, "resource")?),
+                3 | 6 => drop(r.optional(Reader::string)?),
+                4 => drop(r.optional(|r| group_and_name(r, "kind"))?),
+                5 => drop(r.optional(|r| group_and_name(r, "resource"))?),
+                7 => f.name = Some(r.string()?),
+                8 => f.namespace = r.optional(Reader::string)?,
+                9 => f.operation = Some(operation(r)?),
+                USER_INFO => user_info(r)?,
+                11 => f.object = Some(f.object(r, plan, cluster)?),
+                // kube keeps it raw: a JSON object or null.
+                12 => {
+                    if !r.null()? {
+                        json_object(r)?;
+                        r.skip()?;
+                    }
+                }
+                13 => f.dry_run = r.boolean()?,
+                _ => r.skip()?,
             }
-            "dryRun" => once(r, &mut f.dry_run, Reader::boolean),
-            "oldObject" => f.other(r, "oldObject", |r| {
-                r.optional(|r| match r.next_byte() {
-                    Some(b'{') => r.skip(),
-                    _ => Err(r.missing("an object")),
-                })
-                .map(drop)
-            }),
-            "subResource" => f.other(r, "subResource", |r| r.optional(Reader::string).map(drop)),
-            "requestSubResource" => f.other(r, "requestSubResource", |r| {
-                r.optional(Reader::string).map(drop)
-            }),
-            "requestKind" => f.other(r, "requestKind", |r| {
-                r.optional(|r| group_and_name(r, "kind")).map(drop)
-            }),
-            "requestResource" => f.other(r, "requestResource", |r| {
-                r.optional(|r| group_and_name(r, "resource")).map(drop)
-            }),
-            "options" => f.other(r, "options", Reader::skip),
-            _ => r.skip(),
+            Ok(())
         })?;
         Ok(f)
-    }
-
-    /// A field that is only checked, once.
-    fn other(
-        &mut self,
-        r: &mut Reader<'a>,
-        name: &'static str,
-        check: impl FnOnce(&mut Reader<'a>) -> json::Result<()>,
-    ) -> json::Result<()> {
-        if self.others.contains(&name) {
-            return Err(r.missing("a field given only once"));
-        }
-        self.others.push(name);
-        check(r)
     }
 
     /// The object: reviewed in place if the kind, name and namespace came
@@ -235,10 +280,8 @@ impl<'a> Fields<'a> {
         if r.null()? {
             return Ok(Object::Absent);
         }
-        if r.next_byte() != Some(b'{') {
-            return Err(r.missing("an object"));
-        }
-        let (Some((_, kind)), Some(name), Some(Some(namespace))) =
+        json_object(r)?;
+        let (Some((_, kind)), Some(name), Some(namespace)) =
             (&self.kind, &self.name, &self.namespace)
         else {
             return r.raw().map(Object::Text);
@@ -270,10 +313,12 @@ impl<'a> Fields<'a> {
         let (group, kind) = self.kind?;
         let (resource_group, resource) = self.resource?;
         let operation = self.operation?;
-        self.user_info?;
+        if !self.seen.has(USER_INFO) {
+            return None;
+        }
         // Without them the host reads the object's own metadata.
         let name = self.name.filter(|name| !name.is_empty())?;
-        let namespace = self.namespace??;
+        let namespace = self.namespace?;
         let verdict = match self.object.unwrap_or(Object::Absent) {
             _ if !in_scope(&group, &kind, &resource_group, &resource) => None,
             Object::Absent => match operation {
@@ -303,7 +348,7 @@ impl<'a> Fields<'a> {
             namespace: namespace.into_owned(),
             name: name.into_owned(),
             operation,
-            dry_run: self.dry_run.unwrap_or(false),
+            dry_run: self.dry_run,
             verdict,
         })
     }
