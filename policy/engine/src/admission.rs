@@ -1,8 +1,8 @@
 //! A whole AdmissionReview body, read once.
 //!
-//! The webhook reads a body with serde and kube's types, which skips the
-//! object to find where it ends; the policy then reads the object again.
-//! [`review_admission`] reads the body in one pass instead: the envelope
+//! Reading a body with serde and kube's types skips the object to find where
+//! it ends, and the policy then reads the object again. [`review_admission`]
+//! (the module's `review-admission`) reads the body in one pass: the envelope
 //! fields the answer depends on, and the object reviewed where it stands in
 //! the body ([`ObjectText::in_place`]).
 //!
@@ -293,6 +293,7 @@ impl<'a> Fields<'a> {
             kind,
             namespace,
             name,
+            // Not read: `review_object` reads the object from `text`.
             object: "",
             old_object: None,
         };

@@ -102,7 +102,8 @@ impl<'a> ObjectText<'a> {
     }
 }
 
-/// [`review_plan`] with the object given as [`ObjectText`].
+/// [`review_plan`] with the object given as [`ObjectText`] (`req.object` is
+/// not read).
 pub(crate) fn review_object(
     plan: &Plan<'_>,
     req: &Request<'_>,
