@@ -1,5 +1,6 @@
-//! One `POST /mutate` body in, one answer out: AdmissionReview v1 parsing
-//! (kube's types), the policy call, and the response.
+//! One `POST /mutate` body in, one answer out: the body handed to the
+//! module whole ([`read_once`]), or, when the module leaves it, AdmissionReview
+//! v1 parsing (kube's types) and the policy call; then the response.
 //!
 //! Pure CPU work with no I/O; the server runs it on its async thread with a
 //! short review deadline, and again on a blocking thread when that is not

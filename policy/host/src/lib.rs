@@ -21,6 +21,10 @@
 //!   ([`RuntimeConfig::warm_instances`] 0 makes every review fresh).
 //!   Failures come back as [`HostError`] (trap, timeout, memory limit,
 //!   busy), never as a panic.
+//! * [`Policy::review_admission`] hands a whole AdmissionReview body to the
+//!   module's `review-admission`, which reads it once
+//!   (`straddle_policy::admission`); `None` when the module leaves the body
+//!   to the host or predates that export.
 //!
 //! `Policy` is `Send + Sync` and clones share everything, so a server can put
 //! it in an `Arc`/state and call `review` from many threads (it is blocking
