@@ -7,13 +7,14 @@
 //! consulted).
 
 use std::borrow::Cow;
-use std::cell::Cell;
 
-use crate::json::{self, Reader};
 use crate::k8s;
 use crate::patch::{PatchWriter, escape_token, json_string, push_json_string};
 use crate::plan::{BundleInfo, Check, EnvValue, EnvVar, ObjectKind, ObjectRule, Op, Plan};
 use crate::props;
+
+mod object_text;
+pub(crate) use object_text::ObjectText;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Operation {
@@ -56,50 +57,6 @@ pub fn review(plan: &[u8], req: &Request<'_>) -> Verdict {
 /// Reviews one request against a parsed plan.
 pub fn review_plan(plan: &Plan<'_>, req: &Request<'_>) -> Verdict {
     review_object(plan, req, &ObjectText::whole(req.object))
-}
-
-/// The object under review: its whole text (`req.object`), or the start of
-/// it inside an AdmissionReview body, where the body goes on after it
-/// ([`crate::admission`]). Each review reads it at most once.
-pub(crate) struct ObjectText<'a> {
-    text: &'a str,
-    /// `Some(levels)`: read in place, nesting at most `levels` deep.
-    in_place: Option<u32>,
-    /// In place: where the object ended, once it was read.
-    end: Cell<Option<usize>>,
-}
-
-impl<'a> ObjectText<'a> {
-    fn whole(text: &'a str) -> Self {
-        ObjectText {
-            text,
-            in_place: None,
-            end: Cell::new(None),
-        }
-    }
-
-    pub(crate) fn in_place(text: &'a str, levels: u32) -> Self {
-        ObjectText {
-            text,
-            in_place: Some(levels),
-            end: Cell::new(None),
-        }
-    }
-
-    /// In place: the object's length, if the review read all of it.
-    pub(crate) fn end(&self) -> Option<usize> {
-        self.end.get()
-    }
-
-    fn read<T>(&self, read: impl FnOnce(&mut Reader<'a>) -> json::Result<T>) -> json::Result<T> {
-        let Some(levels) = self.in_place else {
-            return Reader::document(self.text, read);
-        };
-        let mut r = Reader::nested(self.text, levels);
-        let value = read(&mut r)?;
-        self.end.set(Some(r.position()));
-        Ok(value)
-    }
 }
 
 /// [`review_plan`] with the object given as [`ObjectText`] (`req.object` is
