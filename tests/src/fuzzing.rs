@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation as KubeOperation};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse};
 use serde_json::Value;
 use straddle_compiler::{check, compile, explain, render};
 use straddle_policy::admission::{Admission, in_scope, review_admission};
@@ -359,12 +359,7 @@ fn read_once_agrees(data: &[u8]) {
     assert_eq!(read.name, request.name, "{body}");
     assert_eq!(Some(&read.namespace), request.namespace.as_ref(), "{body}");
     assert_eq!(read.dry_run, request.dry_run, "{body}");
-    let operation = match request.operation {
-        KubeOperation::Create => Operation::Create,
-        KubeOperation::Update => Operation::Update,
-        KubeOperation::Delete => Operation::Delete,
-        KubeOperation::Connect => Operation::Connect,
-    };
+    let operation = admission::operation_of(&request.operation);
     assert_eq!(read.operation, operation, "{body}");
     let reviewed = in_scope(
         &request.kind.group,

@@ -316,6 +316,16 @@ fn read_once(ctx: &Context<'_>, body: &[u8]) -> Result<Reply, Option<HostError>>
     })
 }
 
+/// kube's operation as the policy names it.
+pub fn operation_of(operation: &KubeOperation) -> Operation {
+    match operation {
+        KubeOperation::Create => Operation::Create,
+        KubeOperation::Update => Operation::Update,
+        KubeOperation::Delete => Operation::Delete,
+        KubeOperation::Connect => Operation::Connect,
+    }
+}
+
 fn operation_label(operation: Operation) -> &'static str {
     match operation {
         Operation::Create => "CREATE",
@@ -332,12 +342,7 @@ fn decide(
     req: &AdmissionRequest<RawObject>,
     failed: Option<HostError>,
 ) -> Reply {
-    let operation = match req.operation {
-        KubeOperation::Create => Operation::Create,
-        KubeOperation::Update => Operation::Update,
-        KubeOperation::Delete => Operation::Delete,
-        KubeOperation::Connect => Operation::Connect,
-    };
+    let operation = operation_of(&req.operation);
     let op_label = operation_label(operation);
     // Only a request that leaves out the name or namespace costs a second
     // read of the object.

@@ -167,29 +167,19 @@ impl Reencode for Patch {
             return reencode::utils::parse_function_body(self, code, func);
         }
         let mut f = Function::new(Vec::<(u32, wasm_encoder::ValType)>::new());
-        if self.only_statefulsets && !review {
-            // if body.len < LARGE_BODY { memory[8] = 0 (option::none); return 8 }
-            f.instruction(&Instruction::LocalGet(3));
-            f.instruction(&Instruction::I32Const(LARGE_BODY));
-            f.instruction(&Instruction::I32LtU);
+        if self.only_statefulsets {
+            // review: if kind.len != 11 { verdict::allow }
+            // review-admission: if body.len < LARGE_BODY { option::none }
+            let (local, value, differs) = if review {
+                (4, 11, Instruction::I32Ne)
+            } else {
+                (3, LARGE_BODY, Instruction::I32LtU)
+            };
+            f.instruction(&Instruction::LocalGet(local));
+            f.instruction(&Instruction::I32Const(value));
+            f.instruction(&differs);
             f.instruction(&Instruction::If(BlockType::Empty));
-            f.instruction(&Instruction::I32Const(8));
-            f.instruction(&Instruction::I32Const(0));
-            f.instruction(&Instruction::I32Store8(MemArg {
-                offset: 0,
-                align: 0,
-                memory_index: 0,
-            }));
-            f.instruction(&Instruction::I32Const(8));
-            f.instruction(&Instruction::Return);
-            f.instruction(&Instruction::End);
-        }
-        if self.only_statefulsets && review {
-            // if kind.len != 11 { memory[8] = 0 (verdict::allow); return 8 }
-            f.instruction(&Instruction::LocalGet(4));
-            f.instruction(&Instruction::I32Const(11));
-            f.instruction(&Instruction::I32Ne);
-            f.instruction(&Instruction::If(BlockType::Empty));
+            // memory[8] = 0 (both results' first case); return 8
             f.instruction(&Instruction::I32Const(8));
             f.instruction(&Instruction::I32Const(0));
             f.instruction(&Instruction::I32Store8(MemArg {
