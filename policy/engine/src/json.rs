@@ -16,12 +16,21 @@
 use std::borrow::Cow;
 use std::fmt;
 
+mod scan;
+
 /// Nesting levels `serde_json` allows (its recursion limit is 128).
 const MAX_DEPTH: u32 = 128;
 
 /// Why a document could not be read, with where.
+///
+/// Boxed: every reader call returns a `Result`, and a one-word error keeps
+/// those small enough for the guest to pass in registers rather than
+/// through its stack in memory (errors are rare; reads are not).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error {
+pub struct Error(Box<ErrorAt>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ErrorAt {
     /// The field the error is in, e.g. `spec.template.spec.containers[0].env`.
     path: String,
     message: String,
@@ -30,33 +39,36 @@ pub struct Error {
 impl Error {
     /// Prefixes the path with an object key.
     fn within(mut self, key: &str) -> Error {
-        if self.path.is_empty() || self.path.starts_with('[') {
-            self.path.insert_str(0, key);
+        let path = &mut self.0.path;
+        if path.is_empty() || path.starts_with('[') {
+            path.insert_str(0, key);
         } else {
-            self.path.insert(0, '.');
-            self.path.insert_str(0, key);
+            path.insert(0, '.');
+            path.insert_str(0, key);
         }
         self
     }
 
     /// Prefixes the path with an array index.
     fn at_index(mut self, index: usize) -> Error {
-        let sep = if self.path.is_empty() || self.path.starts_with('[') {
+        let path = &mut self.0.path;
+        let sep = if path.is_empty() || path.starts_with('[') {
             ""
         } else {
             "."
         };
-        self.path.insert_str(0, &format!("[{index}]{sep}"));
+        path.insert_str(0, &format!("[{index}]{sep}"));
         self
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
+        let ErrorAt { path, message } = &*self.0;
+        if path.is_empty() {
+            f.write_str(message)
         } else {
-            write!(f, "{}: {}", self.path, self.message)
+            write!(f, "{path}: {message}")
         }
     }
 }
@@ -76,16 +88,29 @@ pub fn plain_len(bytes: &[u8]) -> usize {
     fn below(x: u64, n: u8) -> u64 {
         x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH
     }
-    let mut i = 0;
-    while let Some(chunk) = bytes.get(i..i + 8) {
+    #[inline(always)]
+    fn stops(chunk: &[u8]) -> u64 {
         let x = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-        let stop = below(x ^ (ONES * u64::from(b'"')), 1)
+        below(x ^ (ONES * u64::from(b'"')), 1)
             | below(x ^ (ONES * u64::from(b'\\')), 1)
-            | below(x, 0x20);
+            | below(x, 0x20)
+    }
+    // The first eight bytes outside the loop: most strings end within
+    // them, and in the guest entering a loop costs its interruption check.
+    let mut i = 0;
+    if let Some(chunk) = bytes.get(..8) {
+        let stop = stops(chunk);
         if stop != 0 {
-            return i + (stop.trailing_zeros() / 8) as usize;
+            return (stop.trailing_zeros() / 8) as usize;
         }
-        i += 8;
+        i = 8;
+        while let Some(chunk) = bytes.get(i..i + 8) {
+            let stop = stops(chunk);
+            if stop != 0 {
+                return i + (stop.trailing_zeros() / 8) as usize;
+            }
+            i += 8;
+        }
     }
     while let Some(&b) = bytes.get(i) {
         if b == b'"' || b == b'\\' || b < 0x20 {
@@ -229,10 +254,10 @@ impl<'a> Reader<'a> {
                 .iter()
                 .rposition(|&b| b == b'\n')
                 .map_or(0, |i| i + 1);
-        Error {
+        Error(Box::new(ErrorAt {
             path: String::new(),
             message: format!("{message} at line {line} column {}", column + 1),
-        }
+        }))
     }
 
     /// "expected X, found Y" for the value at the cursor.
@@ -290,7 +315,9 @@ impl<'a> Reader<'a> {
         Ok((value, &self.src[start..self.pos]))
     }
 
-    /// Consumes a `null` if one is next.
+    /// Consumes a `null` if one is next (inlined: most optional fields
+    /// are not null, and the call cost more than the check).
+    #[inline]
     pub fn null(&mut self) -> Result<bool> {
         if self.peek() == Some(b'n') {
             self.literal("null")?;
@@ -339,7 +366,36 @@ impl<'a> Reader<'a> {
     /// `None` after its `}`.
     #[inline(never)]
     fn next_key(&mut self, first: &mut bool) -> Result<Option<Cow<'a, str>>> {
-        let more = if std::mem::take(first) {
+        let first = std::mem::take(first);
+        // Entering the object costs a level (`open`); the checked path
+        // reports the nesting limit.
+        if !first || self.depth > 1 {
+            match scan::next_key(self.bytes(), self.pos, first) {
+                Some(scan::Member::Key { start, end, next }) => {
+                    if first {
+                        self.depth -= 1;
+                    }
+                    self.pos = next;
+                    return Ok(Some(Cow::Borrowed(&self.src[start..end])));
+                }
+                Some(scan::Member::Closed { next }) => {
+                    if !first {
+                        self.depth += 1;
+                    }
+                    self.pos = next;
+                    return Ok(None);
+                }
+                None => {}
+            }
+        }
+        self.next_key_checked(first)
+    }
+
+    /// [`next_key`](Self::next_key) the checked way: escaped keys, and
+    /// every error named and placed.
+    #[inline(never)]
+    fn next_key_checked(&mut self, first: bool) -> Result<Option<Cow<'a, str>>> {
+        let more = if first {
             self.open(b'{', b'}')?
         } else {
             self.after_member(b'}')?
@@ -446,6 +502,10 @@ impl<'a> Reader<'a> {
 
     /// Reads a string, borrowed unless it holds escapes.
     pub fn string(&mut self) -> Result<Cow<'a, str>> {
+        if let Some((start, end)) = scan::plain_string(self.bytes(), self.pos) {
+            self.pos = end + 1;
+            return Ok(Cow::Borrowed(&self.src[start..end]));
+        }
         self.string_inline()
     }
 
@@ -672,43 +732,84 @@ impl<'a> Reader<'a> {
         Ok(&self.src[start..self.pos])
     }
 
-    /// Consumes any value, checking it. Its own loops rather than
+    /// Consumes any value, checking it. Its own loop rather than
     /// [`object`](Self::object) and [`array`](Self::array) (the punctuation
     /// is shared): most of an object is skipped, and keys need no decoding
-    /// to be skipped.
+    /// to be skipped. Iterative, with the open containers kept as bits (a
+    /// call per value was a fifth of a skip's cost in the guest); the nesting
+    /// limit keeps them under 128.
     pub fn skip(&mut self) -> Result<()> {
-        match self.peek() {
-            Some(b'{') => {
-                let mut more = self.open(b'{', b'}')?;
-                while more {
-                    if !self.eat(b'"') {
-                        return Err(self.expected("a key"));
-                    }
-                    self.skip_string_tail()?;
-                    self.colon()?;
-                    self.skip()?;
-                    more = self.after_member(b'}')?;
-                }
-                Ok(())
-            }
-            Some(b'[') => {
-                let mut more = self.open(b'[', b']')?;
-                while more {
-                    self.skip()?;
-                    more = self.after_member(b']')?;
-                }
-                Ok(())
-            }
-            Some(b'"') => {
-                self.pos += 1;
-                self.skip_string_tail()
-            }
-            Some(b't') => self.literal("true"),
-            Some(b'f') => self.literal("false"),
-            Some(b'n') => self.literal("null"),
-            Some(b'-' | b'0'..=b'9') => self.number().map(drop),
-            _ => Err(self.expected("a value")),
+        if let Some(end) = scan::skip(self.bytes(), self.pos, self.depth) {
+            self.pos = end;
+            return Ok(());
         }
+        self.skip_checked()
+    }
+
+    /// [`skip`](Self::skip) for a value the fast scanner leaves: the same
+    /// grammar, with every error named and placed.
+    #[inline(never)]
+    fn skip_checked(&mut self) -> Result<()> {
+        // Bit i set: the container i levels up from the innermost is an object.
+        let mut objects: u128 = 0;
+        let mut open: u32 = 0;
+        loop {
+            // A value: a scalar is consumed here, a container entered.
+            match self.peek() {
+                Some(b'{') => {
+                    if self.open(b'{', b'}')? {
+                        objects = objects << 1 | 1;
+                        open += 1;
+                        self.skip_key()?;
+                        continue;
+                    }
+                }
+                Some(b'[') => {
+                    if self.open(b'[', b']')? {
+                        objects <<= 1;
+                        open += 1;
+                        continue;
+                    }
+                }
+                Some(b'"') => {
+                    self.pos += 1;
+                    self.skip_string_tail()?;
+                }
+                Some(b't') => self.literal("true")?,
+                Some(b'f') => self.literal("false")?,
+                Some(b'n') => self.literal("null")?,
+                Some(b'-' | b'0'..=b'9') => {
+                    self.number()?;
+                }
+                _ => return Err(self.expected("a value")),
+            }
+            // After a value: the next member, or close containers.
+            loop {
+                if open == 0 {
+                    return Ok(());
+                }
+                if objects & 1 == 1 {
+                    if self.after_member(b'}')? {
+                        self.skip_key()?;
+                        break;
+                    }
+                } else if self.after_member(b']')? {
+                    break;
+                }
+                objects >>= 1;
+                open -= 1;
+            }
+        }
+    }
+
+    /// Skips an object's key and its `:`.
+    #[inline(always)]
+    fn skip_key(&mut self) -> Result<()> {
+        if !self.eat(b'"') {
+            return Err(self.expected("a key"));
+        }
+        self.skip_string_tail()?;
+        self.colon()
     }
 }
 

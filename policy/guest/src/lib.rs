@@ -85,6 +85,47 @@ fn valid_plan() -> Result<Plan<'static>, String> {
     Plan::parse(bytes).map_err(|e| e.to_string())
 }
 
+/// `memcmp` eight bytes at a time. The engine compares keys and names with
+/// `==` on strings, which LLVM lowers to `memcmp` calls; the one
+/// compiler-builtins links for wasm32 compares a byte at a time (and in the
+/// guest every loop iteration also pays an interruption check). Its symbol
+/// is weak, so this one is linked instead.
+///
+/// # Safety
+/// `a` and `b` must be valid for reads of `n` bytes, as for C's `memcmp`.
+#[cfg(target_arch = "wasm32")]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n, and the caller gives n readable bytes.
+        let (x, y) = unsafe {
+            (
+                a.add(i).cast::<[u8; 8]>().read_unaligned(),
+                b.add(i).cast::<[u8; 8]>().read_unaligned(),
+            )
+        };
+        if x != y {
+            // Big-endian, so the first differing byte decides, as in C.
+            return if u64::from_be_bytes(x) < u64::from_be_bytes(y) {
+                -1
+            } else {
+                1
+            };
+        }
+        i += 8;
+    }
+    while i < n {
+        // SAFETY: i < n.
+        let (x, y) = unsafe { (*a.add(i), *b.add(i)) };
+        if x != y {
+            return i32::from(x) - i32::from(y);
+        }
+        i += 1;
+    }
+    0
+}
+
 #[cfg(target_arch = "wasm32")]
 #[global_allocator]
 static ALLOCATOR: arena::BumpThenTalc = arena::BumpThenTalc::new();
