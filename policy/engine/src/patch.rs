@@ -31,6 +31,11 @@ impl PatchWriter {
     }
 
     fn op(&mut self, op: &str, path: &str, value_json: Option<&str>) {
+        if self.count == 0 {
+            // A patch of a chart's StatefulSet is a few KiB: one allocation
+            // instead of a doubling from eight bytes.
+            self.out.reserve(4096);
+        }
         self.out.push_str(if self.count == 0 { "[" } else { "," });
         self.count += 1;
         self.out.push_str("{\"op\":\"");
