@@ -732,12 +732,9 @@ impl<'a> Reader<'a> {
         Ok(&self.src[start..self.pos])
     }
 
-    /// Consumes any value, checking it. Its own loop rather than
-    /// [`object`](Self::object) and [`array`](Self::array) (the punctuation
-    /// is shared): most of an object is skipped, and keys need no decoding
-    /// to be skipped. Iterative, with the open containers kept as bits (a
-    /// call per value was a fifth of a skip's cost in the guest); the nesting
-    /// limit keeps them under 128.
+    /// Consumes any value, checking it: plain JSON in the fast scanner
+    /// (`scan::skip`), anything else the checked way. Most of an object is
+    /// skipped.
     pub fn skip(&mut self) -> Result<()> {
         if let Some(end) = scan::skip(self.bytes(), self.pos, self.depth) {
             self.pos = end;
@@ -747,7 +744,10 @@ impl<'a> Reader<'a> {
     }
 
     /// [`skip`](Self::skip) for a value the fast scanner leaves: the same
-    /// grammar, with every error named and placed.
+    /// grammar, with every error named and placed. Its own loop rather than
+    /// [`object`](Self::object) and [`array`](Self::array) (the punctuation
+    /// is shared): keys need no decoding to be skipped. The open containers
+    /// are kept as bits; the nesting limit keeps them under 128.
     #[inline(never)]
     fn skip_checked(&mut self) -> Result<()> {
         // Bit i set: the container i levels up from the innermost is an object.

@@ -1,11 +1,11 @@
-//! The fast path of [`Reader::skip`](super::Reader::skip): a scanner over
-//! bytes and a position held in locals.
+//! The reader's fast paths ([`skip`], [`next_key`], [`plain_string`]):
+//! scanners over bytes with the position held in locals.
 //!
 //! In the guest, the reader's cursor lives in linear memory, so every step
-//! of the checked path reloads and stores it; most of a skipped value is
-//! plain (strings without `\u` escapes, short integers and decimals, the
-//! literals), which this loop checks with the cursor in registers. It never
-//! accepts more than the checked path: anything else (a `\u` escape, a
+//! of the checked path reloads and stores it; most of an object is plain
+//! (strings without `\u` escapes, short integers and decimals, the
+//! literals), which these check with the cursor in registers. They never
+//! accept more than the checked path: anything else (a `\u` escape, a
 //! control character, an exponent, hundreds of digits, the nesting limit,
 //! any error) returns `None`, and the caller reads the value again the
 //! checked way, which gives the error, with its place, as before.
