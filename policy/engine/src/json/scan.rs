@@ -22,31 +22,22 @@ pub(super) fn skip(bytes: &[u8], mut pos: usize, depth: u32) -> Option<usize> {
     loop {
         pos = value_start(bytes, pos)?;
         match bytes[pos] {
-            b'{' => {
+            open_byte @ (b'{' | b'[') => {
                 // Entering costs a level even when the container is empty.
                 if open + 1 >= depth {
                     return None;
                 }
+                let is_object = open_byte == b'{';
+                let close = if is_object { b'}' } else { b']' };
                 pos = whitespace(bytes, pos + 1);
-                if bytes.get(pos) == Some(&b'}') {
+                if bytes.get(pos) == Some(&close) {
                     pos += 1;
                 } else {
                     open += 1;
-                    objects = objects << 1 | 1;
-                    pos = key(bytes, pos)?;
-                    continue;
-                }
-            }
-            b'[' => {
-                if open + 1 >= depth {
-                    return None;
-                }
-                pos = whitespace(bytes, pos + 1);
-                if bytes.get(pos) == Some(&b']') {
-                    pos += 1;
-                } else {
-                    open += 1;
-                    objects <<= 1;
+                    objects = objects << 1 | u128::from(is_object);
+                    if is_object {
+                        pos = key(bytes, pos)?;
+                    }
                     continue;
                 }
             }
