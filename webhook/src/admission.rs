@@ -9,7 +9,6 @@
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use kube::core::admission::{
     AdmissionRequest, AdmissionResponse, META_API_VERSION_V1, META_KIND, Operation as KubeOperation,
 };
@@ -581,12 +580,9 @@ pub fn encode(response: &AdmissionResponse) -> Vec<u8> {
     }
     if let Some(patch) = &r.patch {
         out.extend_from_slice(b",\"patchType\":\"JSONPatch\",\"patch\":\"");
-        let start = out.len();
-        out.resize(start + patch_len, 0);
-        let written = base64::engine::general_purpose::STANDARD
-            .encode_slice(patch, &mut out[start..])
-            .unwrap_or(0);
-        out.truncate(start + written);
+        // SIMD where the CPU has it: the base64 crate's scalar encoder
+        // was 5 % of a request's instructions (~6 per byte of patch).
+        base64_simd::STANDARD.encode_append(patch, &mut out);
         out.push(b'"');
     }
     if !r.audit_annotations.is_empty() {
@@ -610,6 +606,8 @@ fn json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // The base64 crate as the oracle of the SIMD encoder.
+    use base64::Engine as _;
 
     #[test]
     fn answers_are_what_serde_writes() {
@@ -640,6 +638,20 @@ mod tests {
                 inner["warnings"] = serde_json::to_value(warnings).unwrap();
             }
             assert_eq!(written, expected);
+        }
+    }
+
+    #[test]
+    fn patches_of_every_length_are_standard_base64() {
+        // Across the SIMD encoder's block sizes and every tail.
+        let patch: Vec<u8> = (0..=255u8).cycle().take(300).collect();
+        for len in 0..patch.len() {
+            let mut response = AdmissionResponse::invalid("x");
+            response.allowed = true;
+            response.patch = Some(patch[..len].to_vec());
+            let written: serde_json::Value = serde_json::from_slice(&encode(&response)).unwrap();
+            let want = base64::engine::general_purpose::STANDARD.encode(&patch[..len]);
+            assert_eq!(written["response"]["patch"], want.as_str(), "length {len}");
         }
     }
 }

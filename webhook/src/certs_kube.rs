@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
-use base64::Engine as _;
 use clap::Args;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
@@ -321,7 +320,7 @@ pub fn ca_bundle_patch(
             config.metadata.name.as_deref().unwrap_or("?")
         );
     }
-    let encoded = base64::engine::general_purpose::STANDARD.encode(bundle_pem);
+    let encoded = base64_simd::STANDARD.encode_to_string(bundle_pem);
     let mut ops = Vec::new();
     for (i, webhook) in webhooks.iter().enumerate() {
         let current = webhook.client_config.ca_bundle.as_ref().map(|b| &b.0[..]);
