@@ -17,14 +17,16 @@ use super::plain_len;
 #[inline(never)]
 pub(super) fn skip(bytes: &[u8], mut pos: usize, depth: u32) -> Option<usize> {
     // Bit i set: the container i levels up from the innermost is an object.
-    let mut objects: u128 = 0;
+    // One word (deeper nesting takes the checked path): a wider set costs
+    // the guest a register pair and multi-word shifts.
+    let mut objects: u64 = 0;
     let mut open: u32 = 0;
     loop {
         pos = value_start(bytes, pos)?;
         match bytes[pos] {
             open_byte @ (b'{' | b'[') => {
                 // Entering costs a level even when the container is empty.
-                if open + 1 >= depth {
+                if open + 1 >= depth.min(u64::BITS) {
                     return None;
                 }
                 let is_object = open_byte == b'{';
@@ -34,7 +36,7 @@ pub(super) fn skip(bytes: &[u8], mut pos: usize, depth: u32) -> Option<usize> {
                     pos += 1;
                 } else {
                     open += 1;
-                    objects = objects << 1 | u128::from(is_object);
+                    objects = objects << 1 | u64::from(is_object);
                     if is_object {
                         pos = key(bytes, pos)?;
                     }
@@ -310,5 +312,13 @@ mod tests {
         assert_eq!(super::skip(b"1e5", 0, 128), None);
         assert_eq!(super::skip(b"[[]]", 0, 2), None);
         assert_eq!(super::skip(b"[]", 0, 1), None);
+        // Past 63 open containers, the checked path (which still reads it).
+        for levels in [63, 64, 100] {
+            let deep = "[".repeat(levels) + &"]".repeat(levels);
+            let fast = super::skip(deep.as_bytes(), 0, 128);
+            assert_eq!(fast, (levels < 64).then_some(deep.len()), "{levels} levels");
+            let mut r = Reader::new(&deep);
+            assert_eq!(r.skip().map(|()| r.pos), Ok(deep.len()), "{levels} levels");
+        }
     }
 }
