@@ -506,6 +506,13 @@ impl<'a> Reader<'a> {
             self.pos = end + 1;
             return Ok(Cow::Borrowed(&self.src[start..end]));
         }
+        self.string_checked()
+    }
+
+    /// [`string`](Self::string) the checked way, out of line: inlined, its
+    /// registers made the fast path above spill.
+    #[inline(never)]
+    fn string_checked(&mut self) -> Result<Cow<'a, str>> {
         self.string_inline()
     }
 
