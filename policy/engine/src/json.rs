@@ -372,11 +372,16 @@ impl<'a> Reader<'a> {
         if !first || self.depth > 1 {
             match scan::next_key(self.bytes(), self.pos, first) {
                 Some(scan::Member::Key { start, end, next }) => {
-                    if first {
-                        self.depth -= 1;
+                    // `get`: the range is on character boundaries (it
+                    // follows and ends at a quote), and no panic path
+                    // costs the loop registers.
+                    if let Some(key) = self.src.get(start..end) {
+                        if first {
+                            self.depth -= 1;
+                        }
+                        self.pos = next;
+                        return Ok(Some(Cow::Borrowed(key)));
                     }
-                    self.pos = next;
-                    return Ok(Some(Cow::Borrowed(&self.src[start..end])));
                 }
                 Some(scan::Member::Closed { next }) => {
                     if !first {
