@@ -8,7 +8,7 @@
 #
 #   tests/tools/guest-profile.sh [N] [TOP]      (needs valgrind)
 #
-# Environment: SPEC (default the cp example), FIXTURE, CLUSTER (see the
+# Environment: SPEC (default the cp example), FIXTURE, CLUSTER, NAMESPACE (see the
 # tool's src/main.rs); DUMP=<file> also writes the compiled code, for
 # `llvm-objdump -d`.
 # Builds under $CARGO_TARGET_DIR/guest-profile (or target/guest-profile).

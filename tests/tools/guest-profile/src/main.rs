@@ -8,7 +8,8 @@
 //! Environment: `MODULE` (a compiled policy: its plan is read from it and
 //! embedded in the template this tool was built with, the guest with its
 //! function names), `FIXTURE` (a file under `tests/fixtures/charts`),
-//! `CLUSTER`, `PERFMAP`, and `DUMP=<file>` to write the compiled code
+//! `CLUSTER`, `NAMESPACE` (the object's; default `confluent`, the cp
+//! example's), `PERFMAP`, and `DUMP=<file>` to write the compiled code
 //! (`Engine::precompile_component`, an ELF file `llvm-objdump -d` reads).
 
 use anyhow::{Context, Result, bail};
@@ -50,7 +51,7 @@ fn main() -> Result<()> {
     let object: serde_json::Value = serde_json::from_str(&text)?;
     let body = review_text(
         &object,
-        "confluent",
+        &env("NAMESPACE", "confluent"),
         "CREATE",
         "profile-0",
         KeyOrder::ApiServer,
