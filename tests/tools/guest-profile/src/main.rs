@@ -43,12 +43,10 @@ fn main() -> Result<()> {
         "FIXTURE",
         "cp-zk-kafka-only/statefulset-confluent-cp-zookeeper.json",
     );
-    let path = straddle_test_support::root()
-        .join("tests/fixtures/charts")
-        .join(&fixture);
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let object: serde_json::Value = serde_json::from_str(&text)?;
+    let (variant, file) = fixture
+        .split_once('/')
+        .context("FIXTURE: <variant>/<file> under tests/fixtures/charts")?;
+    let object = straddle_test_support::fixture_json(variant, file);
     let body = review_text(
         &object,
         &env("NAMESPACE", "confluent"),
