@@ -11,9 +11,10 @@
 //! the release `straddle-webhook` binary, started as a child process on
 //! loopback. Then:
 //!
-//! 1. **ready time**: the binary is started `--restarts` times with a warm
-//!    `--cache-dir` (precompiled module); time from spawn to the first
-//!    `200` from `/readyz`.
+//! 1. **ready time**: the RSS after a start that compiles the module (an
+//!    empty `--cache-dir`, as in a new pod); then the binary is started
+//!    `--restarts` times with the warm `--cache-dir` (precompiled module);
+//!    time from spawn to the first `200` from `/readyz`.
 //! 2. **idle RSS** of the server.
 //! 3. **fixed rate**: `--rate` requests/s (open loop: request *i* is sent at
 //!    `start + i/rate` on the next free connection) for `--duration`, over
@@ -176,11 +177,16 @@ async fn run(args: Args) -> Result<()> {
         None => {
             std::fs::write(dir.join("policy.wasm"), compile(CP_TWO))?;
             let cache = dir.join("cache");
-            // Warm the cache, then measure ready times.
-            Server::start(dir.path(), &cache, &args.server_arg)
-                .await?
-                .stop()
-                .await?;
+            // The first start compiles the module, as a new pod's does,
+            // and warms the cache; then the ready times of restarts.
+            let cold = Server::start(dir.path(), &cache, &args.server_arg).await?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            println!(
+                "== idle after a start that compiled the module: RSS {:.1} MiB (startup {:.0} ms)",
+                mib(rss(cold.pid)?.0),
+                cold.startup_ms
+            );
+            cold.stop().await?;
             let mut ready = Vec::new();
             for _ in 0..args.restarts {
                 let started = Instant::now();

@@ -48,14 +48,28 @@ impl Loader {
         let policy = match &self.cache_dir {
             Some(dir) => self.runtime.load_cached(module, dir),
             None => self.runtime.load(module),
-        }
-        .context("not a usable policy module")?;
+        };
+        release_freed_heap();
+        let policy = policy.context("not a usable policy module")?;
         validate(&policy, &self.cluster)?;
         Ok(Loaded {
             policy,
             load_time: started.elapsed(),
             loaded_at: SystemTime::now(),
         })
+    }
+}
+
+/// Gives the allocator's free pages back to the OS. Compiling a module
+/// (Cranelift, on the compile threads) leaves ~14 MiB of freed heap that
+/// glibc keeps in its per-thread arenas for the life of the process, which
+/// more than doubles a webhook's RSS after a start without a cached module.
+fn release_freed_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the OS; it takes no
+    // pointers and is thread-safe (it locks each arena).
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -361,8 +361,7 @@ impl Runtime {
     /// its bundle is empty (see [`Policy::has_plan`]) and it denies every
     /// request.
     pub fn load(&self, module: &[u8]) -> Result<Policy> {
-        let component = anyhow_result(Component::new(&self.shared.engine, module))
-            .context("compiling the policy module")?;
+        let component = compile(&self.shared.engine, module)?;
         self.prepare(component, module)
     }
 
@@ -393,8 +392,7 @@ impl Runtime {
         let component = match cached {
             Some(component) => component,
             None => {
-                let component = anyhow_result(Component::new(engine, module))
-                    .context("compiling the policy module")?;
+                let component = compile(engine, module)?;
                 if let Ok(code) = component.serialize() {
                     let _ = write_atomically(cache_dir, &path, &code);
                 }
@@ -822,6 +820,19 @@ fn ticks(duration: Duration, tick: Duration) -> u64 {
 /// `wasmtime::Error` is not a `std::error::Error`; anyhow's `Context` needs one.
 fn anyhow_result<T>(result: wasmtime::Result<T>) -> Result<T> {
     result.map_err(anyhow::Error::from)
+}
+
+/// Compiles a module on a thread pool of its own, joined before returning.
+/// wasmtime compiles functions in parallel on the current rayon pool; the
+/// global one would keep its threads, and the stacks and heap arenas
+/// Cranelift grew on them, for the life of the process.
+fn compile(engine: &Engine, module: &[u8]) -> Result<Component> {
+    let compile = || anyhow_result(Component::new(engine, module));
+    rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("straddle-compile-{i}"))
+        .build_scoped(|thread| thread.run(), |pool| pool.install(compile))
+        .unwrap_or_else(|_| compile())
+        .context("compiling the policy module")
 }
 
 /// A stable (across processes) digest of what makes compiled code reusable.
