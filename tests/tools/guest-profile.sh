@@ -10,7 +10,8 @@
 #
 # Environment: SPEC (default the cp example), FIXTURE, CLUSTER, NAMESPACE (see the
 # tool's src/main.rs); DUMP=<file> also writes the compiled code, for
-# `llvm-objdump -d`.
+# `llvm-objdump -d`; EPOCH=0 compiles without the epoch interruption checks
+# (the webhook always has them), to see what they cost each function.
 # Builds under $CARGO_TARGET_DIR/guest-profile (or target/guest-profile).
 set -eu
 n=${1:-200}

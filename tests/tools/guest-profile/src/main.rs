@@ -28,8 +28,10 @@ fn main() -> Result<()> {
     let compiled = std::fs::read(&compiled).with_context(|| format!("reading {compiled}"))?;
     let module = embed::embed_plan(POLICY_TEMPLATE, &embed::read_plan(&compiled)?)?;
 
+    // EPOCH=0: without the interruption checks, to see what they cost.
+    let epoch = std::env::var("EPOCH").map_or(true, |v| v != "0");
     let mut config = Config::new();
-    config.epoch_interruption(true);
+    config.epoch_interruption(epoch);
     if std::env::var_os("PERFMAP").is_some() {
         config.profiler(ProfilingStrategy::PerfMap);
     }
@@ -57,7 +59,9 @@ fn main() -> Result<()> {
     let cluster = env("CLUSTER", "cluster-1");
 
     let mut store = Store::new(&engine, ());
-    store.set_epoch_deadline(u64::MAX / 2);
+    if epoch {
+        store.set_epoch_deadline(u64::MAX / 2);
+    }
     let instance = Linker::new(&engine).instantiate(&mut store, &component)?;
     let admission = instance
         .get_export_index(&mut store, None, "straddle:policy/admission@0.1.0")
