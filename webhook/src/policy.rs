@@ -61,9 +61,9 @@ impl Loader {
 }
 
 /// Gives the allocator's free pages back to the OS. Compiling a module
-/// (Cranelift, on the compile threads) leaves ~14 MiB of freed heap that
-/// glibc keeps in its per-thread arenas for the life of the process, which
-/// more than doubles a webhook's RSS after a start without a cached module.
+/// (Cranelift, on the compile threads) leaves about 6 MiB of freed heap
+/// that glibc would keep in its arenas for the life of the process: a
+/// sixth of a webhook's RSS after a start without a cached module.
 fn release_freed_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free memory to the OS; it takes no
