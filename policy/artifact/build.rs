@@ -24,6 +24,10 @@ const GUEST_WASM_ENV: &str = "STRADDLE_POLICY_GUEST_WASM";
 const GUEST_TARGET_DIR_ENV: &str = "STRADDLE_POLICY_GUEST_TARGET_DIR";
 const GUEST_PACKAGE: &str = "straddle-policy-guest";
 const GUEST_TARGET: &str = "wasm32-unknown-unknown";
+/// wasm's fixed-width SIMD (wasmtime enables it by default): the JSON
+/// reader finds the end of a string's plain run 16 bytes at a time.
+/// `tests/tools/guest-profile.sh` builds the guest with the same flag.
+const GUEST_TARGET_FEATURES: &str = "-Ctarget-feature=+simd128";
 const GUEST_PROFILE: &str = "guest";
 
 fn main() {
@@ -90,6 +94,7 @@ fn build_guest(workspace: &Path, out_dir: &Path) -> Result<Vec<u8>> {
             path.to_str()
                 .map(|from| format!("--remap-path-prefix={from}={to}"))
         })
+        .chain([GUEST_TARGET_FEATURES.to_string()])
         .collect();
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));

@@ -19,8 +19,9 @@ top=${2:-40}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out=${CARGO_TARGET_DIR:-$root/target}/guest-profile
 cd "$root"
-# The guest as the guest profile builds it, but with its names.
-CARGO_PROFILE_GUEST_STRIP=false cargo build -q -p straddle-policy-guest --locked \
+# The guest as policy/artifact/build.rs builds it (its target features), but
+# with its names.
+CARGO_PROFILE_GUEST_STRIP=false CARGO_ENCODED_RUSTFLAGS=-Ctarget-feature=+simd128 cargo build -q -p straddle-policy-guest --locked \
     --target wasm32-unknown-unknown --profile guest --target-dir "$out/guest"
 STRADDLE_POLICY_GUEST_WASM="$out/guest/wasm32-unknown-unknown/guest/straddle_policy_guest.wasm" \
     cargo build -q --release --locked --manifest-path tests/tools/guest-profile/Cargo.toml \
