@@ -28,6 +28,9 @@
 //!    connections: requests/s and latencies.
 //! 5. **floor** (unless `--skip-floor`): the fixed-rate phase again, against
 //!    a do-nothing HTTPS server (below), and both p99s side by side.
+//! 6. **alternated** (`--pairs`, default 3): more fixed-rate phases of the
+//!    webhook and the floor in turn, and the median of their CPU ratios:
+//!    one pair of phases moves with the machine's drift between them.
 //!
 //! With `--connect ADDR --ca FILE` it only generates load against a running
 //! server (and reads its `/metrics` there); `--pid` adds RSS and CPU.
@@ -98,6 +101,10 @@ struct Args {
     /// Skip the floor phase after the webhook's.
     #[arg(long)]
     skip_floor: bool,
+    /// After the floor: this many more fixed-rate phases of each server,
+    /// alternated (webhook, floor, webhook, ...), for the CPU ratio's spread.
+    #[arg(long, default_value_t = 3)]
+    pairs: usize,
     /// Ignored (cargo bench passes it).
     #[arg(long, hide = true)]
     bench: bool,
@@ -172,7 +179,11 @@ async fn run(args: Args) -> Result<()> {
                 label: "webhook",
                 _server: Some(server),
             };
-            floor_target(webhook, &objects[0], (&cert, &key)).await?
+            let floor = floor_target(&webhook, &objects[0], (&cert, &key)).await?;
+            if let Some(server) = webhook._server {
+                server.stop().await?;
+            }
+            floor
         }
         None => {
             std::fs::write(dir.join("policy.wasm"), compile(CP_TWO))?;
@@ -256,7 +267,7 @@ async fn run(args: Args) -> Result<()> {
         }
         return Ok(());
     }
-    let floor = floor_target(target, &objects[0], (&cert, &key)).await?;
+    let floor = floor_target(&target, &objects[0], (&cert, &key)).await?;
     let floor_measured = warm_up_and_fixed_rate(&floor, &objects, &args).await?;
     let floor_saturated = match saturated {
         Some(_) => {
@@ -287,13 +298,73 @@ async fn run(args: Args) -> Result<()> {
         measured.steal_pct,
         floor_measured.steal_pct
     );
+    alternated(&target, &floor, &objects, &args).await?;
+    if let Some(server) = target._server {
+        server.stop().await?;
+    }
     Ok(())
 }
 
-/// Records one real answer from the webhook, stops it, and starts the
-/// floor server with the webhook's certificate and key in its place.
+/// `--pairs` more fixed-rate phases of each server, alternated, so that
+/// the machine's drift (other tenants, the hypervisor) falls on both: one
+/// line per pair, then the median and range of the CPU ratio.
+async fn alternated(
+    webhook: &Target,
+    floor: &Target,
+    objects: &[Bytes],
+    args: &Args,
+) -> Result<()> {
+    if args.pairs == 0 {
+        return Ok(());
+    }
+    println!(
+        "== alternated: {} pairs of fixed-rate phases ({} requests/s for {:?}), webhook then floor",
+        args.pairs, args.rate, args.duration
+    );
+    let mut ratios = Vec::with_capacity(args.pairs);
+    for pair in 1..=args.pairs {
+        let phase = |target| {
+            fixed_rate(
+                target,
+                objects,
+                args.rate,
+                args.duration,
+                args.connections,
+                false,
+            )
+        };
+        let (w, f) = (phase(webhook).await?, phase(floor).await?);
+        let (Some(w_cpu), Some(f_cpu)) = (w.cpu_us, f.cpu_us) else {
+            return Ok(()); // no CPU figures for a server given with --connect
+        };
+        ratios.push(w_cpu / f_cpu);
+        println!(
+            "   pair {pair}: CPU per request {w_cpu:.1} vs {f_cpu:.1} µs ({:.2}x); p50 {:.3} vs {:.3} ms, p99 {:.3} vs {:.3} ms; steal {:.1}% vs {:.1}%",
+            w_cpu / f_cpu,
+            w.p50_ms,
+            f.p50_ms,
+            w.p99_ms,
+            f.p99_ms,
+            w.steal_pct,
+            f.steal_pct
+        );
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "== webhook vs floor, server CPU per request at {} requests/s, alternated: median {:.2}x (range {:.2}-{:.2}x over {} pairs)",
+        args.rate,
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1],
+        ratios.len()
+    );
+    Ok(())
+}
+
+/// Records one real answer from the webhook and starts the floor server
+/// with the webhook's certificate and key (the webhook stays up, idle).
 async fn floor_target(
-    webhook: Target,
+    webhook: &Target,
     object: &Bytes,
     (cert, key): (&Path, &Path),
 ) -> Result<Target> {
@@ -302,16 +373,13 @@ async fn floor_target(
         .mutate(object.clone())
         .await?
         .body;
-    if let Some(server) = webhook._server {
-        server.stop().await?;
-    }
     println!(
         "== floor: a do-nothing HTTPS server that answers every request with a recorded {}-byte webhook answer",
         answer.len()
     );
     Ok(Target {
         addr: floor::start(cert, key, answer)?,
-        tls: webhook.tls,
+        tls: webhook.tls.clone(),
         pid: None,
         metrics: false,
         label: "floor",

@@ -29,6 +29,8 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+mod record;
+
 pub const MAGIC: &[u8; 8] = b"STRDPLN2";
 
 /// Describes a compiled bundle (the `describe()` answer of the module).
@@ -111,7 +113,7 @@ impl ObjectKind {
 }
 
 /// What the policy does to one object in one cluster.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ObjectRule<'a> {
     /// The spec field this object belongs to (e.g. `spec.kafka.brokers`), for messages.
     #[serde(borrow)]
@@ -123,7 +125,7 @@ pub struct ObjectRule<'a> {
 }
 
 /// A condition a request must meet, or it is denied.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum Check<'a> {
     /// A `Scale` of the StatefulSet (`kubectl scale`, the `statefulsets/scale`
     /// subresource) may not ask for more than `max` replicas: more would take
@@ -215,7 +217,7 @@ pub enum Check<'a> {
 }
 
 /// A desired value. Each op is a statement of the end state, never a delta.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum Op<'a> {
     /// `metadata.annotations[key] = value`.
     Annotation {
@@ -320,7 +322,7 @@ pub fn pattern_of(name: &str) -> Option<(String, u32)> {
     Some((pattern, index))
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EnvVar<'a> {
     #[serde(borrow)]
     pub name: Cow<'a, str>,
@@ -332,7 +334,7 @@ pub struct EnvVar<'a> {
     pub before: Option<Cow<'a, str>>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum EnvValue<'a> {
     Literal(#[serde(borrow)] Cow<'a, str>),
     /// Downward API `valueFrom.fieldRef.fieldPath`.
@@ -355,7 +357,7 @@ pub enum EnvValue<'a> {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum PropEdit<'a> {
     /// `key=value`, added when missing.
     Set {
@@ -500,17 +502,14 @@ const POOL_MIN_LEN: usize = 4;
 
 /// The string pool and the pooled records (same order as `entries`).
 fn pool_records(entries: &[(Vec<u8>, Vec<u8>)]) -> (Vec<u8>, Vec<Vec<u8>>) {
-    // Where each record's strings are: what postcard reads with `try_take_n`.
+    // Where each record's strings are (their bytes, after the length).
     let spans: Vec<Vec<(usize, usize)>> = entries
         .iter()
         .map(|(_, record)| {
-            let mut de = postcard::Deserializer::from_flavor(Recording {
-                bytes: record,
-                at: 0,
-                spans: Vec::new(),
-            });
-            ObjectRule::deserialize(&mut de).expect("a record this builder encoded");
-            de.finalize().expect("a record this builder encoded")
+            let recording = record::Recording { spans: Vec::new() };
+            let (_, recording) =
+                record::decode(record, recording).expect("a record this builder encoded");
+            recording.spans
         })
         .collect();
     let mut counts: std::collections::BTreeMap<&[u8], usize> = Default::default();
@@ -572,91 +571,8 @@ fn push_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-/// Reads plain postcard and notes where each string's bytes are.
-struct Recording<'de> {
-    bytes: &'de [u8],
-    at: usize,
-    spans: Vec<(usize, usize)>,
-}
-
-impl<'de> postcard::de_flavors::Flavor<'de> for Recording<'de> {
-    type Remainder = Vec<(usize, usize)>;
-    type Source = &'de [u8];
-
-    fn pop(&mut self) -> postcard::Result<u8> {
-        let b = *self
-            .bytes
-            .get(self.at)
-            .ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
-        self.at += 1;
-        Ok(b)
-    }
-
-    fn try_take_n(&mut self, ct: usize) -> postcard::Result<&'de [u8]> {
-        let bytes = self
-            .bytes
-            .get(self.at..self.at + ct)
-            .ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
-        self.spans.push((self.at, ct));
-        self.at += ct;
-        Ok(bytes)
-    }
-
-    fn finalize(self) -> postcard::Result<Self::Remainder> {
-        Ok(self.spans)
-    }
-}
-
-/// Reads a pooled record: postcard, with strings from the record or the pool.
-struct Pooled<'de> {
-    record: &'de [u8],
-    pool: &'de [u8],
-}
-
-impl<'de> postcard::de_flavors::Flavor<'de> for Pooled<'de> {
-    type Remainder = ();
-    type Source = &'de [u8];
-
-    fn pop(&mut self) -> postcard::Result<u8> {
-        let (&b, rest) = self
-            .record
-            .split_first()
-            .ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
-        self.record = rest;
-        Ok(b)
-    }
-
-    fn try_take_n(&mut self, ct: usize) -> postcard::Result<&'de [u8]> {
-        let mut tag = 0u64;
-        for shift in (0..35).step_by(7) {
-            let b = self.pop()?;
-            tag |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                break;
-            }
-        }
-        let (from, at) = match tag.checked_sub(1) {
-            None => (self.record, 0),
-            Some(off) => (self.pool, off as usize),
-        };
-        let bytes = at
-            .checked_add(ct)
-            .and_then(|end| from.get(at..end))
-            .ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
-        if tag == 0 {
-            self.record = &self.record[ct..];
-        }
-        Ok(bytes)
-    }
-
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
-    }
-}
-
 fn decode_rule<'a>(record: &'a [u8], pool: &'a [u8]) -> Result<ObjectRule<'a>, PlanError> {
-    let mut de = postcard::Deserializer::from_flavor(Pooled { record, pool });
-    ObjectRule::deserialize(&mut de).map_err(|_| PlanError::Decode("object rule"))
+    record::decode(record, record::Pooled { pool }).map(|(rule, _)| rule)
 }
 
 /// A plan read in place.
