@@ -240,7 +240,7 @@ async fn run(args: Args) -> Result<()> {
         );
     }
 
-    let measured = warm_up_and_fixed_rate(&target, &objects, &args).await?;
+    let measured = warm_up_and_fixed_rate(&target, &objects, &args, true).await?;
     let mut saturated = None;
     if !args.skip_saturation && !args.floor {
         saturated = Some(
@@ -268,7 +268,7 @@ async fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     let floor = floor_target(&target, &objects[0], (&cert, &key)).await?;
-    let floor_measured = warm_up_and_fixed_rate(&floor, &objects, &args).await?;
+    let floor_measured = warm_up_and_fixed_rate(&floor, &objects, &args, true).await?;
     let floor_saturated = match saturated {
         Some(_) => {
             Some(saturation(&floor, &objects, args.duration, args.saturation_connections).await?)
@@ -323,17 +323,9 @@ async fn alternated(
     );
     let mut ratios = Vec::with_capacity(args.pairs);
     for pair in 1..=args.pairs {
-        let phase = |target| {
-            fixed_rate(
-                target,
-                objects,
-                args.rate,
-                args.duration,
-                args.connections,
-                false,
-            )
-        };
-        let (w, f) = (phase(webhook).await?, phase(floor).await?);
+        // Each as the main phases: a warm-up, then the measured phase.
+        let w = warm_up_and_fixed_rate(webhook, objects, args, false).await?;
+        let f = warm_up_and_fixed_rate(floor, objects, args, false).await?;
         let (Some(w_cpu), Some(f_cpu)) = (w.cpu_us, f.cpu_us) else {
             return Ok(()); // no CPU figures for a server given with --connect
         };
@@ -420,11 +412,12 @@ fn server_cpu(target: &Target) -> Result<Option<f64>> {
     Ok(Some(ticks / 100.0)) // USER_HZ is 100 on Linux
 }
 
-/// A short warm-up, then the fixed-rate phase.
+/// A short warm-up, then the fixed-rate phase (printed with `report`).
 async fn warm_up_and_fixed_rate(
     target: &Target,
     objects: &[Bytes],
     args: &Args,
+    report: bool,
 ) -> Result<Measured> {
     fixed_rate(
         target,
@@ -441,7 +434,7 @@ async fn warm_up_and_fixed_rate(
         args.rate,
         args.duration,
         args.connections,
-        true,
+        report,
     )
     .await
 }
