@@ -116,11 +116,8 @@ impl ObjectKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ObjectRule<'a> {
     /// The spec field this object belongs to (e.g. `spec.kafka.brokers`), for messages.
-    #[serde(borrow)]
     pub field: Cow<'a, str>,
-    #[serde(borrow)]
     pub checks: Vec<Check<'a>>,
-    #[serde(borrow)]
     pub ops: Vec<Op<'a>>,
 }
 
@@ -135,83 +132,59 @@ pub enum Check<'a> {
     ScaleLimit {
         max: u32,
         exact: bool,
-        #[serde(borrow)]
         field: Cow<'a, str>,
     },
     /// A container's env var, when set, must hold `value` (empty: must be
     /// empty); else the object contradicts the spec and is denied with
     /// `message` (which names the chart value to change).
     Env {
-        #[serde(borrow)]
         container: Cow<'a, str>,
         init: bool,
-        #[serde(borrow)]
         name: Cow<'a, str>,
-        #[serde(borrow)]
         value: Cow<'a, str>,
-        #[serde(borrow)]
         message: Cow<'a, str>,
     },
     /// The container port named `name`, when declared, must be `port`.
     ContainerPort {
-        #[serde(borrow)]
         container: Cow<'a, str>,
-        #[serde(borrow)]
         name: Cow<'a, str>,
         port: u16,
-        #[serde(borrow)]
         message: Cow<'a, str>,
     },
     /// The pod template must not have this container (a chart feature that
     /// cannot work across clusters); else denied with `message`.
     NoContainer {
-        #[serde(borrow)]
         name: Cow<'a, str>,
         init: bool,
-        #[serde(borrow)]
         message: Cow<'a, str>,
     },
     /// When the container declares ports named `<prefix><n>` (one per node,
     /// from a chart value), it must declare between `min` and `max` of them.
     PortCount {
-        #[serde(borrow)]
         container: Cow<'a, str>,
-        #[serde(borrow)]
         prefix: Cow<'a, str>,
         min: u32,
         max: u32,
-        #[serde(borrow)]
         message: Cow<'a, str>,
     },
     /// A rule stored under a pattern name covers indices below `count`;
     /// a higher index is denied with `beyond`, or is not the rule's object
     /// (passes as unnamed) when `beyond` is empty.
-    Indices {
-        count: u32,
-        #[serde(borrow)]
-        beyond: Cow<'a, str>,
-    },
+    Indices { count: u32, beyond: Cow<'a, str> },
     /// The pod template must not use the Secret `name` (volumes, env,
     /// envFrom): e.g. credentials a chart generates at random per install,
     /// which differ between clusters.
     NoSecret {
-        #[serde(borrow)]
         name: Cow<'a, str>,
-        #[serde(borrow)]
         message: Cow<'a, str>,
     },
     /// The object is refused (a chart variant the policy cannot make right).
-    Refuse {
-        #[serde(borrow)]
-        message: Cow<'a, str>,
-    },
+    Refuse { message: Cow<'a, str> },
     // New variants go last: the plan is postcard, indices are the format.
     /// The pod template must not declare a volume named `name` (e.g. a
     /// mounted configuration file that overrides what the policy sets).
     NoVolume {
-        #[serde(borrow)]
         name: Cow<'a, str>,
-        #[serde(borrow)]
         message: Cow<'a, str>,
     },
 }
@@ -221,9 +194,7 @@ pub enum Check<'a> {
 pub enum Op<'a> {
     /// `metadata.annotations[key] = value`.
     Annotation {
-        #[serde(borrow)]
         key: Cow<'a, str>,
-        #[serde(borrow)]
         value: Cow<'a, str>,
     },
     /// StatefulSet `spec.replicas`.
@@ -232,14 +203,11 @@ pub enum Op<'a> {
     OrdinalsStart(u32),
     /// Environment of one container of a StatefulSet's pod template.
     Env {
-        #[serde(borrow)]
         container: Cow<'a, str>,
         /// `initContainers` rather than `containers`.
         init: bool,
-        #[serde(borrow)]
         set: Vec<EnvVar<'a>>,
         /// Names to drop; `PREFIX*` drops a family (except names in `set`).
-        #[serde(borrow)]
         remove: Vec<Cow<'a, str>>,
     },
     /// Service `spec.publishNotReadyAddresses`.
@@ -248,53 +216,35 @@ pub enum Op<'a> {
     /// starts with `prefix` (e.g. `ADVERTISED_HOST=`) is `line` (indentation
     /// kept): for values a chart computes in its script, with no input.
     ScriptLine {
-        #[serde(borrow)]
         container: Cow<'a, str>,
-        #[serde(borrow)]
         prefix: Cow<'a, str>,
-        #[serde(borrow)]
         line: Cow<'a, str>,
     },
     /// Edits of a Java properties file held in a ConfigMap data key.
     Properties {
-        #[serde(borrow)]
         data_key: Cow<'a, str>,
-        #[serde(borrow)]
         edits: Vec<PropEdit<'a>>,
     },
     /// `metadata.labels[key] = value` (e.g. a mesh's export label).
     Label {
-        #[serde(borrow)]
         key: Cow<'a, str>,
-        #[serde(borrow)]
         value: Cow<'a, str>,
     },
     /// Service `spec.ports` holds an entry for `port` (TCP, same target
     /// port); added with `name` when missing, left alone when present.
-    ServicePort {
-        #[serde(borrow)]
-        name: Cow<'a, str>,
-        port: u16,
-    },
+    ServicePort { name: Cow<'a, str>, port: u16 },
     /// A per-index Service (see [`PATTERN_INDEX`]) with index `i` serves pod
     /// `<pod_prefix><start + i>`: `spec.selector[selector]` and
     /// `metadata.labels[label]` name it.
     PodIndex {
-        #[serde(borrow)]
         selector: Cow<'a, str>,
-        #[serde(borrow)]
         label: Cow<'a, str>,
-        #[serde(borrow)]
         pod_prefix: Cow<'a, str>,
         start: u32,
     },
     /// A per-index Service's port named `name` has targetPort = nodePort =
     /// `base + i` (a port per node id).
-    IndexedPort {
-        #[serde(borrow)]
-        name: Cow<'a, str>,
-        base: u32,
-    },
+    IndexedPort { name: Cow<'a, str>, base: u32 },
 }
 
 /// Per-index objects (`<prefix>-<i>-<suffix>`, one per ordinal the chart
@@ -324,35 +274,29 @@ pub fn pattern_of(name: &str) -> Option<(String, u32)> {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EnvVar<'a> {
-    #[serde(borrow)]
     pub name: Cow<'a, str>,
-    #[serde(borrow)]
     pub value: EnvValue<'a>,
     /// When the variable is missing, insert it before this one (for `$(VAR)`
     /// references, which only see variables defined earlier); else append.
-    #[serde(borrow)]
     pub before: Option<Cow<'a, str>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum EnvValue<'a> {
-    Literal(#[serde(borrow)] Cow<'a, str>),
+    Literal(Cow<'a, str>),
     /// Downward API `valueFrom.fieldRef.fieldPath`.
-    FieldRef(#[serde(borrow)] Cow<'a, str>),
+    FieldRef(Cow<'a, str>),
     /// The chart's own value, moved to the variable `saved` (inserted just
     /// before), and referenced as `prefix$(saved)`: a per-ordinal list that a
     /// script indexes by ordinal gets one placeholder per ordinal of the
     /// clusters before this one (none: the list is only checked). Left
     /// alone when the chart does not set it.
     Prefixed {
-        #[serde(borrow)]
         saved: Cow<'a, str>,
-        #[serde(borrow)]
         prefix: Cow<'a, str>,
         /// The chart's list must hold at least this many entries (one per
         /// pod of this cluster), else the object is denied with `short`.
         entries: u32,
-        #[serde(borrow)]
         short: Cow<'a, str>,
     },
 }
@@ -361,36 +305,27 @@ pub enum EnvValue<'a> {
 pub enum PropEdit<'a> {
     /// `key=value`, added when missing.
     Set {
-        #[serde(borrow)]
         key: Cow<'a, str>,
-        #[serde(borrow)]
         value: Cow<'a, str>,
     },
     /// `key=value`, only where the chart already has the key (chart options
     /// choose between alternative keys, e.g. quorum voters or bootstrap servers).
     Replace {
-        #[serde(borrow)]
         key: Cow<'a, str>,
-        #[serde(borrow)]
         value: Cow<'a, str>,
     },
     /// The lines whose key starts with `prefix` (e.g. ZooKeeper's
     /// `server.`) are exactly `lines`, in order, where the first of them
     /// was (or at the end): for keys that carry an id.
     Family {
-        #[serde(borrow)]
         prefix: Cow<'a, str>,
-        #[serde(borrow)]
         lines: Vec<Cow<'a, str>>,
     },
     /// In the comma-separated listener list `key`, the entry for listener
     /// `listener` must be `entry` (added when missing).
     Listener {
-        #[serde(borrow)]
         key: Cow<'a, str>,
-        #[serde(borrow)]
         listener: Cow<'a, str>,
-        #[serde(borrow)]
         entry: Cow<'a, str>,
     },
 }
