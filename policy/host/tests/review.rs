@@ -154,7 +154,6 @@ fn strings_of_every_length_agree_with_the_native_engine() {
     let stops = [
         "\\\"", "\\\\", "\\u0041", "\u{1}", "\u{1f}", " ", "\u{7f}", "é", "\"",
     ];
-    let mut cases = 0;
     for len in 0..=40 {
         for at in 0..=len {
             for stop in stops {
@@ -169,12 +168,10 @@ fn strings_of_every_length_agree_with_the_native_engine() {
                     let req = request(CLUSTER, ZOOKEEPER, object);
                     let native = straddle_policy::review(&plan, &req);
                     assert_eq!(policy.review(&req).unwrap(), native, "{object}");
-                    cases += 1;
                 }
             }
         }
     }
-    assert_eq!(cases, 3 * 9 * 41 * 42 / 2);
 }
 
 /// A module compiled before modules could read whole bodies

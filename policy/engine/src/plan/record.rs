@@ -126,7 +126,7 @@ impl<'a, S: Strings<'a>> Record<'a, S> {
     fn vec<T>(&mut self, mut item: impl FnMut(&mut Self) -> Option<T>) -> Option<Vec<T>> {
         let len = usize::try_from(self.u32()?).ok()?;
         // Never more room than the record could hold (a corrupt length).
-        let mut out = Vec::with_capacity(len.min(self.bytes.len() - self.at.min(self.bytes.len())));
+        let mut out = Vec::with_capacity(len.min(self.bytes.len().saturating_sub(self.at)));
         for _ in 0..len {
             out.push(item(self)?);
         }
