@@ -1,9 +1,11 @@
 #!/bin/sh
-# Instructions per request of straddle-webhook, by where they are spent:
-# the release server runs under callgrind (user-space instructions only; the
-# kernel's share, TCP loopback and wake-ups, is not counted), the load bench
-# sends `--rate` requests/s for `--duration` over HTTPS, and the counts of
-# that phase are divided by the requests the server's /metrics counted.
+# Instructions per request of straddle-webhook, by where they are spent,
+# and of the load bench's do-nothing floor server given the webhook's
+# answer: each release server runs under callgrind (user-space instructions
+# only; the kernel's share, TCP loopback and wake-ups, is not counted), the
+# load bench sends `--rate` requests/s for `--duration` over HTTPS, and the
+# counts of that phase are divided by the requests it answered. Unlike CPU
+# time on this VM, the counts and their ratio are the same from run to run.
 #
 # At 200 requests/s the keep-alive connections' handshakes are about 1 % of
 # the requests; at lower rates they inflate TLS's share.
@@ -28,31 +30,10 @@ openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localho
 printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$dir/ext"
 openssl x509 -req -in "$dir/tls.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
     -days 1 -extfile "$dir/ext" -out "$dir/tls.crt" 2>/dev/null
-port=18443
-# One review slot: valgrind cannot map 8 slots' address space reservations.
-valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
-    "$bin/straddle-webhook" --cluster cluster-0 --policy "$dir/policy.wasm" \
-    --tls-cert "$dir/tls.crt" --tls-key "$dir/tls.key" --listen "127.0.0.1:$port" \
-    --io-threads 1 --max-concurrent-reviews 1 --log warn 2>"$dir/valgrind.log" &
-pid=$!
-until curl -sfk "https://127.0.0.1:$port/readyz" >/dev/null; do sleep 1; done
-requests() {
-    curl -sfk "https://127.0.0.1:$port/metrics" |
-        awk '/^straddle_webhook_requests_total/ { n += $NF } END { print n + 0 }'
-}
-# Warm-up (connections, first instances), then count only the measured phase.
-"$load" --connect "127.0.0.1:$port" --ca "$dir/ca.pem" --rate "$rate" --duration 2s \
-    --skip-saturation >/dev/null 2>&1
-before=$(requests)
-callgrind_control -z "$pid" >/dev/null
-"$load" --connect "127.0.0.1:$port" --ca "$dir/ca.pem" --rate "$rate" --duration "${secs}s" \
-    --skip-saturation >/dev/null 2>&1
-callgrind_control -d "$pid" >/dev/null
-n=$(($(requests) - before))
-echo "requests measured: $n"
-# Self cost per function of the dump after the zeroing (cg.out.1), grouped.
-callgrind_annotate --threshold=100 --auto=no --inclusive=no "$dir/cg.out.1" 2>/dev/null |
-    python3 -c '
+# Self cost per function of a dump after the zeroing, grouped: budget FILE REQUESTS.
+budget() {
+    callgrind_annotate --threshold=100 --auto=no --inclusive=no "$1" 2>/dev/null |
+        python3 -c '
 import collections, re, sys
 n = int(sys.argv[1])
 # Frames the zeroing left holding their callees cost: threads, tokio loops.
@@ -87,4 +68,56 @@ for g, ir in cost.most_common():
 print("largest in other:")
 for name, ir in other.most_common(5):
     print(f"  {ir // n:>9}  {name[:100]}")
-' "$n"
+' "$2"
+}
+port=18443
+# One review slot: valgrind cannot map 8 slots' address space reservations.
+valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
+    "$bin/straddle-webhook" --cluster cluster-0 --policy "$dir/policy.wasm" \
+    --tls-cert "$dir/tls.crt" --tls-key "$dir/tls.key" --listen "127.0.0.1:$port" \
+    --io-threads 1 --max-concurrent-reviews 1 --log warn 2>"$dir/valgrind.log" &
+pid=$!
+until curl -sfk "https://127.0.0.1:$port/readyz" >/dev/null; do sleep 1; done
+requests() {
+    curl -sfk "https://127.0.0.1:$port/metrics" |
+        awk '/^straddle_webhook_requests_total/ { n += $NF } END { print n + 0 }'
+}
+# Warm-up (connections, first instances), then count only the measured phase.
+"$load" --connect "127.0.0.1:$port" --ca "$dir/ca.pem" --rate "$rate" --duration 2s \
+    --skip-saturation >/dev/null 2>&1
+before=$(requests)
+callgrind_control -z "$pid" >/dev/null
+"$load" --connect "127.0.0.1:$port" --ca "$dir/ca.pem" --rate "$rate" --duration "${secs}s" \
+    --skip-saturation >/dev/null 2>&1
+callgrind_control -d "$pid" >/dev/null
+n=$(($(requests) - before))
+echo "== webhook: requests measured: $n"
+budget "$dir/cg.out.1" "$n"
+webhook_total=$(budget "$dir/cg.out.1" "$n" | sed -n '1s/.* //p')
+
+# The floor: the webhook's answer to the first fixture, served by the load
+# bench's floor server (its own process, as in the load bench) under callgrind.
+"$load" --connect "127.0.0.1:$port" --ca "$dir/ca.pem" --record-answer "$dir/floor-answer.json" \
+    >/dev/null 2>&1
+kill "$pid"
+wait "$pid" 2>/dev/null || true
+valgrind --tool=callgrind --callgrind-out-file="$dir/floor.out" \
+    "$load" --serve-floor "$dir" >"$dir/floor.log" 2>"$dir/floor-valgrind.log" &
+pid=$!
+until grep -q "floor listening on" "$dir/floor.log"; do sleep 1; done
+floor=$(sed -n 's/floor listening on //p' "$dir/floor.log")
+served() {
+    "$load" --connect "$floor" --ca "$dir/ca.pem" --rate "$rate" --duration "$1" --skip-saturation 2>&1 |
+        sed -n 's/^ *\([0-9]*\) requests in .*/\1/p' | head -n 1
+}
+served 2s >/dev/null
+callgrind_control -z "$pid" >/dev/null
+# The load bench's 1 s warm-up (min(rate, 1000) requests/s, not printed) is
+# inside the window, as it is in the webhook's /metrics count above.
+n=$(($(served "${secs}s") + (rate < 1000 ? rate : 1000)))
+callgrind_control -d "$pid" >/dev/null
+echo "== floor: requests measured: $n"
+budget "$dir/floor.out.1" "$n"
+floor_total=$(budget "$dir/floor.out.1" "$n" | sed -n '1s/.* //p')
+echo "== instructions per request, webhook vs floor: $webhook_total vs $floor_total" \
+    "($(python3 -c "print(f'{$webhook_total / $floor_total:.2f}x')"))"

@@ -37,9 +37,10 @@
 //!
 //! The floor measures what this machine allows at all: the same requests,
 //! at the same rate, on the same kind of connections, against a do-nothing
-//! HTTPS server (the webhook's TLS settings, hyper, one async thread) that
-//! reads each body and answers with an answer the real webhook gave,
-//! without looking at the request. Its latencies are the floor under the
+//! HTTPS server (the webhook's TLS settings, hyper, one async thread, in a
+//! process of its own like the webhook; `--floor-in-process` puts it in the
+//! generator's) that reads each body and answers with an answer the real
+//! webhook gave, without looking at the request. Its latencies are the floor under the
 //! webhook's: TLS, HTTP, the loopback, the scheduler and the hypervisor
 //! (whose steal time, printed with every phase, moves both). `--floor`
 //! runs only that phase.
@@ -56,6 +57,7 @@ use rustls::ClientConfig;
 use straddle_test_support::fixture_json;
 use straddle_test_support::https::{Client, Pki};
 use straddle_test_support::policy::{CP_TWO, compile};
+use straddle_test_support::process::Process;
 use straddle_test_support::review::review_for;
 use straddle_test_support::scratch::Scratch;
 use straddle_test_support::webhook_child::{
@@ -105,6 +107,19 @@ struct Args {
     /// alternated (webhook, floor, webhook, ...), for the CPU ratio's spread.
     #[arg(long, default_value_t = 3)]
     pairs: usize,
+    /// Run the floor in the generator's process (threads named `floor`),
+    /// as before 2026-12-07, rather than in a process of its own.
+    #[arg(long)]
+    floor_in_process: bool,
+    /// With `--connect`: send one request (the first fixture), write the
+    /// answer's body to this file and stop (a floor's answer, for
+    /// `budget.sh`).
+    #[arg(long, requires = "connect")]
+    record_answer: Option<PathBuf>,
+    /// Internal: be the floor server (`DIR` holds `tls.crt`, `tls.key` and
+    /// `answer.json`); prints its address, then serves until killed.
+    #[arg(long, hide = true)]
+    serve_floor: Option<PathBuf>,
     /// Ignored (cargo bench passes it).
     #[arg(long, hide = true)]
     bench: bool,
@@ -112,6 +127,9 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(dir) = &args.serve_floor {
+        return floor::serve_in_this_process(dir);
+    }
     // The generator gets one core's worth of threads; the server the rest.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -129,6 +147,8 @@ struct Target {
     /// "webhook" or "floor", in the report.
     label: &'static str,
     _server: Option<Server>,
+    /// The floor server's process, when it has one.
+    _floor: Option<Process>,
 }
 
 async fn run(args: Args) -> Result<()> {
@@ -155,7 +175,7 @@ async fn run(args: Args) -> Result<()> {
     let dir = Scratch::new("load")?;
     // Certificates for the started webhook and, later, the floor server.
     let pki = Pki::new();
-    let (cert, key) = pki.write(dir.path());
+    pki.write(dir.path());
     let target = match args.connect {
         Some(addr) => {
             let ca = std::fs::read_to_string(args.ca.as_ref().unwrap())?;
@@ -166,6 +186,7 @@ async fn run(args: Args) -> Result<()> {
                 metrics: true,
                 label: "webhook",
                 _server: None,
+                _floor: None,
             }
         }
         None if args.floor => {
@@ -178,8 +199,10 @@ async fn run(args: Args) -> Result<()> {
                 metrics: true,
                 label: "webhook",
                 _server: Some(server),
+                _floor: None,
             };
-            let floor = floor_target(&webhook, &objects[0], (&cert, &key)).await?;
+            let floor =
+                floor_target(&webhook, &objects[0], dir.path(), args.floor_in_process).await?;
             if let Some(server) = webhook._server {
                 server.stop().await?;
             }
@@ -226,6 +249,7 @@ async fn run(args: Args) -> Result<()> {
                 metrics: true,
                 label: "webhook",
                 _server: Some(server),
+                _floor: None,
             }
         }
     };
@@ -238,6 +262,12 @@ async fn run(args: Args) -> Result<()> {
             mib(rss),
             mib(hwm)
         );
+    }
+
+    if let Some(file) = &args.record_answer {
+        let mut client = Client::connect(target.addr, target.tls.clone()).await?;
+        std::fs::write(file, client.mutate(objects[0].clone()).await?.body)?;
+        return Ok(());
     }
 
     let measured = warm_up_and_fixed_rate(&target, &objects, &args, true).await?;
@@ -267,7 +297,7 @@ async fn run(args: Args) -> Result<()> {
         }
         return Ok(());
     }
-    let floor = floor_target(&target, &objects[0], (&cert, &key)).await?;
+    let floor = floor_target(&target, &objects[0], dir.path(), args.floor_in_process).await?;
     let floor_measured = warm_up_and_fixed_rate(&floor, &objects, &args, true).await?;
     let floor_saturated = match saturated {
         Some(_) => {
@@ -354,11 +384,14 @@ async fn alternated(
 }
 
 /// Records one real answer from the webhook and starts the floor server
-/// with the webhook's certificate and key (the webhook stays up, idle).
+/// with the webhook's certificate and key (the webhook stays up, idle): in
+/// a process of its own, as the webhook is (and as the nginx was),
+/// unless `in_process`.
 async fn floor_target(
     webhook: &Target,
     object: &Bytes,
-    (cert, key): (&Path, &Path),
+    dir: &Path,
+    in_process: bool,
 ) -> Result<Target> {
     let answer = Client::connect(webhook.addr, webhook.tls.clone())
         .await?
@@ -366,16 +399,30 @@ async fn floor_target(
         .await?
         .body;
     println!(
-        "== floor: a do-nothing HTTPS server that answers every request with a recorded {}-byte webhook answer",
-        answer.len()
+        "== floor: a do-nothing HTTPS server that answers every request with a recorded {}-byte webhook answer ({})",
+        answer.len(),
+        if in_process {
+            "in this process"
+        } else {
+            "its own process"
+        }
     );
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let (addr, process) = if in_process {
+        (floor::start(&cert, &key, answer)?, None)
+    } else {
+        std::fs::write(dir.join(floor::ANSWER), &answer)?;
+        let (addr, process) = floor::spawn(dir).await?;
+        (addr, Some(process))
+    };
     Ok(Target {
-        addr: floor::start(cert, key, answer)?,
+        addr,
         tls: webhook.tls.clone(),
-        pid: None,
+        pid: process.as_ref().map(Process::pid),
         metrics: false,
         label: "floor",
         _server: None,
+        _floor: process,
     })
 }
 
@@ -384,12 +431,12 @@ struct Measured {
     p50_ms: f64,
     p99_ms: f64,
     steal_pct: f64,
-    /// Server CPU per request, µs (the floor's: its threads in this process).
+    /// Server CPU per request, µs.
     cpu_us: Option<f64>,
 }
 
-/// CPU seconds the server has used: its process, or for the in-process
-/// floor server the threads named `floor`.
+/// CPU seconds the server has used: its process, or for a floor server in
+/// this process (`--floor-in-process`) the threads named `floor`.
 fn server_cpu(target: &Target) -> Result<Option<f64>> {
     if let Some(pid) = target.pid {
         return cpu_seconds(pid).map(Some);
@@ -412,7 +459,8 @@ fn server_cpu(target: &Target) -> Result<Option<f64>> {
     Ok(Some(ticks / 100.0)) // USER_HZ is 100 on Linux
 }
 
-/// A short warm-up, then the fixed-rate phase (printed with `report`).
+/// A short warm-up (1 s at up to 1,000 requests/s; `budget.sh` counts it),
+/// then the fixed-rate phase (printed with `report`).
 async fn warm_up_and_fixed_rate(
     target: &Target,
     objects: &[Bytes],
@@ -821,13 +869,51 @@ mod floor {
 
     use std::net::SocketAddr;
     use std::path::Path;
+    use std::process::Command;
     use std::sync::Arc;
+    use std::time::{Duration, Instant};
 
-    use anyhow::{Context, Result};
+    use anyhow::{Context, Result, bail};
     use http_body_util::{BodyExt, Full};
     use hyper::body::{Bytes, Incoming};
     use hyper_util::rt::TokioIo;
+    use straddle_test_support::process::Process;
     use tokio_rustls::TlsAcceptor;
+
+    /// The recorded answer's file in the floor's directory.
+    pub const ANSWER: &str = "floor-answer.json";
+    const LISTENING: &str = "floor listening on ";
+
+    /// Starts this binary as the floor server on `dir`'s certificate, key
+    /// and answer; its address comes from its log (`dir/floor.log`).
+    pub async fn spawn(dir: &Path) -> Result<(SocketAddr, Process)> {
+        let mut command = Command::new(std::env::current_exe()?);
+        command.arg("--serve-floor").arg(dir);
+        let log = dir.join("floor.log");
+        let mut process = Process::spawn("floor", command, &log)?;
+        let started = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(rest) = text.split(LISTENING).nth(1) {
+                let addr = rest.lines().next().unwrap_or_default();
+                return Ok((addr.parse().context("the floor's address")?, process));
+            }
+            if process.exited().is_some() || started.elapsed() > Duration::from_secs(10) {
+                bail!("the floor server did not start: {}", process.log_tail(2000));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `--serve-floor DIR`: the floor server, until this process is killed.
+    pub fn serve_in_this_process(dir: &Path) -> Result<()> {
+        let answer = std::fs::read(dir.join(ANSWER))?;
+        let addr = start(&dir.join("tls.crt"), &dir.join("tls.key"), answer.into())?;
+        println!("{LISTENING}{addr}");
+        loop {
+            std::thread::park();
+        }
+    }
 
     /// Starts the server on its own thread and runtime (one async worker,
     /// like the webhook's default on two CPUs); it lives until the process
