@@ -95,8 +95,9 @@ echo "== webhook: requests measured: $n"
 budget "$dir/cg.out.1" "$n"
 webhook_total=$(budget "$dir/cg.out.1" "$n" | sed -n '1s/.* //p')
 
-# The floor: the webhook's answer to the first fixture, served by the load
-# bench's floor server (its own process, as in the load bench) under callgrind.
+# The floor: the webhook's answer to the first fixture (in the file
+# `--serve-floor` reads), served by the load bench's floor server (its own
+# process, as in the load bench) under callgrind.
 "$load" --connect "127.0.0.1:$port" --ca "$dir/ca.pem" --record-answer "$dir/floor-answer.json" \
     >/dev/null 2>&1
 kill "$pid"

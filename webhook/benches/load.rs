@@ -117,7 +117,7 @@ struct Args {
     #[arg(long, requires = "connect")]
     record_answer: Option<PathBuf>,
     /// Internal: be the floor server (`DIR` holds `tls.crt`, `tls.key` and
-    /// `answer.json`); prints its address, then serves until killed.
+    /// `floor-answer.json`); prints its address, then serves until killed.
     #[arg(long, hide = true)]
     serve_floor: Option<PathBuf>,
     /// Ignored (cargo bench passes it).
