@@ -16,7 +16,12 @@
 use std::borrow::Cow;
 use std::fmt;
 
+mod number;
+mod plain;
 mod scan;
+
+use number::beyond_f64;
+pub use plain::plain_len;
 
 /// Nesting levels `serde_json` allows (its recursion limit is 128).
 const MAX_DEPTH: u32 = 128;
@@ -74,130 +79,6 @@ impl fmt::Display for Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
-
-/// The length of the longest prefix of `bytes` that a JSON string holds as
-/// is: no quote, backslash or control character (all ASCII, so the prefix
-/// always ends on a character boundary).
-///
-/// The wasm guest, built with SIMD, looks at 16 bytes at a time first.
-#[inline(always)]
-pub fn plain_len(bytes: &[u8]) -> usize {
-    // Eight bytes at a time: `below(x, n)` sets a byte's high bit where that
-    // byte of `x` is below `n`, so the lowest set bit marks the first stop
-    // (bits above a real match may be false positives; bits below it never are).
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH: u64 = ONES << 7;
-    fn below(x: u64, n: u8) -> u64 {
-        x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH
-    }
-    #[inline(always)]
-    fn stops(chunk: &[u8]) -> u64 {
-        let x = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-        below(x ^ (ONES * u64::from(b'"')), 1)
-            | below(x ^ (ONES * u64::from(b'\\')), 1)
-            | below(x, 0x20)
-    }
-    let mut i = 0;
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    if let Some(chunk) = bytes.get(..16) {
-        let stop = stops16(chunk);
-        if stop != 0 {
-            return stop.trailing_zeros() as usize;
-        }
-        i = 16;
-        while let Some(chunk) = bytes.get(i..i + 16) {
-            let stop = stops16(chunk);
-            if stop != 0 {
-                return i + stop.trailing_zeros() as usize;
-            }
-            i += 16;
-        }
-    }
-    // The first eight bytes outside the loop: most strings end within
-    // them, and in the guest entering a loop costs its interruption check.
-    if let Some(chunk) = bytes.get(i..i + 8) {
-        let stop = stops(chunk);
-        if stop != 0 {
-            return i + (stop.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-        while let Some(chunk) = bytes.get(i..i + 8) {
-            let stop = stops(chunk);
-            if stop != 0 {
-                return i + (stop.trailing_zeros() / 8) as usize;
-            }
-            i += 8;
-        }
-    }
-    while let Some(&b) = bytes.get(i) {
-        if b == b'"' || b == b'\\' || b < 0x20 {
-            break;
-        }
-        i += 1;
-    }
-    i
-}
-
-/// [`plain_len`]'s stops in 16 bytes as a bit mask (bit i: byte i), with
-/// wasm's SIMD: per byte, about a third of the 8-byte word's instructions.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-#[inline(always)]
-fn stops16(chunk: &[u8]) -> u32 {
-    use std::arch::wasm32::{
-        u8x16_bitmask, u8x16_eq, u8x16_splat, u8x16_sub_sat, v128, v128_load, v128_or,
-    };
-    let c: &[u8; 16] = chunk.try_into().unwrap_or(&[0; 16]);
-    // SAFETY: `c` is 16 readable bytes, and wasm's `v128.load` has no
-    // alignment requirement. (Built lane by lane, it is 16 loads.)
-    let v = unsafe { v128_load(c.as_ptr().cast::<v128>()) };
-    let quote = u8x16_eq(v, u8x16_splat(b'"'));
-    let backslash = u8x16_eq(v, u8x16_splat(b'\\'));
-    // The high bit of `0x9f - v` (saturating) is set where `v < 0x20`, and
-    // the bit mask reads only high bits: one instruction on x86, which has
-    // no unsigned byte compare (`u8x16_lt` costs three).
-    let control = u8x16_sub_sat(u8x16_splat(0x9f), v);
-    u32::from(u8x16_bitmask(v128_or(v128_or(quote, backslash), control)))
-}
-
-/// `2^1024 - 2^970`, halfway between `f64::MAX` and the next power of two:
-/// the smallest decimal that a correctly rounding parser makes infinite.
-const F64_OVERFLOW_DIGITS: &[u8; 309] = b"179769313486231580793728971405303415079934132710037826936173778980444968292764750946649017977587207096330286416692887910946555547851940402630657488671505820681908902000708383676273854845817711531764475730270069855571366959622842914819860834936475292719074168444365510704342711559699508093042880177904174497792";
-
-/// Whether a number of JSON grammar (its integer and fraction digits, and
-/// its exponent with its sign) is beyond `f64`. serde_json refuses such a
-/// number wherever it is; so does the reader, read or skipped, as it is the
-/// only check of an object's values before a patch is made from it.
-#[inline(never)]
-fn beyond_f64(integer: &[u8], fraction: &[u8], exponent: &[u8]) -> bool {
-    let (negative, exponent) = match exponent.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        Some((b'+', rest)) => (false, rest),
-        _ => (false, exponent),
-    };
-    // Saturated far beyond any digit count that fits in memory.
-    let exponent = exponent
-        .iter()
-        .fold(0i64, |e, d| (e * 10 + i64::from(d - b'0')).min(1 << 40));
-    let exponent = if negative { -exponent } else { exponent };
-    let digits = integer.iter().chain(fraction).copied();
-    let Some(leading_zeros) = digits.clone().position(|d| d != b'0') else {
-        return false; // zero
-    };
-    let mut significant = digits.skip(leading_zeros);
-    // The power of ten of the first significant digit.
-    let magnitude = integer.len() as i64 - 1 - leading_zeros as i64 + exponent;
-    if magnitude != 308 {
-        return magnitude > 308;
-    }
-    for &limit in F64_OVERFLOW_DIGITS {
-        let digit = significant.next().unwrap_or(b'0');
-        if digit != limit {
-            return digit > limit;
-        }
-    }
-    // Equal to the limit or above it (a tie rounds to even: up).
-    true
-}
 
 /// A cursor over one JSON document.
 pub struct Reader<'a> {
@@ -934,7 +815,7 @@ mod tests {
         // The limit less one: rounds to f64::MAX.
         let below_limit = format!(
             "{}1",
-            std::str::from_utf8(&F64_OVERFLOW_DIGITS[..308]).unwrap()
+            std::str::from_utf8(&number::F64_OVERFLOW_DIGITS[..308]).unwrap()
         );
         for (src, finite) in [
             ("1.7976931348623157e308", true),
@@ -951,7 +832,7 @@ mod tests {
             assert_eq!(read_all(src).is_ok(), finite, "{src}");
             assert_eq!(src.parse::<f64>().unwrap().is_finite(), finite, "{src}");
         }
-        let limit = std::str::from_utf8(F64_OVERFLOW_DIGITS).unwrap();
+        let limit = std::str::from_utf8(number::F64_OVERFLOW_DIGITS).unwrap();
         assert!(read_all(limit).is_err());
         assert!(limit.parse::<f64>().unwrap().is_infinite());
         let error = Reader::document(r#"{"a":[1,2e400]}"#, |r| r.skip()).unwrap_err();
