@@ -92,8 +92,9 @@ callgrind_control -z "$pid" >/dev/null
 callgrind_control -d "$pid" >/dev/null
 n=$(($(requests) - before))
 echo "== webhook: requests measured: $n"
-budget "$dir/cg.out.1" "$n"
-webhook_total=$(budget "$dir/cg.out.1" "$n" | sed -n '1s/.* //p')
+table=$(budget "$dir/cg.out.1" "$n")
+echo "$table"
+webhook_total=$(echo "$table" | sed -n '1s/.* //p')
 
 # The floor: the webhook's answer to the first fixture (in the file
 # `--serve-floor` reads), served by the load bench's floor server (its own
@@ -118,7 +119,8 @@ callgrind_control -z "$pid" >/dev/null
 n=$(($(served "${secs}s") + (rate < 1000 ? rate : 1000)))
 callgrind_control -d "$pid" >/dev/null
 echo "== floor: requests measured: $n"
-budget "$dir/floor.out.1" "$n"
-floor_total=$(budget "$dir/floor.out.1" "$n" | sed -n '1s/.* //p')
+table=$(budget "$dir/floor.out.1" "$n")
+echo "$table"
+floor_total=$(echo "$table" | sed -n '1s/.* //p')
 echo "== instructions per request, webhook vs floor: $webhook_total vs $floor_total" \
     "($(python3 -c "print(f'{$webhook_total / $floor_total:.2f}x')"))"
