@@ -96,15 +96,15 @@ table=$(budget "$dir/cg.out.1" "$n")
 echo "$table"
 webhook_total=$(echo "$table" | sed -n '1s/.* //p')
 
-# The floor: the webhook's answer to the first fixture (in the file
-# `--serve-floor` reads), served by the load bench's floor server (its own
-# process, as in the load bench) under callgrind.
+# The floor: the webhook's answer to the first fixture, served by the load
+# bench's floor server (its own process, as in the load bench) under callgrind.
 "$load" --connect "127.0.0.1:$port" --ca "$dir/ca.pem" --record-answer "$dir/floor-answer.json" \
     >/dev/null 2>&1
 kill "$pid"
 wait "$pid" 2>/dev/null || true
 valgrind --tool=callgrind --callgrind-out-file="$dir/floor.out" \
-    "$load" --serve-floor "$dir" >"$dir/floor.log" 2>"$dir/floor-valgrind.log" &
+    "$load" --serve-floor "$dir/tls.crt" "$dir/tls.key" "$dir/floor-answer.json" \
+    >"$dir/floor.log" 2>"$dir/floor-valgrind.log" &
 pid=$!
 until grep -q "floor listening on" "$dir/floor.log"; do sleep 1; done
 floor=$(sed -n 's/floor listening on //p' "$dir/floor.log")

@@ -40,8 +40,8 @@
 //! HTTPS server (the webhook's TLS settings, hyper, one async thread, in a
 //! process of its own like the webhook; `--floor-in-process` puts it in the
 //! generator's) that reads each body and answers with an answer the real
-//! webhook gave, without looking at the request. Its latencies are the floor under the
-//! webhook's: TLS, HTTP, the loopback, the scheduler and the hypervisor
+//! webhook gave, without looking at the request. Its latencies are the
+//! floor under the webhook's: TLS, HTTP, the loopback, the scheduler and the hypervisor
 //! (whose steal time, printed with every phase, moves both). `--floor`
 //! runs only that phase.
 
@@ -116,10 +116,10 @@ struct Args {
     /// `budget.sh`).
     #[arg(long, requires = "connect")]
     record_answer: Option<PathBuf>,
-    /// Internal: be the floor server (`DIR` holds `tls.crt`, `tls.key` and
-    /// `floor-answer.json`); prints its address, then serves until killed.
-    #[arg(long, hide = true)]
-    serve_floor: Option<PathBuf>,
+    /// Internal: be the floor server with this certificate, key and answer;
+    /// prints its address, then serves until killed.
+    #[arg(long, hide = true, num_args = 3, value_names = ["CERT", "KEY", "ANSWER"])]
+    serve_floor: Option<Vec<PathBuf>>,
     /// Ignored (cargo bench passes it).
     #[arg(long, hide = true)]
     bench: bool,
@@ -127,8 +127,8 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    if let Some(dir) = &args.serve_floor {
-        return floor::serve_in_this_process(dir);
+    if let Some([cert, key, answer]) = args.serve_floor.as_deref() {
+        return floor::serve_in_this_process(cert, key, answer);
     }
     // The generator gets one core's worth of threads; the server the rest.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -175,7 +175,7 @@ async fn run(args: Args) -> Result<()> {
     let dir = Scratch::new("load")?;
     // Certificates for the started webhook and, later, the floor server.
     let pki = Pki::new();
-    pki.write(dir.path());
+    let (cert, key) = pki.write(dir.path());
     let target = match args.connect {
         Some(addr) => {
             let ca = std::fs::read_to_string(args.ca.as_ref().unwrap())?;
@@ -201,8 +201,14 @@ async fn run(args: Args) -> Result<()> {
                 _server: Some(server),
                 _floor: None,
             };
-            let floor =
-                floor_target(&webhook, &objects[0], dir.path(), args.floor_in_process).await?;
+            let floor = floor_target(
+                &webhook,
+                &objects[0],
+                (&cert, &key),
+                dir.path(),
+                args.floor_in_process,
+            )
+            .await?;
             if let Some(server) = webhook._server {
                 server.stop().await?;
             }
@@ -297,7 +303,14 @@ async fn run(args: Args) -> Result<()> {
         }
         return Ok(());
     }
-    let floor = floor_target(&target, &objects[0], dir.path(), args.floor_in_process).await?;
+    let floor = floor_target(
+        &target,
+        &objects[0],
+        (&cert, &key),
+        dir.path(),
+        args.floor_in_process,
+    )
+    .await?;
     let floor_measured = warm_up_and_fixed_rate(&floor, &objects, &args, true).await?;
     let floor_saturated = match saturated {
         Some(_) => {
@@ -386,10 +399,11 @@ async fn alternated(
 /// Records one real answer from the webhook and starts the floor server
 /// with the webhook's certificate and key (the webhook stays up, idle): in
 /// a process of its own, as the webhook is (and as the nginx was),
-/// unless `in_process`.
+/// with its answer and log in `dir`, unless `in_process`.
 async fn floor_target(
     webhook: &Target,
     object: &Bytes,
+    (cert, key): (&Path, &Path),
     dir: &Path,
     in_process: bool,
 ) -> Result<Target> {
@@ -407,12 +421,12 @@ async fn floor_target(
             "its own process"
         }
     );
-    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
     let (addr, process) = if in_process {
-        (floor::start(&cert, &key, answer)?, None)
+        (floor::start(cert, key, answer)?, None)
     } else {
-        std::fs::write(dir.join(floor::ANSWER), &answer)?;
-        let (addr, process) = floor::spawn(dir).await?;
+        let answer_file = dir.join("floor-answer.json");
+        std::fs::write(&answer_file, &answer)?;
+        let (addr, process) = floor::spawn(cert, key, &answer_file, dir).await?;
         (addr, Some(process))
     };
     Ok(Target {
@@ -880,15 +894,18 @@ mod floor {
     use straddle_test_support::process::Process;
     use tokio_rustls::TlsAcceptor;
 
-    /// The recorded answer's file in the floor's directory.
-    pub const ANSWER: &str = "floor-answer.json";
     const LISTENING: &str = "floor listening on ";
 
-    /// Starts this binary as the floor server on `dir`'s certificate, key
-    /// and answer; its address comes from its log (`dir/floor.log`).
-    pub async fn spawn(dir: &Path) -> Result<(SocketAddr, Process)> {
+    /// Starts this binary as the floor server (`--serve-floor`); its
+    /// address comes from its log, `dir/floor.log`.
+    pub async fn spawn(
+        cert: &Path,
+        key: &Path,
+        answer: &Path,
+        dir: &Path,
+    ) -> Result<(SocketAddr, Process)> {
         let mut command = Command::new(std::env::current_exe()?);
-        command.arg("--serve-floor").arg(dir);
+        command.arg("--serve-floor").args([cert, key, answer]);
         let log = dir.join("floor.log");
         let mut process = Process::spawn("floor", command, &log)?;
         let started = Instant::now();
@@ -905,10 +922,10 @@ mod floor {
         }
     }
 
-    /// `--serve-floor DIR`: the floor server, until this process is killed.
-    pub fn serve_in_this_process(dir: &Path) -> Result<()> {
-        let answer = std::fs::read(dir.join(ANSWER))?;
-        let addr = start(&dir.join("tls.crt"), &dir.join("tls.key"), answer.into())?;
+    /// `--serve-floor CERT KEY ANSWER`: the floor server, until this
+    /// process is killed.
+    pub fn serve_in_this_process(cert: &Path, key: &Path, answer: &Path) -> Result<()> {
+        let addr = start(cert, key, std::fs::read(answer)?.into())?;
         println!("{LISTENING}{addr}");
         loop {
             std::thread::park();
